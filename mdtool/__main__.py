@@ -1,0 +1,3 @@
+from mdtool.cli import main
+
+main()

@@ -1,0 +1,46 @@
+"""The request/response shapes shared by mdtool's HTTP daemons (proxy, agent, metadata)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+
+@dataclass
+class Request:
+    method: str
+    target: str  # raw request target, e.g. "/openstack/latest/meta_data.json?x=1"
+    headers: list[tuple[str, str]]  # in arrival order, original case
+    body: bytes = b""
+    peer: str = ""  # client IP address (no port); IPv6 without scope
+    version: str = "1.1"
+    local: str = ""  # the address the client connected to
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)  # no Content-Length needed
+
+    @classmethod
+    def text(cls, status: int, text: str, content_type: str = "text/plain; charset=UTF-8"):
+        return cls(status, text.encode(), [("Content-Type", content_type)])
+
+
+Handler = Callable[[Request], Awaitable[Response]]

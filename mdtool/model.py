@@ -1,0 +1,88 @@
+"""Plain, detached views of registry objects.
+
+The registry returns these; renderers, daemons and inspect consume them, so nothing
+outside ``mdtool.registry`` needs the ORM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DHCP_OWNER = "network:dhcp"
+COMPUTE_OWNER = "compute:nova"
+METADATA_IPV4 = "169.254.169.254"
+METADATA_IPV6 = "fe80::a9fe:a9fe"
+
+
+@dataclass(frozen=True)
+class FixedIP:
+    subnet_id: str
+    ip_address: str
+
+
+@dataclass(frozen=True)
+class AllocationPool:
+    start: str
+    end: str
+
+
+@dataclass(frozen=True)
+class HostRoute:
+    destination: str
+    nexthop: str
+
+
+@dataclass
+class Subnet:
+    id: str
+    name: str
+    network_id: str
+    cidr: str
+    ip_version: int
+    gateway_ip: str | None
+    enable_dhcp: bool
+    allocation_pools: list[AllocationPool] = field(default_factory=list)
+    dns_nameservers: list[str] = field(default_factory=list)
+    host_routes: list[HostRoute] = field(default_factory=list)
+    project_id: str = ""
+
+
+@dataclass
+class Port:
+    id: str
+    name: str
+    network_id: str
+    mac_address: str
+    fixed_ips: list[FixedIP] = field(default_factory=list)
+    device_id: str = ""
+    device_owner: str = ""
+    project_id: str = ""
+    host: str = ""  # node identity, for DHCP ports
+
+
+@dataclass
+class Network:
+    id: str
+    name: str
+    bridge: str
+    mtu: int
+    project_id: str = ""
+    subnets: list[Subnet] = field(default_factory=list)
+    ports: list[Port] = field(default_factory=list)
+
+
+@dataclass
+class Instance:
+    id: str
+    name: str
+    hostname: str
+    project_id: str
+    key_name: str | None = None
+    public_keys: dict[str, str] = field(default_factory=dict)  # key name -> key text
+    meta: dict[str, str] = field(default_factory=dict)
+    user_data: bytes | None = None
+    vendor_data: dict | None = None
+    availability_zone: str = "nova"
+    launch_index: int = 0
+    created_at: str = ""
+    password: str | None = None
