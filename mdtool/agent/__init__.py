@@ -1,0 +1,1 @@
+"""The metadata agent: (network, client address) -> instance, then a signed request to Nova."""
