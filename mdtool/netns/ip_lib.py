@@ -1,0 +1,341 @@
+"""Privileged netlink wrappers: the only module here that calls pyroute2.
+
+Each function does one kernel operation, tolerates the "already so" errno where that is
+what the caller wants (namespace EEXIST on create, ENOENT/ENODEV on delete), and turns
+every other failure into ``OperationFailed`` with a one-line message. Results are plain
+dataclasses, so the planner above never sees a netlink message.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as _netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mdtool.errors import OperationFailed
+
+NETNS_RUN_DIR = "/run/netns"
+IFA_F_NODAD = 0x02
+IFF_UP = 0x1
+RT_TABLE_MAIN = 254
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    ifname: str
+    kind: str | None
+    mac: str | None
+    mtu: int
+    up: bool
+    master: str | None  # name of the bridge it is enslaved to
+    alias: str | None
+    oper_state: str | None = None
+    flags: int = 0
+
+
+@dataclass(frozen=True)
+class Address:
+    ifname: str
+    address: str
+    prefixlen: int
+    family: int  # 4 or 6
+    scope: int
+    flags: int = 0
+    broadcast: str | None = None
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+
+@dataclass(frozen=True)
+class Route:
+    destination: str  # "0.0.0.0" style network address
+    prefixlen: int
+    gateway: str | None
+    ifname: str | None
+    family: int
+    metric: int = 0
+    scope: int = 0
+    proto: int = 0
+    prefsrc: str | None = None
+
+
+def _fail(what: str, e: BaseException) -> OperationFailed:
+    code = getattr(e, "code", None) or getattr(e, "errno", None)
+    reason = os.strerror(code) if isinstance(code, int) and code > 0 else str(e)
+    return OperationFailed(f"{what}: {reason}")
+
+
+@contextmanager
+def _ipr(netns: str | None, what: str) -> Iterator[IPRoute]:
+    """An RTNL socket in ``netns`` (None: the host). Never creates a namespace."""
+    if netns is not None and not namespace_exists(netns):
+        raise OperationFailed(f"{what}: network namespace {netns} does not exist")
+    try:
+        ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+    except OSError as e:
+        raise _fail(what, e) from None
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+# Namespaces ---------------------------------------------------------------------------
+
+def namespace_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_RUN_DIR, name))
+
+
+def list_namespaces() -> list[str]:
+    try:
+        return sorted(_netns.listnetns())
+    except OSError as e:
+        raise _fail("cannot list network namespaces", e) from None
+
+
+def create_namespace(name: str) -> bool:
+    """Create ``/run/netns/<name>``; False when it already existed."""
+    if namespace_exists(name):
+        return False
+    try:
+        _netns.create(name)
+    except OSError as e:
+        if e.errno == errno.EEXIST:
+            return False
+        raise _fail(f"cannot create network namespace {name}", e) from None
+    return True
+
+
+def delete_namespace(name: str) -> bool:
+    """Remove a namespace; False when it did not exist."""
+    if not namespace_exists(name):
+        return False
+    try:
+        _netns.remove(name)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise _fail(f"cannot delete network namespace {name}", e) from None
+    return True
+
+
+# Links --------------------------------------------------------------------------------
+
+def _to_link(msg, names: dict[int, str]) -> Link:
+    master = msg.get("master") or msg.get("IFLA_MASTER")
+    return Link(
+        index=msg["index"],
+        ifname=msg.get("IFLA_IFNAME"),
+        kind=msg.get(("linkinfo", "kind")),
+        mac=msg.get("IFLA_ADDRESS"),
+        mtu=msg.get("IFLA_MTU") or 0,
+        up=bool(msg["flags"] & IFF_UP),
+        master=names.get(master) if master else None,
+        alias=msg.get("IFLA_IFALIAS"),
+        oper_state=msg.get("IFLA_OPERSTATE"),
+        flags=msg["flags"],
+    )
+
+
+def list_links(netns: str | None = None) -> list[Link]:
+    what = f"cannot list links in {netns or 'the host namespace'}"
+    with _ipr(netns, what) as ipr:
+        try:
+            msgs = list(ipr.link("dump"))
+        except (NetlinkError, OSError) as e:
+            raise _fail(what, e) from None
+    names = {m["index"]: m.get("IFLA_IFNAME") for m in msgs}
+    return [_to_link(m, names) for m in msgs]
+
+
+def get_link(ifname: str, netns: str | None = None) -> Link | None:
+    if netns is not None and not namespace_exists(netns):
+        return None
+    for link in list_links(netns):
+        if link.ifname == ifname:
+            return link
+    return None
+
+
+def create_bridge(name: str, alias: str | None = None, mtu: int | None = None) -> None:
+    what = f"cannot create bridge {name}"
+    with _ipr(None, what) as ipr:
+        try:
+            ipr.link("add", ifname=name, kind="bridge")
+            idx = _index(ipr, name)
+            spec = {"state": "up"}
+            if alias:
+                spec["ifalias"] = alias
+            if mtu:
+                spec["mtu"] = mtu
+            ipr.link("set", index=idx, **spec)
+        except NetlinkError as e:
+            raise _fail(what, e) from None
+
+
+def create_veth(ifname: str, peer: str, peer_netns: str | None = None,
+                ifname_netns: str | None = None) -> None:
+    """A veth pair created directly where its ends belong (no name clash in passing)."""
+    what = f"cannot create veth pair {ifname}/{peer}"
+    peer_spec = {"ifname": peer}
+    if peer_netns:
+        peer_spec["net_ns_fd"] = peer_netns
+    with _ipr(ifname_netns, what) as ipr:
+        try:
+            ipr.link("add", ifname=ifname, kind="veth", peer=peer_spec)
+        except NetlinkError as e:
+            raise _fail(what, e) from None
+
+
+def set_link(ifname: str, netns: str | None = None, *, mac: str | None = None,
+             mtu: int | None = None, up: bool | None = None, master: str | None = None,
+             alias: str | None = None) -> None:
+    what = f"cannot change link {ifname}" + (f" in {netns}" if netns else "")
+    with _ipr(netns, what) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            raise OperationFailed(f"{what}: no such interface")
+        spec: dict = {}
+        if mac is not None:
+            spec["address"] = mac
+        if mtu is not None:
+            spec["mtu"] = mtu
+        if master is not None:
+            midx = _index(ipr, master)
+            if midx is None:
+                raise OperationFailed(f"{what}: bridge {master} does not exist")
+            spec["master"] = midx
+        if alias is not None:
+            spec["ifalias"] = alias
+        try:
+            # state last: a MAC change on a running link is refused by some drivers
+            if spec:
+                ipr.link("set", index=idx, **spec)
+            if up is not None:
+                ipr.link("set", index=idx, state="up" if up else "down")
+        except NetlinkError as e:
+            raise _fail(what, e) from None
+
+
+def delete_link(ifname: str, netns: str | None = None) -> bool:
+    """Delete a link; False when it (or its namespace) did not exist."""
+    if netns is not None and not namespace_exists(netns):
+        return False
+    what = f"cannot delete link {ifname}" + (f" in {netns}" if netns else "")
+    with _ipr(netns, what) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            return False
+        try:
+            ipr.link("del", index=idx)
+        except NetlinkError as e:
+            if e.code in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise _fail(what, e) from None
+    return True
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    """Names of the host links enslaved to ``bridge``."""
+    return [l.ifname for l in list_links(None) if l.master == bridge]
+
+
+# Addresses and routes -----------------------------------------------------------------
+
+def list_addresses(netns: str | None = None, ifname: str | None = None,
+                   family: int | None = None) -> list[Address]:
+    what = f"cannot list addresses in {netns or 'the host namespace'}"
+    with _ipr(netns, what) as ipr:
+        try:
+            names = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.link("dump")}
+            msgs = list(ipr.addr("dump"))
+        except (NetlinkError, OSError) as e:
+            raise _fail(what, e) from None
+    out = []
+    for m in msgs:
+        fam = 6 if m["family"] == 10 else 4
+        if family is not None and fam != family:
+            continue
+        name = names.get(m["index"])
+        if ifname is not None and name != ifname:
+            continue
+        out.append(Address(
+            ifname=name, address=m.get("IFA_ADDRESS") or m.get("IFA_LOCAL"),
+            prefixlen=m["prefixlen"], family=fam, scope=m["scope"],
+            flags=m.get("IFA_FLAGS") or m["flags"], broadcast=m.get("IFA_BROADCAST"),
+        ))
+    return out
+
+
+def add_address(ifname: str, cidr: str, netns: str | None = None, *, nodad: bool = False) -> bool:
+    """Add ``cidr`` (``ip/prefixlen``); False when it was already there."""
+    what = f"cannot add {cidr} to {ifname}" + (f" in {netns}" if netns else "")
+    ip, _, plen = cidr.partition("/")
+    with _ipr(netns, what) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            raise OperationFailed(f"{what}: no such interface")
+        spec: dict = {"index": idx, "address": ip, "prefixlen": int(plen)}
+        if nodad:
+            spec["flags"] = IFA_F_NODAD
+        try:
+            ipr.addr("add", **spec)
+        except NetlinkError as e:
+            if e.code == errno.EEXIST:
+                return False
+            raise _fail(what, e) from None
+    return True
+
+
+def delete_address(ifname: str, cidr: str, netns: str | None = None) -> bool:
+    what = f"cannot remove {cidr} from {ifname}" + (f" in {netns}" if netns else "")
+    ip, _, plen = cidr.partition("/")
+    with _ipr(netns, what) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            return False
+        try:
+            ipr.addr("del", index=idx, address=ip, prefixlen=int(plen))
+        except NetlinkError as e:
+            if e.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
+                return False
+            raise _fail(what, e) from None
+    return True
+
+
+def list_routes(netns: str | None = None, family: int = 4,
+                table: int = RT_TABLE_MAIN) -> list[Route]:
+    what = f"cannot list routes in {netns or 'the host namespace'}"
+    fam = 10 if family == 6 else 2
+    with _ipr(netns, what) as ipr:
+        try:
+            names = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.link("dump")}
+            msgs = list(ipr.route("dump", family=fam))
+        except (NetlinkError, OSError) as e:
+            raise _fail(what, e) from None
+    out = []
+    for m in msgs:
+        if (m.get("RTA_TABLE") or m["table"]) != table:
+            continue
+        dst = m.get("RTA_DST") or ("0.0.0.0" if family == 4 else "::")
+        out.append(Route(
+            destination=dst, prefixlen=m["dst_len"], gateway=m.get("RTA_GATEWAY"),
+            ifname=names.get(m.get("RTA_OIF")), family=family,
+            metric=m.get("RTA_PRIORITY") or 0, scope=m["scope"], proto=m["proto"],
+            prefsrc=m.get("RTA_PREFSRC"),
+        ))
+    return out
