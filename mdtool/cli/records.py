@@ -1,0 +1,52 @@
+"""Resources as the rows the OpenStack client prints (Neutron's and Nova's field names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mdtool import model
+
+
+def network(n: model.Network) -> dict[str, Any]:
+    return {"id": n.id, "name": n.name, "bridge": n.bridge, "mtu": n.mtu,
+            "subnets": [s.id for s in n.subnets], "project_id": n.project_id,
+            "tenant_id": n.project_id}
+
+
+def network_list_row(n: model.Network) -> dict[str, Any]:
+    row = network(n)
+    row["subnets"] = [f"{s.id} {s.cidr}" for s in n.subnets]
+    return row
+
+
+def subnet(s: model.Subnet) -> dict[str, Any]:
+    return {
+        "allocation_pools": [{"start": p.start, "end": p.end} for p in s.allocation_pools],
+        "cidr": s.cidr,
+        "dns_nameservers": list(s.dns_nameservers),
+        "enable_dhcp": s.enable_dhcp,
+        "gateway_ip": s.gateway_ip,
+        "host_routes": [{"destination": h.destination, "nexthop": h.nexthop} for h in s.host_routes],
+        "id": s.id,
+        "ip_version": s.ip_version,
+        "name": s.name,
+        "network_id": s.network_id,
+        "project_id": s.project_id,
+        "tenant_id": s.project_id,
+    }
+
+
+def port(p: model.Port) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "network_id": p.network_id, "mac_address": p.mac_address,
+            "fixed_ips": [{"subnet_id": f.subnet_id, "ip_address": f.ip_address} for f in p.fixed_ips],
+            "device_id": p.device_id, "device_owner": p.device_owner, "project_id": p.project_id,
+            "tenant_id": p.project_id, "binding:host_id": p.host}
+
+
+def instance(i: model.Instance) -> dict[str, Any]:
+    return {"id": i.id, "name": i.name, "hostname": i.hostname, "project_id": i.project_id,
+            "key_name": i.key_name, "public_keys": dict(i.public_keys), "meta": dict(i.meta),
+            "user_data": "present" if i.user_data is not None else "",
+            "user_data_bytes": len(i.user_data) if i.user_data is not None else 0,
+            "vendor_data": i.vendor_data, "availability_zone": i.availability_zone,
+            "created": i.created_at}

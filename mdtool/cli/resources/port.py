@@ -1,0 +1,79 @@
+"""port-create, port-list, port-show, port-update, port-delete."""
+
+from __future__ import annotations
+
+import click
+
+from mdtool.cli import records
+from mdtool.cli.output import format_options
+from mdtool.cli.resources.common import emit_list, emit_one, parse_pairs, pass_ctx
+
+FIXED_IP_KEYS = ("subnet", "ip_address")
+
+
+@click.command("port-create")
+@click.argument("network")
+@click.option("--name", default="", help="Port name.")
+@click.option("--mac-address", metavar="MAC", help="Default: a free fa:16:3e:xx:xx:xx.")
+@click.option("--fixed-ip", "fixed_ips", multiple=True, metavar="subnet=S,ip_address=IP",
+              help="Address to hold (repeatable; either key may be left out; default: next free).")
+@click.option("--device-id", metavar="INSTANCE", help="Instance (name or id) that owns the port.")
+@click.option("--project-id", metavar="P", help="Default: the instance's, else the network's.")
+@format_options
+@pass_ctx
+def port_create(ctx, network, name, mac_address, fixed_ips, device_id, project_id, fmt, columns):
+    """Create a port on NETWORK; its address comes from the subnet's pool unless given."""
+    specs = parse_pairs(fixed_ips, FIXED_IP_KEYS, "--fixed-ip") if fixed_ips else None
+    p = ctx.registry.create_port(network, name=name, mac_address=mac_address, fixed_ips=specs,
+                                 device_id=device_id, project_id=project_id)
+    emit_one(records.port(p), fmt, columns, "Created a new port:")
+
+
+@click.command("port-list")
+@click.option("--network", metavar="NETWORK", help="Only this network's ports.")
+@click.option("--device-id", metavar="ID", help="Only ports of this device.")
+@format_options
+@pass_ctx
+def port_list(ctx, network, device_id, fmt, columns):
+    """List ports."""
+    emit_list([records.port(p) for p in ctx.registry.list_ports(network, device_id)],
+              ["id", "name", "mac_address", "fixed_ips", "device_owner"], fmt, columns)
+
+
+@click.command("port-show")
+@click.argument("port")
+@format_options
+@pass_ctx
+def port_show(ctx, port, fmt, columns):
+    """Show a port (name or id)."""
+    emit_one(records.port(ctx.registry.get_port(port)), fmt, columns)
+
+
+@click.command("port-update")
+@click.argument("port")
+@click.option("--name", help="New name.")
+@click.option("--device-id", metavar="INSTANCE", help="Move the port to this instance ('' unbinds).")
+@click.option("--fixed-ip", "fixed_ips", multiple=True, metavar="subnet=S,ip_address=IP",
+              help="Replace the port's addresses.")
+@click.option("--mac-address", metavar="MAC", help="New MAC address.")
+@format_options
+@pass_ctx
+def port_update(ctx, port, name, device_id, fixed_ips, mac_address, fmt, columns):
+    """Change a port; the agent serves the change within a second."""
+    specs = parse_pairs(fixed_ips, FIXED_IP_KEYS, "--fixed-ip") if fixed_ips else None
+    p = ctx.registry.update_port(port, name=name, device_id=device_id, fixed_ips=specs,
+                                 mac_address=mac_address)
+    emit_one(records.port(p), fmt, columns, "Updated port:")
+
+
+@click.command("port-delete")
+@click.argument("port")
+@pass_ctx
+def port_delete(ctx, port):
+    """Delete a port; `dnsmasq reload NETWORK` stops its lease."""
+    p = ctx.registry.delete_port(port)
+    ips = ", ".join(f.ip_address for f in p.fixed_ips)
+    click.echo(f"Deleted port: {p.name or p.id} ({ips})")
+
+
+COMMANDS = [port_create, port_list, port_show, port_update, port_delete]

@@ -1,0 +1,537 @@
+"""A lean, hardened HTTP/1.1 server: asyncio Protocol + httptools, uvloop when present.
+
+What a hostile or broken client can do is bounded: the request head must arrive within
+``Limits.head_timeout`` and fit ``max_header_bytes``/``max_header_count`` (431), bodies fit
+``max_body_bytes`` (413), idle keep-alive connections close after ``keepalive_timeout``,
+and malformed or ambiguous framing (Content-Length with Transfer-Encoding, several
+different Content-Length values) ends the connection with 400. A failing handler costs a
+500, never the process.
+
+Pipelined requests are parsed ahead and answered strictly in order, one handler at a
+time per connection; reading pauses when too many are queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Awaitable, Callable
+
+import httptools
+
+from mdtool.http.types import Handler, Request, Response
+
+log = logging.getLogger("mdtool.http.server")
+
+__all__ = ["Limits", "HttpServer", "run_daemon", "install_uvloop", "serialize_response"]
+
+
+@dataclass
+class Limits:
+    head_timeout: float = 30.0  # whole request (head and body) must arrive within this
+    keepalive_timeout: float = 30.0  # idle time between requests on a kept-alive connection
+    max_header_bytes: int = 16384  # request line + header fields (431 beyond)
+    max_header_count: int = 100  # header fields (431 beyond)
+    max_body_bytes: int = 1 << 20  # request body (413 beyond)
+    handler_timeout: float | None = None  # handler still running after this: 504
+    max_pipeline: int = 16  # parsed-ahead requests before reading pauses
+
+
+class _Reject(Exception):
+    """Raised from parser callbacks: answer ``status`` and close."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+# Status lines and reason phrases are built once.
+_STATUS_LINES: dict[int, bytes] = {}
+for _s in HTTPStatus:
+    _STATUS_LINES[_s.value] = f"HTTP/1.1 {_s.value} {_s.phrase}\r\n".encode()
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = f"HTTP/1.1 {status} Unknown\r\n".encode()
+    return line
+
+
+# Framing and connection management belong to the server, not to the handler.
+_SERVER_OWNED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
+_SERVER_OWNED_STR = frozenset(h.decode() for h in _SERVER_OWNED)
+
+
+def _encode(s: str) -> bytes:
+    try:
+        return s.encode("latin-1")
+    except UnicodeEncodeError:
+        return s.encode("utf-8")
+
+
+def serialize_response(resp: Response, *, head: bool = False, keep_alive: bool = True,
+                       http10: bool = False) -> bytes:
+    """The bytes of ``resp`` on the wire, with Content-Length and Connection set."""
+    status = resp.status
+    parts = [_status_line(status)]
+    explicit_length = None
+    for name, value in resp.headers:
+        lname = name.lower()
+        if lname in _SERVER_OWNED_STR:
+            if lname == "content-length":
+                explicit_length = value
+            continue
+        parts.append(_encode(f"{name}: {value}\r\n"))
+    body = resp.body
+    if status < 200 or status == 204 or status == 304:
+        body = b""
+    else:
+        if head and not body and explicit_length is not None:
+            # A HEAD answer may announce the GET length (a proxy relaying one does).
+            parts.append(b"Content-Length: %s\r\n" % explicit_length.strip().encode())
+        else:
+            parts.append(b"Content-Length: %d\r\n" % len(body))
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    elif http10:
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    if body and not head:
+        parts.append(body)
+    return b"".join(parts)
+
+
+def _error_bytes(status: int, text: str) -> bytes:
+    body = (text + "\n").encode()
+    return b"".join((_status_line(status), b"Content-Type: text/plain; charset=UTF-8\r\n",
+                     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body), body))
+
+
+def _peer_host(addr: Any) -> str:
+    if isinstance(addr, tuple) and addr:
+        host = addr[0]
+        if isinstance(host, str):
+            return host.split("%", 1)[0]
+    return ""
+
+
+def _local_host(addr: Any) -> str:
+    if isinstance(addr, tuple) and addr:
+        return str(addr[0]).split("%", 1)[0]
+    if isinstance(addr, (str, bytes)):
+        return addr.decode(errors="replace") if isinstance(addr, bytes) else addr
+    return ""
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parse, queue, answer in order."""
+
+    def __init__(self, server: HttpServer):
+        self.server = server
+        self.limits = server.limits
+        self.handler = server.handler
+        self.loop = server._loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ""
+        self.local = ""
+        self.queue: deque[tuple[Request, bool]] = deque()
+        self.task: asyncio.Task | None = None
+        self.closing = False  # no more requests are read or answered after the current one
+        self.reading_paused = False
+        self.write_paused: asyncio.Future | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.in_message = False  # between message begin and message complete
+        self.head_done = False
+        self.head_raw = 0  # bytes fed while a head was incomplete (memory bound)
+        self.head_bytes = 0  # parsed size of url + header fields
+        self.url = b""
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+        self.body_len = 0
+        self.expect_continue = False
+        self.pending_error: bytes | None = None
+
+    # asyncio callbacks --------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.peer = _peer_host(transport.get_extra_info("peername"))
+        self.local = _local_host(transport.get_extra_info("sockname"))
+        self.server._connections.add(self)
+        self._arm(self.limits.head_timeout, self._on_idle_timeout)
+
+    def connection_lost(self, exc):
+        self.server._connections.discard(self)
+        self._disarm()
+        self.closing = True
+        self.transport = None
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.write_paused is not None and not self.write_paused.done():
+            self.write_paused.set_result(None)
+        waiter = self.server._drained
+        if waiter is not None and not self.server._connections and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self):
+        if self.write_paused is None or self.write_paused.done():
+            self.write_paused = self.loop.create_future()
+
+    def resume_writing(self):
+        if self.write_paused is not None and not self.write_paused.done():
+            self.write_paused.set_result(None)
+
+    def data_received(self, data: bytes):
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The request before the upgrade is complete; we speak nothing else.
+            if self.in_message or not self.queue:
+                self._fail(400, "Bad Request: protocol upgrade not supported")
+                return
+            self._stop_reading_after_queue()
+            return
+        except httptools.HttpParserCallbackError as e:
+            ctx = e.__context__
+            if isinstance(ctx, _Reject):
+                self._fail(ctx.status, ctx.text)
+            else:
+                log.exception("HTTP parser callback failed", exc_info=ctx)
+                self._fail(500, "Internal Server Error")
+            return
+        except httptools.HttpParserError as e:
+            self._fail(400, f"Bad Request: {e.args[0] if e.args else 'malformed'}")
+            return
+        if self.in_message and not self.head_done:
+            # Counted from the chunk after the one the head began in: the parsed-size
+            # check in on_header is exact, this one only bounds memory for endless lines.
+            if self.head_raw < 0:
+                self.head_raw = 0
+            else:
+                self.head_raw += len(data)
+            if self.head_raw > self.limits.max_header_bytes:
+                self._fail(431, "Request Header Fields Too Large")
+
+    def eof_received(self):
+        # A half-closed client still gets the answers to what it sent.
+        if self.in_message or self.task is None:
+            return False
+        self.closing = True
+        return True
+
+    # httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self):
+        self.in_message = True
+        self.head_done = False
+        self.head_raw = -1
+        self.head_bytes = 0
+        self.url = b""
+        self.headers = []
+        self.body = []
+        self.body_len = 0
+        self.expect_continue = False
+        if self.task is None:
+            # Waiting for this head is no longer keep-alive idleness.
+            self._arm(self.limits.head_timeout, self._on_head_timeout)
+
+    def on_url(self, url: bytes):
+        self.url += url
+        self.head_bytes += len(url)
+        if self.head_bytes > self.limits.max_header_bytes:
+            raise _Reject(414, "URI Too Long")
+
+    def on_header(self, name: bytes, value: bytes):
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, "Request Header Fields Too Large")
+        if len(self.headers) >= self.limits.max_header_count:
+            raise _Reject(431, "Request Header Fields Too Large: too many fields")
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self):
+        self.head_done = True
+        lengths = set()
+        chunked = False
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname == "content-length":
+                lengths.update(v.strip() for v in value.split(","))
+            elif lname == "transfer-encoding":
+                chunked = True
+            elif lname == "expect" and value.strip().lower() == "100-continue":
+                self.expect_continue = True
+        if lengths and chunked:
+            raise _Reject(400, "Bad Request: both Content-Length and Transfer-Encoding")
+        if len(lengths) > 1:
+            raise _Reject(400, "Bad Request: conflicting Content-Length")
+        if lengths:
+            (cl,) = lengths
+            if not cl.isdigit():
+                raise _Reject(400, "Bad Request: bad Content-Length")
+            if int(cl) > self.limits.max_body_bytes:
+                raise _Reject(413, "Content Too Large")
+        if self.expect_continue and self.transport is not None and not self.queue \
+                and self.task is None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes):
+        self.body_len += len(body)
+        if self.body_len > self.limits.max_body_bytes:
+            raise _Reject(413, "Content Too Large")
+        self.body.append(body)
+
+    def on_message_complete(self):
+        self.in_message = False
+        parser = self.parser
+        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive() and not self.closing
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        req = Request(parser.get_method().decode("ascii", "replace"),
+                      self.url.decode("latin-1"), self.headers, body, self.peer, version,
+                      self.local)
+        self.headers = []
+        self.body = []
+        self.queue.append((req, keep_alive))
+        if self.task is None:
+            self._disarm()
+            self.task = self.loop.create_task(self._answer())
+        if len(self.queue) >= self.limits.max_pipeline and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        if not keep_alive:
+            # Nothing after a closing request is read.
+            self.closing = True
+
+    # answering --------------------------------------------------------------------------
+
+    async def _answer(self):
+        handler = self.handler
+        handler_timeout = self.limits.handler_timeout
+        try:
+            while self.queue:
+                req, keep_alive = self.queue.popleft()
+                if self.reading_paused and len(self.queue) < self.limits.max_pipeline // 2:
+                    self.reading_paused = False
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+                try:
+                    if handler_timeout is None:
+                        resp = await handler(req)
+                    else:
+                        resp = await asyncio.wait_for(handler(req), handler_timeout)
+                except asyncio.CancelledError:
+                    raise
+                except asyncio.TimeoutError:
+                    log.warning("handler timed out: %s %s", req.method, req.target)
+                    resp = Response.text(504, "Gateway Timeout\n")
+                except Exception:
+                    log.exception("handler failed: %s %s", req.method, req.target)
+                    resp = Response.text(500, "Internal Server Error\n")
+                if self.server._closing and not self.queue:
+                    keep_alive = False
+                for name, value in resp.headers:
+                    if name.lower() == "connection" and "close" in value.lower():
+                        keep_alive = False
+                transport = self.transport
+                if transport is None:
+                    return
+                try:
+                    data = serialize_response(resp, head=req.method == "HEAD",
+                                              keep_alive=keep_alive,
+                                              http10=req.version == "1.0")
+                except Exception:
+                    log.exception("bad response from handler: %s %s", req.method, req.target)
+                    data = _error_bytes(500, "Internal Server Error")
+                    keep_alive = False
+                transport.write(data)
+                if not keep_alive:
+                    self.closing = True
+                    self.queue.clear()
+                    transport.close()
+                    return
+                if self.write_paused is not None and not self.write_paused.done():
+                    await self.write_paused
+        except asyncio.CancelledError:
+            return
+        finally:
+            self.task = None
+        if self.transport is None:
+            return
+        if self.pending_error is not None:
+            self.transport.write(self.pending_error)
+            self.transport.close()
+        elif self.closing:
+            self.transport.close()
+        elif self.in_message:
+            self._arm(self.limits.head_timeout, self._on_head_timeout)
+        else:
+            self._arm(self.limits.keepalive_timeout, self._on_idle_timeout)
+
+    def _stop_reading_after_queue(self):
+        self.closing = True
+        if self.task is None and self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, status: int, text: str):
+        """Protocol error: answer what came before in order, then this error, then close."""
+        self.closing = True
+        self.in_message = False
+        self._disarm()
+        if self.transport is None:
+            return
+        self.transport.pause_reading()
+        data = _error_bytes(status, text)
+        if self.task is None:
+            self.transport.write(data)
+            self.transport.close()
+        else:
+            # Answered after the requests already accepted, then the connection closes.
+            self.pending_error = data
+
+    def close_if_idle(self) -> bool:
+        if self.task is None and not self.in_message and self.transport is not None:
+            self.transport.close()
+            return True
+        self.closing = True  # finish the current request, then close
+        return False
+
+    # timers -------------------------------------------------------------------------------
+
+    def _arm(self, delay: float, callback: Callable[[], None]):
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(delay, callback)
+
+    def _disarm(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_idle_timeout(self):
+        self.timer = None
+        if self.transport is not None and self.task is None:
+            self.transport.close()
+
+    def _on_head_timeout(self):
+        self.timer = None
+        if self.transport is None or self.task is not None:
+            return
+        if self.in_message:
+            self.closing = True
+            self.transport.write(_error_bytes(408, "Request Timeout"))
+        self.transport.close()
+
+
+class HttpServer:
+    """Serves ``handler`` on any number of listening sockets (TCP v4/v6 or AF_UNIX)."""
+
+    def __init__(self, handler: Handler, limits: Limits | None = None):
+        self.limits = limits or Limits()
+        self.handler = handler
+        self._servers: dict[int, asyncio.AbstractServer] = {}
+        self._next_key = 0
+        self._connections: set[_Connection] = set()
+        self._closing = False
+        self._drained: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def add_socket(self, sock: socket.socket) -> int:
+        """Serve on an already bound and listening socket; returns a key for remove_socket."""
+        if self._closing:
+            raise RuntimeError("server is closing")
+        self._loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        if sock.family == socket.AF_UNIX:
+            srv = await self._loop.create_unix_server(lambda: _Connection(self), sock=sock,
+                                                      start_serving=True)
+        else:
+            srv = await self._loop.create_server(lambda: _Connection(self), sock=sock,
+                                                 start_serving=True)
+        key = self._next_key
+        self._next_key += 1
+        self._servers[key] = srv
+        return key
+
+    async def remove_socket(self, key: int) -> None:
+        """Stop accepting on that socket and close it; open connections stay."""
+        srv = self._servers.pop(key, None)
+        if srv is not None:
+            srv.close()
+            try:
+                await asyncio.wait_for(srv.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [s for srv in self._servers.values() for s in srv.sockets]
+
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        """Stop listening, let in-flight requests finish (up to drain_timeout), close the rest."""
+        self._closing = True
+        for key in list(self._servers):
+            srv = self._servers.pop(key)
+            srv.close()
+        if self._loop is None:
+            return
+        for conn in list(self._connections):
+            conn.close_if_idle()
+        if self._connections:
+            self._drained = self._loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained), drain_timeout)
+            except asyncio.TimeoutError:
+                pass
+        for conn in list(self._connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        # Let connection_lost callbacks run.
+        await asyncio.sleep(0)
+
+
+def install_uvloop() -> bool:
+    """Use uvloop for new event loops when it is importable."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def run_daemon(main: Callable[[asyncio.Event], Awaitable[int | None]]) -> int:
+    """Run a daemon: ``main(stop)`` sets up, awaits ``stop``, cleans up, returns its exit code.
+
+    SIGTERM and SIGINT set ``stop``; a clean shutdown exits 0.
+    """
+    install_uvloop()
+
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            rc = await main(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return 0 if rc is None else int(rc)
+
+    return asyncio.run(runner())
+
+
+def monotonic_ms(start: float) -> float:
+    return (time.monotonic() - start) * 1000.0

@@ -1,0 +1,653 @@
+"""Queries and changes of the registry. Returns detached views from ``mdtool.model``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import random
+import uuid
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from mdtool import model
+from mdtool.errors import BadInput, Conflict, NotFound, OperationFailed
+from mdtool.registry import db, schema as t
+from mdtool.registry import validate as v
+
+USER_DATA_MAX = 64 * 1024
+VENDOR_DATA_MAX = 64 * 1024
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+        return len(text) == 36
+    except ValueError:
+        return False
+
+
+class Registry:
+    def __init__(self, url: str, engine: Engine | None = None):
+        self.url = url
+        self.engine = engine or db.make_engine(url)
+        db.upgrade(self.engine)
+        db.secure_sqlite_file(url)
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except sa.exc.OperationalError as e:
+            raise OperationFailed(f"registry read failed: {db._short(e)}") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One serialised write transaction: the revision bump takes the write lock first.
+
+        SQLite writers start with BEGIN IMMEDIATE and wait up to the busy timeout for the
+        lock; PostgreSQL writers queue on the registry_state row lock. Either way a
+        concurrent writer waits its turn instead of failing.
+        """
+        try:
+            with self.engine.connect().execution_options(mdtool_write=True) as conn, conn.begin():
+                conn.execute(t.registry_state.update().where(t.registry_state.c.id == 1)
+                             .values(revision=t.registry_state.c.revision + 1))
+                yield conn
+        except sa.exc.OperationalError as e:
+            raise OperationFailed(f"registry write failed: {db._short(e)}") from None
+        except sa.exc.IntegrityError as e:
+            raise Conflict(f"conflicting change: {db._short(e)}") from None
+
+    def revision(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.registry_state.c.revision)).scalar_one()
+
+    # -- lookup by name or id -----------------------------------------------------------
+
+    def _resolve(self, conn: Connection, table: sa.Table, ref: str, kind: str) -> sa.Row:
+        if not ref:
+            raise BadInput(f"empty {kind} name or id")
+        row = conn.execute(sa.select(table).where(table.c.id == ref)).first()
+        if row is not None:
+            return row
+        rows = conn.execute(sa.select(table).where(table.c.name == ref)).all()
+        if not rows and len(ref) >= 4 and "id" in table.c:
+            rows = conn.execute(sa.select(table).where(table.c.id.startswith(ref, autoescape=True))).all()
+        if len(rows) == 1:
+            return rows[0]
+        if not rows:
+            raise NotFound(f"no {kind} named or with id {ref!r} (see: mdtool {kind}-list)")
+        raise Conflict(f"{len(rows)} {kind}s match {ref!r}: use the id (see: mdtool {kind}-list)")
+
+    # -- views --------------------------------------------------------------------------
+
+    @staticmethod
+    def _subnet_view(r: sa.Row) -> model.Subnet:
+        return model.Subnet(
+            id=r.id, name=r.name, network_id=r.network_id, cidr=r.cidr, ip_version=r.ip_version,
+            gateway_ip=r.gateway_ip, enable_dhcp=bool(r.enable_dhcp),
+            allocation_pools=[model.AllocationPool(p["start"], p["end"]) for p in r.allocation_pools],
+            dns_nameservers=list(r.dns_nameservers),
+            host_routes=[model.HostRoute(h["destination"], h["nexthop"]) for h in r.host_routes],
+            project_id=r.project_id)
+
+    @staticmethod
+    def _instance_view(r: sa.Row) -> model.Instance:
+        return model.Instance(
+            id=r.id, name=r.name, hostname=r.hostname, project_id=r.project_id,
+            key_name=r.key_name, public_keys=dict(r.public_keys), meta=dict(r.meta),
+            user_data=r.user_data, vendor_data=r.vendor_data,
+            availability_zone=r.availability_zone, launch_index=r.launch_index,
+            created_at=r.created_at, password=r.password)
+
+    def _ports(self, conn: Connection, where=None) -> list[model.Port]:
+        q = sa.select(t.ports).order_by(t.ports.c.network_id, t.ports.c.name, t.ports.c.id)
+        if where is not None:
+            q = q.where(where)
+        rows = conn.execute(q).all()
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        allocs: dict[str, list[model.FixedIP]] = {}
+        aq = sa.select(t.ip_allocations).order_by(t.ip_allocations.c.position)
+        if len(ids) < 500:
+            aq = aq.where(t.ip_allocations.c.port_id.in_(ids))
+        for a in conn.execute(aq):
+            allocs.setdefault(a.port_id, []).append(model.FixedIP(a.subnet_id, a.ip_address))
+        return [model.Port(id=r.id, name=r.name, network_id=r.network_id, mac_address=r.mac_address,
+                           fixed_ips=allocs.get(r.id, []), device_id=r.device_id,
+                           device_owner=r.device_owner, project_id=r.project_id, host=r.host)
+                for r in rows]
+
+    def _network_view(self, conn: Connection, r: sa.Row, with_ports: bool) -> model.Network:
+        subs = conn.execute(sa.select(t.subnets).where(t.subnets.c.network_id == r.id)
+                            .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
+        net = model.Network(id=r.id, name=r.name, bridge=r.bridge, mtu=r.mtu, project_id=r.project_id,
+                            subnets=[self._subnet_view(s) for s in subs])
+        if with_ports:
+            net.ports = self._ports(conn, t.ports.c.network_id == r.id)
+        return net
+
+    # -- networks -----------------------------------------------------------------------
+
+    def create_network(self, name: str, bridge: str | None = None, mtu: int = 1500,
+                       project_id: str = "admin") -> model.Network:
+        v.name(name, "network name")
+        v.mtu(mtu)
+        v.project_id(project_id)
+        nid = str(uuid.uuid4())
+        bridge = bridge or f"brq{nid[:11]}"
+        if len(bridge) > 15 or not all(c.isalnum() or c in "-_." for c in bridge):
+            raise BadInput(f"invalid bridge name {bridge!r}: at most 15 letters, digits, - _ .")
+        with self._write() as conn:
+            conn.execute(t.networks.insert().values(id=nid, name=name, bridge=bridge, mtu=mtu,
+                                                    project_id=project_id, created_at=_now()))
+        return self.get_network(nid)
+
+    def list_networks(self) -> list[model.Network]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(t.networks).order_by(t.networks.c.name, t.networks.c.id)).all()
+            return [self._network_view(conn, r, with_ports=False) for r in rows]
+
+    def get_network(self, ref: str) -> model.Network:
+        with self._read() as conn:
+            return self._network_view(conn, self._resolve(conn, t.networks, ref, "net"), with_ports=True)
+
+    def update_network(self, ref: str, name: str | None = None, mtu: int | None = None) -> model.Network:
+        values = {}
+        if name is not None:
+            values["name"] = v.name(name, "network name")
+        if mtu is not None:
+            values["mtu"] = v.mtu(mtu)
+        with self._write() as conn:
+            r = self._resolve(conn, t.networks, ref, "net")
+            if values:
+                conn.execute(t.networks.update().where(t.networks.c.id == r.id).values(**values))
+        return self.get_network(r.id)
+
+    def delete_network(self, ref: str) -> model.Network:
+        with self._write() as conn:
+            r = self._resolve(conn, t.networks, ref, "net")
+            n = conn.execute(sa.select(sa.func.count()).select_from(t.ports)
+                             .where(t.ports.c.network_id == r.id)).scalar_one()
+            if n:
+                raise Conflict(f"network {r.name} ({r.id}) still has {n} port(s): delete them first "
+                               "(mdtool port-list; disable-isolated-metadata removes the DHCP port)")
+            net = self._network_view(conn, r, with_ports=False)
+            conn.execute(t.subnets.delete().where(t.subnets.c.network_id == r.id))
+            conn.execute(t.networks.delete().where(t.networks.c.id == r.id))
+        return net
+
+    # -- subnets ------------------------------------------------------------------------
+
+    def create_subnet(self, network: str, cidr: str, *, name: str = "", gateway: str | None = None,
+                      no_gateway: bool = False, pools: Iterable[tuple[str, str]] = (),
+                      dns_nameservers: Iterable[str] = (), host_routes: Iterable[tuple[str, str]] = (),
+                      enable_dhcp: bool = True, ip_version: int | None = None,
+                      project_id: str | None = None) -> model.Subnet:
+        if name:
+            v.name(name, "subnet name")
+        net = v.cidr(cidr)
+        if ip_version is not None and ip_version != net.version:
+            raise BadInput(f"--ip-version {ip_version} does not match {cidr} (IPv{net.version})")
+        if net.num_addresses < 4 and net.version == 4:
+            raise BadInput(f"subnet {cidr} is too small: at least a /30 is needed")
+        if gateway is not None and no_gateway:
+            raise BadInput("--gateway and --no-gateway exclude each other")
+        first, last = self._host_range(net)
+        if no_gateway:
+            gw = None
+        elif gateway is not None:
+            gw = v.ip(gateway, "gateway IP")
+            self._check_in_subnet(gw, net, "gateway")
+        else:
+            gw = first
+        pool_list = [(v.ip(s, "pool start"), v.ip(e, "pool end")) for s, e in pools]
+        for s, e in pool_list:
+            for a in (s, e):
+                self._check_in_subnet(a, net, "allocation pool address")
+            if int(s) > int(e):
+                raise BadInput(f"allocation pool {s}-{e}: start is after end")
+        for i, (s1, e1) in enumerate(pool_list):
+            for s2, e2 in pool_list[i + 1:]:
+                if int(s1) <= int(e2) and int(s2) <= int(e1):
+                    raise BadInput(f"allocation pools {s1}-{e1} and {s2}-{e2} overlap")
+        if pool_list:
+            if gw is not None and any(int(s) <= int(gw) <= int(e) for s, e in pool_list):
+                raise BadInput(f"gateway {gw} is inside an allocation pool: pick another gateway or pool")
+        else:
+            pool_list = self._default_pools(first, last, gw)
+            if not pool_list:
+                raise BadInput(f"subnet {cidr} has no address left for an allocation pool")
+        dns = []
+        for d in dns_nameservers:
+            a = v.ip(d, "DNS nameserver")
+            dns.append(str(a))
+        if len(set(dns)) != len(dns):
+            raise BadInput("a DNS nameserver is given twice")
+        routes = []
+        for dest, hop in host_routes:
+            dnet = v.cidr(dest)
+            nh = v.ip(hop, "host route nexthop")
+            if dnet.version != net.version or nh.version != net.version:
+                raise BadInput(f"host route {dest} via {hop} is not IPv{net.version}")
+            routes.append({"destination": str(dnet), "nexthop": str(nh)})
+        sid = str(uuid.uuid4())
+        with self._write() as conn:
+            nrow = self._resolve(conn, t.networks, network, "net")
+            for s in conn.execute(sa.select(t.subnets).where(t.subnets.c.network_id == nrow.id)):
+                other = ipaddress.ip_network(s.cidr)
+                if other.version == net.version and other.overlaps(net):
+                    raise Conflict(f"{net} overlaps subnet {s.name or s.id} ({s.cidr}) on network {nrow.name}")
+            conn.execute(t.subnets.insert().values(
+                id=sid, network_id=nrow.id, name=name, cidr=str(net), ip_version=net.version,
+                gateway_ip=str(gw) if gw is not None else None, enable_dhcp=enable_dhcp,
+                allocation_pools=[{"start": str(s), "end": str(e)} for s, e in pool_list],
+                dns_nameservers=dns, host_routes=routes,
+                project_id=project_id or nrow.project_id))
+        return self.get_subnet(sid)
+
+    @staticmethod
+    def _host_range(net: Net) -> tuple[Addr, Addr]:
+        if net.version == 4:
+            if net.prefixlen >= 31:
+                return net.network_address, net.broadcast_address
+            return net.network_address + 1, net.broadcast_address - 1
+        # IPv6: the subnet-router anycast (::0) is not handed out; the last address is usable.
+        return net.network_address + 1, net.broadcast_address
+
+    @staticmethod
+    def _default_pools(first: Addr, last: Addr, gw: Addr | None) -> list[tuple[Addr, Addr]]:
+        if gw is None or not int(first) <= int(gw) <= int(last):
+            return [(first, last)]
+        pools = []
+        if int(gw) > int(first):
+            pools.append((first, gw - 1))
+        if int(gw) < int(last):
+            pools.append((gw + 1, last))
+        return pools
+
+    @staticmethod
+    def _check_in_subnet(a: Addr, net: Net, what: str) -> None:
+        if a.version != net.version or a not in net:
+            raise BadInput(f"{what} {a} is outside {net}")
+        if net.version == 4 and net.prefixlen < 31 and a in (net.network_address, net.broadcast_address):
+            kind = "network" if a == net.network_address else "broadcast"
+            raise BadInput(f"{what} {a} is the {kind} address of {net}")
+        if net.version == 6 and a == net.network_address:
+            raise BadInput(f"{what} {a} is the subnet-router anycast address of {net}")
+
+    def list_subnets(self, network: str | None = None) -> list[model.Subnet]:
+        with self._read() as conn:
+            q = sa.select(t.subnets).order_by(t.subnets.c.network_id, t.subnets.c.cidr)
+            if network:
+                q = q.where(t.subnets.c.network_id == self._resolve(conn, t.networks, network, "net").id)
+            return [self._subnet_view(r) for r in conn.execute(q)]
+
+    def get_subnet(self, ref: str) -> model.Subnet:
+        with self._read() as conn:
+            return self._subnet_view(self._resolve(conn, t.subnets, ref, "subnet"))
+
+    def update_subnet(self, ref: str, *, name: str | None = None,
+                      dns_nameservers: list[str] | None = None,
+                      host_routes: list[tuple[str, str]] | None = None,
+                      enable_dhcp: bool | None = None) -> model.Subnet:
+        values: dict = {}
+        if name is not None:
+            values["name"] = v.name(name, "subnet name") if name else ""
+        if dns_nameservers is not None:
+            values["dns_nameservers"] = [str(v.ip(d, "DNS nameserver")) for d in dns_nameservers]
+        if enable_dhcp is not None:
+            values["enable_dhcp"] = enable_dhcp
+        with self._write() as conn:
+            r = self._resolve(conn, t.subnets, ref, "subnet")
+            if host_routes is not None:
+                routes = []
+                for dest, hop in host_routes:
+                    dnet, nh = v.cidr(dest), v.ip(hop, "host route nexthop")
+                    if dnet.version != r.ip_version or nh.version != r.ip_version:
+                        raise BadInput(f"host route {dest} via {hop} is not IPv{r.ip_version}")
+                    routes.append({"destination": str(dnet), "nexthop": str(nh)})
+                values["host_routes"] = routes
+            if values:
+                conn.execute(t.subnets.update().where(t.subnets.c.id == r.id).values(**values))
+        return self.get_subnet(r.id)
+
+    def delete_subnet(self, ref: str) -> model.Subnet:
+        with self._write() as conn:
+            r = self._resolve(conn, t.subnets, ref, "subnet")
+            n = conn.execute(sa.select(sa.func.count()).select_from(t.ip_allocations)
+                             .where(t.ip_allocations.c.subnet_id == r.id)).scalar_one()
+            if n:
+                raise Conflict(f"subnet {r.name or r.id} still has {n} address(es) allocated: "
+                               "delete those ports first")
+            conn.execute(t.subnets.delete().where(t.subnets.c.id == r.id))
+            return self._subnet_view(r)
+
+    # -- ports --------------------------------------------------------------------------
+
+    def create_port(self, network: str, *, name: str = "", mac_address: str | None = None,
+                    fixed_ips: Iterable[dict[str, str]] | None = None, device_id: str | None = None,
+                    device_owner: str | None = None, project_id: str | None = None,
+                    host: str = "") -> model.Port:
+        if name:
+            v.name(name, "port name")
+        mac = v.mac(mac_address) if mac_address else None
+        if project_id:
+            v.project_id(project_id)
+        pid = str(uuid.uuid4())
+        with self._write() as conn:
+            nrow = self._resolve(conn, t.networks, network, "net")
+            inst = self._resolve(conn, t.instances, device_id, "instance") if device_id else None
+            owner = device_owner if device_owner is not None else ("compute:nova" if inst else "")
+            project = project_id or (inst.project_id if inst else nrow.project_id)
+            if mac is None:
+                mac = self._free_mac(conn, nrow.id)
+            elif conn.execute(sa.select(t.ports.c.id).where(
+                    t.ports.c.network_id == nrow.id, t.ports.c.mac_address == mac)).first():
+                raise Conflict(f"MAC address {mac} is already used on network {nrow.name}")
+            conn.execute(t.ports.insert().values(
+                id=pid, network_id=nrow.id, name=name, mac_address=mac,
+                device_id=inst.id if inst else "", device_owner=owner, project_id=project, host=host))
+            self._allocate(conn, nrow, pid, fixed_ips)
+        return self.get_port(pid)
+
+    def _free_mac(self, conn: Connection, network_id: str) -> str:
+        used = set(conn.execute(sa.select(t.ports.c.mac_address)
+                                .where(t.ports.c.network_id == network_id)).scalars())
+        rng = random.SystemRandom()
+        for _ in range(1000):
+            mac = "fa:16:3e:%02x:%02x:%02x" % (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            if mac not in used:
+                return mac
+        raise OperationFailed(f"no free MAC address left on network {network_id}")
+
+    def _allocate(self, conn: Connection, nrow: sa.Row, port_id: str,
+                  fixed_ips: Iterable[dict[str, str]] | None) -> None:
+        subnets = conn.execute(sa.select(t.subnets).where(t.subnets.c.network_id == nrow.id)
+                               .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
+        wanted: list[tuple[sa.Row, Addr | None]] = []
+        if fixed_ips is None:
+            # Neutron's default: one address from each IPv4 subnet, else from the first subnet.
+            v4 = [s for s in subnets if s.ip_version == 4]
+            wanted = [(s, None) for s in (v4[:1] or subnets[:1])]
+        else:
+            for spec in fixed_ips:
+                sub = None
+                if spec.get("subnet"):
+                    sub = self._resolve(conn, t.subnets, spec["subnet"], "subnet")
+                    if sub.network_id != nrow.id:
+                        raise Conflict(f"subnet {spec['subnet']} is not on network {nrow.name}")
+                addr = v.ip(spec["ip_address"]) if spec.get("ip_address") else None
+                if sub is None:
+                    if addr is None:
+                        raise BadInput("--fixed-ip needs subnet=… or ip_address=…")
+                    matches = [s for s in subnets if addr in ipaddress.ip_network(s.cidr)]
+                    if not matches:
+                        raise BadInput(f"IP address {addr} is in no subnet of network {nrow.name}")
+                    sub = matches[0]
+                wanted.append((sub, addr))
+        used_now: set[str] = set()
+        for pos, (sub, addr) in enumerate(wanted):
+            net = ipaddress.ip_network(sub.cidr)
+            used = set(conn.execute(sa.select(t.ip_allocations.c.ip_address)
+                                    .where(t.ip_allocations.c.subnet_id == sub.id)).scalars()) | used_now
+            if addr is not None:
+                self._check_in_subnet(addr, net, "fixed IP")
+                if str(addr) in used:
+                    raise Conflict(f"IP address {addr} is already in use on network {nrow.name}")
+                if sub.gateway_ip and str(addr) == sub.gateway_ip:
+                    raise Conflict(f"IP address {addr} is the gateway of subnet {sub.name or sub.id}")
+            else:
+                addr = self._next_free(sub, used)
+            used_now.add(str(addr))
+            conn.execute(t.ip_allocations.insert().values(
+                port_id=port_id, subnet_id=sub.id, network_id=nrow.id, ip_address=str(addr), position=pos))
+
+    @staticmethod
+    def _next_free(sub: sa.Row, used: set[str]) -> Addr:
+        used_ints = {int(ipaddress.ip_address(u)) for u in used}
+        for p in sub.allocation_pools:
+            start, end = int(ipaddress.ip_address(p["start"])), int(ipaddress.ip_address(p["end"]))
+            i = start
+            while i <= end:
+                if i not in used_ints:
+                    return ipaddress.ip_address(i)
+                i += 1
+        raise Conflict(f"no free IP address left in the pools of subnet {sub.name or sub.id} ({sub.cidr})")
+
+    def list_ports(self, network: str | None = None, device_id: str | None = None) -> list[model.Port]:
+        with self._read() as conn:
+            where = None
+            if network:
+                where = t.ports.c.network_id == self._resolve(conn, t.networks, network, "net").id
+            if device_id:
+                cond = t.ports.c.device_id == device_id
+                where = cond if where is None else sa.and_(where, cond)
+            return self._ports(conn, where)
+
+    def get_port(self, ref: str) -> model.Port:
+        with self._read() as conn:
+            r = self._resolve(conn, t.ports, ref, "port")
+            return self._ports(conn, t.ports.c.id == r.id)[0]
+
+    def update_port(self, ref: str, *, name: str | None = None, device_id: str | None = None,
+                    fixed_ips: list[dict[str, str]] | None = None,
+                    mac_address: str | None = None) -> model.Port:
+        with self._write() as conn:
+            r = self._resolve(conn, t.ports, ref, "port")
+            values: dict = {}
+            if name is not None:
+                values["name"] = v.name(name, "port name") if name else ""
+            if device_id is not None:
+                if device_id == "":
+                    values.update(device_id="", device_owner="" if r.device_owner == "compute:nova"
+                                  else r.device_owner)
+                else:
+                    inst = self._resolve(conn, t.instances, device_id, "instance")
+                    values.update(device_id=inst.id, project_id=inst.project_id,
+                                  device_owner=r.device_owner or "compute:nova")
+            if mac_address is not None:
+                mac = v.mac(mac_address)
+                if conn.execute(sa.select(t.ports.c.id).where(
+                        t.ports.c.network_id == r.network_id, t.ports.c.mac_address == mac,
+                        t.ports.c.id != r.id)).first():
+                    raise Conflict(f"MAC address {mac} is already used on this network")
+                values["mac_address"] = mac
+            if values:
+                conn.execute(t.ports.update().where(t.ports.c.id == r.id).values(**values))
+            if fixed_ips is not None:
+                conn.execute(t.ip_allocations.delete().where(t.ip_allocations.c.port_id == r.id))
+                nrow = conn.execute(sa.select(t.networks).where(t.networks.c.id == r.network_id)).one()
+                self._allocate(conn, nrow, r.id, fixed_ips)
+        return self.get_port(r.id)
+
+    def delete_port(self, ref: str) -> model.Port:
+        with self._write() as conn:
+            r = self._resolve(conn, t.ports, ref, "port")
+            port = self._ports(conn, t.ports.c.id == r.id)[0]
+            conn.execute(t.ip_allocations.delete().where(t.ip_allocations.c.port_id == r.id))
+            conn.execute(t.ports.delete().where(t.ports.c.id == r.id))
+        return port
+
+    def ensure_dhcp_port(self, network: str, host: str) -> tuple[model.Port, bool]:
+        """This node's DHCP port on the network: an address on every DHCP-enabled subnet.
+
+        Returns (port, changed). A subnet added later gets an address on the next call.
+        """
+        with self._write() as conn:
+            nrow = self._resolve(conn, t.networks, network, "net")
+            subs = conn.execute(sa.select(t.subnets).where(
+                t.subnets.c.network_id == nrow.id, t.subnets.c.enable_dhcp.is_(True))
+                .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
+            if not subs:
+                raise BadInput(f"network {nrow.name} has no DHCP-enabled subnet: "
+                               f"mdtool subnet-create {nrow.name} CIDR --no-gateway")
+            row = conn.execute(sa.select(t.ports).where(
+                t.ports.c.network_id == nrow.id, t.ports.c.device_owner == model.DHCP_OWNER,
+                t.ports.c.host == host)).first()
+            changed = False
+            if row is None:
+                pid = str(uuid.uuid4())
+                conn.execute(t.ports.insert().values(
+                    id=pid, network_id=nrow.id, name=f"dhcp-{host}"[:255],
+                    mac_address=self._free_mac(conn, nrow.id), device_id=f"dhcp-{host}"[:255],
+                    device_owner=model.DHCP_OWNER, project_id=nrow.project_id, host=host))
+                have: set[str] = set()
+                changed = True
+            else:
+                pid = row.id
+                have = set(conn.execute(sa.select(t.ip_allocations.c.subnet_id)
+                                        .where(t.ip_allocations.c.port_id == pid)).scalars())
+            missing = [{"subnet": s.id} for s in subs if s.id not in have]
+            if missing:
+                n = conn.execute(sa.select(sa.func.count()).select_from(t.ip_allocations)
+                                 .where(t.ip_allocations.c.port_id == pid)).scalar_one()
+                self._allocate_append(conn, nrow, pid, missing, n)
+                changed = True
+            port = self._ports(conn, t.ports.c.id == pid)[0]
+        return port, changed
+
+    def _allocate_append(self, conn, nrow, port_id, specs, start_pos):
+        for i, spec in enumerate(specs):
+            sub = conn.execute(sa.select(t.subnets).where(t.subnets.c.id == spec["subnet"])).one()
+            used = set(conn.execute(sa.select(t.ip_allocations.c.ip_address)
+                                    .where(t.ip_allocations.c.subnet_id == sub.id)).scalars())
+            if sub.gateway_ip:
+                used.add(sub.gateway_ip)
+            addr = self._next_free(sub, used)
+            conn.execute(t.ip_allocations.insert().values(
+                port_id=port_id, subnet_id=sub.id, network_id=nrow.id, ip_address=str(addr),
+                position=start_pos + i))
+
+    def dhcp_ports(self, network: str | None = None) -> list[model.Port]:
+        return [p for p in self.list_ports(network) if p.device_owner == model.DHCP_OWNER]
+
+    # -- instances ----------------------------------------------------------------------
+
+    def create_instance(self, name: str, *, project_id: str = "admin", hostname: str | None = None,
+                        user_data: bytes | None = None, key_name: str | None = None,
+                        public_key: str | None = None, meta: dict[str, str] | None = None,
+                        vendor_data: dict | None = None, availability_zone: str = "nova") -> model.Instance:
+        v.name(name, "instance name")
+        v.project_id(project_id)
+        host = v.hostname(hostname) if hostname else v.hostname_from_name(name)
+        self._check_user_data(user_data)
+        keys = {}
+        if key_name or public_key:
+            if not (key_name and public_key):
+                raise BadInput("--key-name and --public-key go together")
+            keys[v.name(key_name, "key name")] = public_key
+        self._check_vendor_data(vendor_data)
+        iid = str(uuid.uuid4())
+        with self._write() as conn:
+            n = conn.execute(sa.select(sa.func.count()).select_from(t.instances)
+                             .where(t.instances.c.project_id == project_id)).scalar_one()
+            conn.execute(t.instances.insert().values(
+                id=iid, name=name, hostname=host, project_id=project_id, key_name=key_name,
+                public_keys=keys, meta=meta or {}, user_data=user_data, vendor_data=vendor_data,
+                availability_zone=availability_zone, launch_index=0, password=None,
+                created_at=_now()))
+            del n
+        return self.get_instance(iid)
+
+    @staticmethod
+    def _check_user_data(user_data: bytes | None) -> None:
+        if user_data is not None and len(user_data) > USER_DATA_MAX:
+            raise BadInput(f"user-data is {len(user_data)} bytes; at most {USER_DATA_MAX} are allowed")
+
+    @staticmethod
+    def _check_vendor_data(vendor_data) -> None:
+        if vendor_data is not None and len(json.dumps(vendor_data)) > VENDOR_DATA_MAX:
+            raise BadInput(f"vendor data is larger than {VENDOR_DATA_MAX} bytes")
+
+    def list_instances(self) -> list[model.Instance]:
+        with self._read() as conn:
+            return [self._instance_view(r) for r in
+                    conn.execute(sa.select(t.instances).order_by(t.instances.c.name, t.instances.c.id))]
+
+    def get_instance(self, ref: str) -> model.Instance:
+        with self._read() as conn:
+            return self._instance_view(self._resolve(conn, t.instances, ref, "instance"))
+
+    def update_instance(self, ref: str, *, name: str | None = None, hostname: str | None = None,
+                        user_data: bytes | None = None, clear_user_data: bool = False,
+                        meta: dict[str, str] | None = None, unset_meta: Iterable[str] = (),
+                        key_name: str | None = None, public_key: str | None = None,
+                        vendor_data: dict | None = None) -> model.Instance:
+        self._check_user_data(user_data)
+        self._check_vendor_data(vendor_data)
+        values: dict = {}
+        if name is not None:
+            values["name"] = v.name(name, "instance name")
+        if hostname is not None:
+            values["hostname"] = v.hostname(hostname)
+        if user_data is not None:
+            values["user_data"] = user_data
+        if clear_user_data:
+            values["user_data"] = None
+        if vendor_data is not None:
+            values["vendor_data"] = vendor_data
+        if bool(key_name) != bool(public_key):
+            raise BadInput("--key-name and --public-key go together")
+        with self._write() as conn:
+            r = self._resolve(conn, t.instances, ref, "instance")
+            if meta or unset_meta:
+                m = dict(r.meta)
+                m.update(meta or {})
+                for k in unset_meta:
+                    m.pop(k, None)
+                values["meta"] = m
+            if key_name:
+                keys = dict(r.public_keys)
+                keys[v.name(key_name, "key name")] = public_key
+                values.update(public_keys=keys, key_name=r.key_name or key_name)
+            if values:
+                conn.execute(t.instances.update().where(t.instances.c.id == r.id).values(**values))
+        return self.get_instance(r.id)
+
+    def delete_instance(self, ref: str) -> tuple[model.Instance, list[model.Port]]:
+        """Delete the instance and, as Nova does, the compute ports bound to it."""
+        with self._write() as conn:
+            r = self._resolve(conn, t.instances, ref, "instance")
+            ports = self._ports(conn, sa.and_(t.ports.c.device_id == r.id,
+                                               t.ports.c.device_owner == model.COMPUTE_OWNER))
+            ids = [p.id for p in ports]
+            if ids:
+                conn.execute(t.ip_allocations.delete().where(t.ip_allocations.c.port_id.in_(ids)))
+                conn.execute(t.ports.delete().where(t.ports.c.id.in_(ids)))
+            conn.execute(t.ports.update().where(t.ports.c.device_id == r.id).values(device_id=""))
+            conn.execute(t.instances.delete().where(t.instances.c.id == r.id))
+            return self._instance_view(r), ports
+
+    def set_instance_password(self, instance_id: str, password: str) -> bool:
+        """Store the instance's password once; False when one is already set."""
+        with self._write() as conn:
+            res = conn.execute(t.instances.update().where(
+                t.instances.c.id == instance_id, t.instances.c.password.is_(None)).values(password=password))
+            return res.rowcount == 1
+
+
+_REGISTRIES: dict[str, Registry] = {}
+
+
+def open_registry(url: str) -> Registry:
+    """One Registry (engine and pool) per URL and process."""
+    reg = _REGISTRIES.get(url)
+    if reg is None:
+        reg = _REGISTRIES[url] = Registry(url)
+    return reg

@@ -1,0 +1,104 @@
+"""Engines and schema versions.
+
+SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writers, so concurrent
+mdtool processes queue for the write lock instead of failing with "database is locked".
+Schema changes are numbered steps applied in order inside one transaction; an upgrade
+never drops data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from mdtool.errors import BadInput, OperationFailed
+from mdtool.registry import schema
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def _v1(conn: Connection) -> None:
+    schema.metadata.create_all(conn)
+
+
+# (version, step). Append new steps; never edit a released one.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        u = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise BadInput(f"invalid database URL {url!r}: expected sqlite:///PATH or postgresql://…") from None
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(u, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+                                  poolclass=sa.pool.NullPool if u.database in (None, "", ":memory:") else None)
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            write = conn.get_execution_options().get("mdtool_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    if u.get_backend_name() == "postgresql":
+        return sa.create_engine(u, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    raise BadInput(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
+
+
+def upgrade(engine: Engine) -> int:
+    """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+    try:
+        with engine.connect().execution_options(mdtool_write=True) as conn:
+            with conn.begin():
+                insp = sa.inspect(conn)
+                if insp.has_table("registry_state"):
+                    current = conn.execute(sa.select(schema.registry_state.c.schema_version)).scalar() or 0
+                else:
+                    current = 0
+                if current > SCHEMA_VERSION:
+                    raise OperationFailed(
+                        f"the registry has schema version {current}, newer than this mdtool "
+                        f"({SCHEMA_VERSION}): upgrade mdtool")
+                for version, step in MIGRATIONS:
+                    if version > current:
+                        step(conn)
+                if current == 0:
+                    conn.execute(schema.registry_state.insert().values(
+                        id=1, schema_version=SCHEMA_VERSION, revision=1))
+                elif current < SCHEMA_VERSION:
+                    conn.execute(schema.registry_state.update().values(schema_version=SCHEMA_VERSION))
+                return current
+    except sa.exc.OperationalError as e:
+        raise OperationFailed(f"cannot open the registry database: {_short(e)}") from None
+
+
+def _short(e: Exception) -> str:
+    msg = str(getattr(e, "orig", e)).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
+
+
+def secure_sqlite_file(url: str) -> None:
+    """The registry holds user-data and keys: keep the SQLite files private."""
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        for suffix in ("", "-wal", "-shm"):
+            p = u.database + suffix
+            if os.path.exists(p):
+                os.chmod(p, 0o600)
