@@ -1,0 +1,197 @@
+"""Open sockets inside other network namespaces without leaving the caller's.
+
+A socket belongs to the namespace it was created in, whatever thread uses it later. So a
+short-lived thread switches into ``/run/netns/<name>`` (setns), creates and binds the
+socket, switches back and ends: the event loop's thread never changes namespace, and a
+thread that could not switch back dies instead of serving from the wrong place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import socket
+import threading
+from typing import Callable, TypeVar
+
+from mdtool.errors import NotFound, OperationFailed
+
+__all__ = ["NETNS_DIR", "run_in_netns", "bind_in_netns", "addresses_in_netns",
+           "netns_inode", "list_netns"]
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+IP_FREEBIND = 15
+
+T = TypeVar("T")
+
+_libc = None
+
+
+def _setns(fd: int) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def netns_path(name: str) -> str:
+    if not name or "/" in name or name in (".", ".."):
+        raise NotFound(f"bad network namespace name {name!r}")
+    return os.path.join(NETNS_DIR, name)
+
+
+def netns_inode(name: str) -> int | None:
+    """Identity of the namespace now mounted at that name (None when absent)."""
+    try:
+        return os.stat(netns_path(name)).st_ino
+    except OSError:
+        return None
+
+
+def list_netns() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def run_in_netns(name: str, fn: Callable[[], T]) -> T:
+    """Call ``fn()`` in a fresh thread switched into namespace ``name``; return its result."""
+    path = netns_path(name)
+    result: list = []
+    error: list[BaseException] = []
+
+    def body():
+        try:
+            orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            error.append(e)
+            return
+        try:
+            try:
+                target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                error.append(NotFound(f"network namespace {name} does not exist"))
+                return
+            try:
+                _setns(target)
+            finally:
+                os.close(target)
+            try:
+                result.append(fn())
+            except BaseException as e:  # handed to the caller
+                error.append(e)
+            finally:
+                # Always go back; this thread ends right after anyway.
+                _setns(orig)
+        except OSError as e:
+            if not error:
+                error.append(e)
+        finally:
+            os.close(orig)
+
+    t = threading.Thread(target=body, name=f"netns-{name}", daemon=True)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def bind_in_netns(netns_name: str, family: int, host: str, port: int, *,
+                  scope_ifname: str | None = None, backlog: int = 1024,
+                  freebind: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening inside namespace ``netns_name``.
+
+    ``scope_ifname`` gives an IPv6 link-local address its interface. Errors from bind
+    (EADDRNOTAVAIL while the address is not configured yet, EADDRINUSE) are raised as
+    OSError so a caller can retry.
+    """
+
+    def make() -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if freebind:
+                level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP
+                sock.setsockopt(level, IP_FREEBIND, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                scope = socket.if_nametoindex(scope_ifname) if scope_ifname else 0
+                sock.bind((host, port, 0, scope))
+            else:
+                sock.bind((host, port))
+            sock.listen(backlog)
+            sock.setblocking(False)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+    return run_in_netns(netns_name, make)
+
+
+def _ipv6_addresses() -> list[tuple[str, str, int]]:
+    """(ifname, address, prefixlen) of this thread's namespace, from procfs."""
+    out = []
+    try:
+        with open("/proc/thread-self/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 6:
+                    continue
+                raw = bytes.fromhex(fields[0])
+                out.append((fields[5], socket.inet_ntop(socket.AF_INET6, raw),
+                            int(fields[2], 16)))
+    except FileNotFoundError:  # IPv6 disabled
+        pass
+    return out
+
+
+def _ipv4_addresses() -> list[tuple[str, str, int]]:
+    """(ifname, address, 32) of this thread's namespace, via SIOCGIFCONF (all IPv4 addresses)."""
+    import array
+    import fcntl
+    import struct
+
+    SIOCGIFCONF = 0x8912
+    ifreq_size = 40
+    count = 64
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        while True:
+            buf = array.array("B", b"\0" * (ifreq_size * count))
+            addr, _ = buf.buffer_info()
+            ifconf = struct.pack("iL", len(buf), addr)
+            res = fcntl.ioctl(s.fileno(), SIOCGIFCONF, ifconf)
+            used = struct.unpack("iL", res)[0]
+            if used < len(buf) or count >= 65536:
+                break
+            count *= 4
+        data = buf.tobytes()[:used]
+    out = []
+    for off in range(0, used, ifreq_size):
+        ifname = data[off:off + 16].split(b"\0", 1)[0].decode()
+        ip = socket.inet_ntoa(data[off + 20:off + 24])
+        out.append((ifname, ip, 32))
+    return out
+
+
+def addresses_in_netns(name: str) -> list[tuple[str, int, str]]:
+    """(ifname, family, address) of every address in namespace ``name`` (read only)."""
+
+    def collect():
+        v4 = [(ifn, socket.AF_INET, a) for ifn, a, _ in _ipv4_addresses()]
+        v6 = [(ifn, socket.AF_INET6, a) for ifn, a, _ in _ipv6_addresses()]
+        return v4 + v6
+
+    try:
+        return run_in_netns(name, collect)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.EINVAL):
+            raise NotFound(f"network namespace {name} does not exist") from None
+        raise OperationFailed(f"cannot read addresses of namespace {name}: {e.strerror}") from None
