@@ -175,7 +175,7 @@ class MetadataService:
         except Exception:
             log.exception("reading instance %s from the registry failed", instance_id)
             return _text(500, "The metadata service could not read the registry.")
-        if docs is None:
+        if docs is None or docs.instance.id != instance_id:  # the registry also takes names
             return _text(404, "Instance not found.")
         if docs.instance.project_id != tenant_id:
             log.warning("X-Tenant-ID %s does not match the project of instance %s",

@@ -1,0 +1,197 @@
+"""The agent's request logic: find the instance, sign, forward to Nova, relay the answer.
+
+Whatever identity headers a client sent are dropped: the agent alone says which instance
+and project a request is for, and signs that. Lookups answer from an in-memory
+:class:`~mdtool.agent.index.PortIndex`; :class:`IndexFollower` rebuilds it off the event
+loop whenever the registry revision moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Protocol
+
+from mdtool import model
+from mdtool.agent.index import Match, PortIndex
+from mdtool.agent.sign import sign_instance_id
+from mdtool.errors import NotFound
+from mdtool.http.client import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from mdtool.http.types import Request, Response
+
+log = logging.getLogger("mdtool.agent")
+
+# Never relayed in either direction: they describe one connection, not the message.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+                        "proxy-authorization", "te", "trailer", "trailers",
+                        "transfer-encoding", "upgrade", "content-length", "host"})
+# Identity is the agent's to assert; a client's own copy is always discarded.
+_IDENTITY = frozenset({"x-instance-id", "x-instance-id-signature", "x-tenant-id",
+                       "x-forwarded-for"})
+_IDENTITY_PREFIXES = ("x-neutron-", "x-quantum-")
+
+
+class AgentSource(Protocol):
+    def revision(self) -> int: ...
+    def list_ports(self, network: str | None = None) -> list[model.Port]: ...
+    def get_instance(self, ref: str) -> model.Instance: ...
+
+
+class Upstream(Protocol):
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]],
+                      body: bytes) -> Response: ...
+
+
+def _last_value(req: Request, name: str) -> str | None:
+    """The last comma-separated item over every copy of a header.
+
+    A proxy in front appends its own value (haproxy's ``option forwardfor`` adds a header,
+    it does not replace one), so the trustworthy item is the last, never the first.
+    """
+    lname = name.lower()
+    values = [v for k, v in req.headers if k.lower() == lname]
+    if not values:
+        return None
+    items = [i.strip() for i in ",".join(values).split(",") if i.strip()]
+    return items[-1] if items else ""
+
+
+def _text(status: int, text: str) -> Response:
+    return Response.text(status, text)
+
+
+def forward_headers(req: Request, source_ip: str, match: Match, secret: str) -> list[tuple[str, str]]:
+    out = []
+    for k, v in req.headers:
+        lk = k.lower()
+        if lk in HOP_BY_HOP or lk in _IDENTITY or lk.startswith(_IDENTITY_PREFIXES):
+            continue
+        out.append((k, v))
+    out += [("X-Forwarded-For", source_ip),
+            ("X-Instance-ID", match.instance_id),
+            ("X-Tenant-ID", match.project_id),
+            ("X-Instance-ID-Signature", sign_instance_id(secret, match.instance_id))]
+    return out
+
+
+class AgentHandler:
+    """``await handler.handle(request) -> Response``; logs one line per request."""
+
+    def __init__(self, index: Callable[[], PortIndex], upstream: Upstream, secret: str):
+        self.index = index
+        self.upstream = upstream
+        self.secret = secret
+
+    async def handle(self, req: Request) -> Response:
+        start = time.monotonic()
+        network_id = _last_value(req, "X-Neutron-Network-ID")
+        source_ip = _last_value(req, "X-Forwarded-For")
+        instance_id = "-"
+        try:
+            resp, instance_id = await self._serve(req, network_id, source_ip)
+        except Exception:
+            log.exception("request %s %s failed", req.method, req.path)
+            resp = _text(500, "The metadata agent failed to handle the request.")
+        log.info("network=%s source=%s instance=%s %s %s status=%d ms=%.1f",
+                 network_id or "-", source_ip or "-", instance_id, req.method, req.path,
+                 resp.status, (time.monotonic() - start) * 1000.0)
+        return resp
+
+    async def _serve(self, req: Request, network_id: str | None,
+                     source_ip: str | None) -> tuple[Response, str]:
+        if not network_id:
+            return _text(400, "X-Neutron-Network-ID header is missing from the request."), "-"
+        if not source_ip:
+            return _text(400, "X-Forwarded-For header is missing from the request."), "-"
+        matches = self.index().lookup(network_id, source_ip)
+        if len(matches) != 1:
+            if len(matches) > 1:
+                log.warning("%d ports match %s on network %s: refusing to guess",
+                            len(matches), source_ip, network_id)
+            return _text(404, f"Instance was not found on network {network_id}"), "-"
+        match = matches[0]
+        headers = forward_headers(req, source_ip, match, self.secret)
+        try:
+            up = await self.upstream.request(req.method, req.target, headers, req.body)
+        except UpstreamTimeout as e:
+            log.warning("metadata service timed out: %s", e)
+            return _text(504, "The metadata service did not answer in time."), match.instance_id
+        except UpstreamUnavailable as e:
+            log.warning("metadata service unreachable: %s", e)
+            return _text(503, "The metadata service is unavailable."), match.instance_id
+        except UpstreamError as e:
+            log.warning("metadata service gave no usable answer: %s", e)
+            return _text(502, "The metadata service gave no usable answer."), match.instance_id
+        if up.status == 403:
+            log.warning("the metadata service refused the signature for instance %s: does "
+                        "metadata_proxy_shared_secret match on both sides?", match.instance_id)
+        relayed = [(k, v) for k, v in up.headers if k.lower() not in HOP_BY_HOP
+                   or (req.method == "HEAD" and k.lower() == "content-length")]
+        return Response(up.status, up.body, relayed), match.instance_id
+
+
+class IndexFollower:
+    """Holds the current index; ``run(stop)`` rebuilds it when the registry revision moves.
+
+    Registry calls are synchronous, so they run on one worker thread and the event loop
+    keeps answering from the previous index meanwhile.
+    """
+
+    def __init__(self, source: AgentSource, interval: float = 0.25):
+        self.source = source
+        self.interval = interval
+        self.current = PortIndex([], revision=-1)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdtool-registry")
+
+    def __call__(self) -> PortIndex:
+        return self.current
+
+    def build(self) -> PortIndex:
+        """Read the registry (blocking) and return a fresh index."""
+        revision = self.source.revision()
+        ports = self.source.list_ports()
+        projects: dict[str, str] = {}
+        for port in ports:
+            if port.device_id and not port.project_id and port.device_owner != model.DHCP_OWNER \
+                    and port.device_id not in projects:
+                try:
+                    projects[port.device_id] = self.source.get_instance(port.device_id).project_id
+                except NotFound:
+                    projects[port.device_id] = ""
+        return PortIndex(ports, revision=revision, instance_projects=projects)
+
+    async def refresh(self, force: bool = False) -> bool:
+        loop = asyncio.get_running_loop()
+        if not force:
+            revision = await loop.run_in_executor(self._executor, self.source.revision)
+            if revision == self.current.revision:
+                return False
+        start = time.monotonic()
+        index = await loop.run_in_executor(self._executor, self.build)
+        self.current = index
+        log.info("port index rebuilt: revision %d, %d instance ports (%.1f ms)",
+                 index.revision, index.port_count, (time.monotonic() - start) * 1000.0)
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failing = False
+        while not stop.is_set():
+            try:
+                await self.refresh()
+                if failing:
+                    log.info("registry readable again")
+                failing = False
+            except Exception as e:  # keep serving the last good index
+                if not failing:
+                    log.error("reading the registry failed (serving the last index): %s", e)
+                failing = True
+            try:
+                await asyncio.wait_for(stop.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+

@@ -1,0 +1,105 @@
+"""``metadata run``: the Nova-compatible metadata service as a foreground daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import time
+
+from mdtool.errors import OperationFailed
+from mdtool.http.types import Request, Response
+
+log = logging.getLogger("mdtool.metadata")
+
+REVISION_POLL_SECONDS = 0.25
+
+
+def _ensure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (IPv6 when the host says so)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(1024)
+    except OSError as e:
+        sock.close()
+        hint = " (is another metadata service running?)" if e.errno == errno.EADDRINUSE else ""
+        raise OperationFailed(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
+    return sock
+
+
+def logged(service) -> "callable":
+    async def handle(req: Request) -> Response:
+        start = time.monotonic()
+        resp = await service.handle(req)
+        log.info("instance=%s %s %s status=%d ms=%.1f", req.header("X-Instance-ID") or "-",
+                 req.method, req.path, resp.status, (time.monotonic() - start) * 1000.0)
+        return resp
+    return handle
+
+
+async def _poll(service, stop: asyncio.Event) -> None:
+    failing = False
+    while not stop.is_set():
+        try:
+            if await service.refresh():
+                log.info("registry revision %s: cached documents dropped", service.revision)
+            if failing:
+                log.info("registry readable again")
+            failing = False
+        except Exception as e:  # keep answering from the cache
+            if not failing:
+                log.error("reading the registry revision failed: %s", e)
+            failing = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), REVISION_POLL_SECONDS)
+
+
+def run(config, host: str | None = None, port: int | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code (0 on a clean stop)."""
+    from mdtool.http.server import HttpServer, Limits, run_daemon
+    from mdtool.metadata.service import MetadataService
+    from mdtool.registry import open_registry
+
+    _ensure_logging()
+    host = host or config.get("metadata_listen_host")
+    port = port or config.get("metadata_listen_port")
+    secret = config.shared_secret()
+    registry = open_registry(config.db_url)
+    service = MetadataService(registry, secret, dns_domain=config.get("dns_domain") or "",
+                              follow_source=False)
+    sock = bind_tcp(host, port)
+
+    async def main(stop: asyncio.Event) -> int:
+        server = HttpServer(logged(service), Limits())
+        poller = None
+        try:
+            await service.refresh()
+            await server.add_socket(sock)
+            log.info("metadata service listening on %s:%d (registry %s, revision %s)",
+                     host, port, config.db_url, service.revision)
+            poller = asyncio.create_task(_poll(service, stop))
+            await stop.wait()
+            log.info("metadata service stopping")
+        finally:
+            if poller is not None:
+                await poller
+            await server.close()
+            service.close()
+        log.info("metadata service stopped")
+        return 0
+
+    try:
+        return run_daemon(main)
+    finally:
+        sock.close()
