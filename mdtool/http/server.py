@@ -159,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self.body_len = 0
         self.expect_continue = False
         self.pending_error: bytes | None = None
+        self.completed_in_chunk = False
 
     # asyncio callbacks --------------------------------------------------------------
 
@@ -193,6 +194,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes):
         if self.closing:
             return
+        self.completed_in_chunk = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -214,10 +216,11 @@ class _Connection(asyncio.Protocol):
             self._fail(400, f"Bad Request: {e.args[0] if e.args else 'malformed'}")
             return
         if self.in_message and not self.head_done:
-            # Counted from the chunk after the one the head began in: the parsed-size
-            # check in on_header is exact, this one only bounds memory for endless lines.
+            # Bounds memory for endless lines (on_header's parsed-size check is exact).
+            # A chunk where an earlier request ended may start with its body: the head
+            # is then counted from the next chunk on.
             if self.head_raw < 0:
-                self.head_raw = 0
+                self.head_raw = 0 if self.completed_in_chunk else len(data)
             else:
                 self.head_raw += len(data)
             if self.head_raw > self.limits.max_header_bytes:
@@ -294,6 +297,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self):
         self.in_message = False
+        self.completed_in_chunk = True
         parser = self.parser
         version = parser.get_http_version()
         keep_alive = parser.should_keep_alive() and not self.closing

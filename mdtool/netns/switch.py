@@ -18,7 +18,8 @@ from typing import Callable, TypeVar
 
 from mdtool.errors import NotFound, OperationFailed
 
-__all__ = ["NETNS_DIR", "run_in_netns", "bind_in_netns", "addresses_in_netns",
+__all__ = ["NETNS_DIR", "run_in_netns", "bind_in_netns", "make_listener", "addresses_in_netns",
+           "local_ipv6_addresses",
            "netns_inode", "list_netns"]
 
 NETNS_DIR = "/run/netns"
@@ -114,29 +115,36 @@ def bind_in_netns(netns_name: str, family: int, host: str, port: int, *,
     """
 
     def make() -> socket.socket:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if freebind:
-                level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP
-                sock.setsockopt(level, IP_FREEBIND, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                scope = socket.if_nametoindex(scope_ifname) if scope_ifname else 0
-                sock.bind((host, port, 0, scope))
-            else:
-                sock.bind((host, port))
-            sock.listen(backlog)
-            sock.setblocking(False)
-            return sock
-        except BaseException:
-            sock.close()
-            raise
+        return make_listener(family, host, port, scope_ifname=scope_ifname, backlog=backlog,
+                             freebind=freebind)
 
     return run_in_netns(netns_name, make)
 
 
-def _ipv6_addresses() -> list[tuple[str, str, int]]:
+def make_listener(family: int, host: str, port: int, *, scope_ifname: str | None = None,
+                  backlog: int = 1024, freebind: bool = False) -> socket.socket:
+    """A non-blocking listening TCP socket in the calling thread's namespace."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if freebind:
+            level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP
+            sock.setsockopt(level, IP_FREEBIND, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            scope = socket.if_nametoindex(scope_ifname) if scope_ifname else 0
+            sock.bind((host, port, 0, scope))
+        else:
+            sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def local_ipv6_addresses() -> list[tuple[str, str, int]]:
     """(ifname, address, prefixlen) of this thread's namespace, from procfs."""
     out = []
     try:
@@ -186,7 +194,7 @@ def addresses_in_netns(name: str) -> list[tuple[str, int, str]]:
 
     def collect():
         v4 = [(ifn, socket.AF_INET, a) for ifn, a, _ in _ipv4_addresses()]
-        v6 = [(ifn, socket.AF_INET6, a) for ifn, a, _ in _ipv6_addresses()]
+        v6 = [(ifn, socket.AF_INET6, a) for ifn, a, _ in local_ipv6_addresses()]
         return v4 + v6
 
     try:
