@@ -74,7 +74,8 @@ def mtu(value: int) -> int:
     return value
 
 
-def key_values(text: str, keys: tuple[str, ...], option: str) -> dict[str, str]:
+def key_values(text: str, keys: tuple[str, ...], option: str,
+               required: tuple[str, ...] = ()) -> dict[str, str]:
     """Parse 'a=1,b=2' as the OpenStack client does for --allocation-pool and friends."""
     out: dict[str, str] = {}
     for part in text.split(","):
@@ -85,6 +86,9 @@ def key_values(text: str, keys: tuple[str, ...], option: str) -> dict[str, str]:
         if k in out:
             raise BadInput(f"invalid {option} {text!r}: {k} given twice")
         out[k] = v.strip()
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise BadInput(f"invalid {option} {text!r}: {missing[0]}=… is missing")
     return out
 
 

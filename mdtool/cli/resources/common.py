@@ -19,6 +19,8 @@ def emit_list(records: list[dict], default_columns: list[str], fmt: str, columns
         click.echo(text)
 
 
-def parse_pairs(values, keys, option):
+def parse_pairs(values, keys, option, required=None):
+    """Parse repeated 'k=v,k=v' options; every key is required unless told otherwise."""
     from mdtool.registry import validate
-    return [validate.key_values(x, keys, option) for x in values]
+    req = keys if required is None else required
+    return [validate.key_values(x, keys, option, req) for x in values]

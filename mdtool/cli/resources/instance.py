@@ -19,7 +19,7 @@ def _read_file(path: str, what: str, limit: int) -> bytes:
     except OSError as e:
         raise BadInput(f"cannot read {what} file {path}: {e.strerror}") from None
     if len(data) > limit:
-        raise BadInput(f"{what} file {path} is larger than {limit} bytes")
+        raise BadInput(f"{what} file {path} is larger than {limit} bytes ({limit // 1024} KiB)")
     return data
 
 

@@ -23,7 +23,7 @@ FIXED_IP_KEYS = ("subnet", "ip_address")
 @pass_ctx
 def port_create(ctx, network, name, mac_address, fixed_ips, device_id, project_id, fmt, columns):
     """Create a port on NETWORK; its address comes from the subnet's pool unless given."""
-    specs = parse_pairs(fixed_ips, FIXED_IP_KEYS, "--fixed-ip") if fixed_ips else None
+    specs = parse_pairs(fixed_ips, FIXED_IP_KEYS, "--fixed-ip", ()) if fixed_ips else None
     p = ctx.registry.create_port(network, name=name, mac_address=mac_address, fixed_ips=specs,
                                  device_id=device_id, project_id=project_id)
     emit_one(records.port(p), fmt, columns, "Created a new port:")
@@ -60,7 +60,7 @@ def port_show(ctx, port, fmt, columns):
 @pass_ctx
 def port_update(ctx, port, name, device_id, fixed_ips, mac_address, fmt, columns):
     """Change a port; the agent serves the change within a second."""
-    specs = parse_pairs(fixed_ips, FIXED_IP_KEYS, "--fixed-ip") if fixed_ips else None
+    specs = parse_pairs(fixed_ips, FIXED_IP_KEYS, "--fixed-ip", ()) if fixed_ips else None
     p = ctx.registry.update_port(port, name=name, device_id=device_id, fixed_ips=specs,
                                  mac_address=mac_address)
     emit_one(records.port(p), fmt, columns, "Updated port:")
