@@ -1,0 +1,1 @@
+"""dnsmasq for one network: pure rendering (render.py) and process control (control.py)."""
