@@ -1,0 +1,246 @@
+"""The proxy daemon: one process, one listener set per served DHCP namespace.
+
+Every ``poll_interval`` the daemon compares what it serves with what should be served:
+the networks asked for (or every ``qdhcp-*`` namespace), each on 169.254.169.254:80 and,
+when the namespace holds it, [fe80::a9fe:a9fe%<tap>]:80. A namespace that is not there
+yet, or lacks the address, is tried again on the next round; a namespace that went away
+(or was recreated under the same name) is dropped (and served anew).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from mdtool.config import Config
+from mdtool.http.client import UpstreamPool
+from mdtool.http.server import HttpServer, Limits, run_daemon
+from mdtool.model import METADATA_IPV4, METADATA_IPV6
+from mdtool.netns import switch
+from mdtool.proxy.handler import ProxyHandler
+
+log = logging.getLogger("mdtool.proxy")
+
+NETNS_PREFIX = "qdhcp-"
+DEFAULT_PORT = 80
+
+
+def limits_from_config(config: Config) -> Limits:
+    sect = "metadata_haproxy"
+    return Limits(
+        head_timeout=config.get("timeout_http_request", sect),
+        keepalive_timeout=config.get("timeout_http_keep_alive", sect),
+        max_header_bytes=config.get("max_header_bytes", sect),
+        max_header_count=config.get("max_header_count", sect),
+        max_body_bytes=config.get("max_body_bytes", sect),
+        # The upstream timeout answers 504 first; this only catches a wedged handler.
+        handler_timeout=config.get("timeout_server", sect) + 5.0,
+    )
+
+
+def pool_from_config(config: Config, size: int = 128) -> UpstreamPool:
+    timeout = config.get("timeout_server", "metadata_haproxy")
+    return UpstreamPool("unix:" + str(config.agent_socket), size=size,
+                        connect_timeout=min(5.0, timeout), read_timeout=timeout)
+
+
+@dataclass
+class _Site:
+    """What is served for one network."""
+
+    network_id: str
+    netns: str
+    inode: int | None
+    server: HttpServer
+    v4_key: int | None = None
+    v6_key: int | None = None
+    v6_ifname: str | None = None
+    reported: set = field(default_factory=set)  # waiting messages already logged
+
+
+def _find_v6_tap(addresses: list[tuple[str, str, int]]) -> str | None:
+    for ifname, addr, _ in addresses:
+        if addr == METADATA_IPV6:
+            return ifname
+    return None
+
+
+class ProxyDaemon:
+    """Serves the networks asked for (None: every ``qdhcp-*`` namespace) until stopped."""
+
+    def __init__(self, pool: UpstreamPool, limits: Limits, network_ids: list[str] | None = None,
+                 *, port: int = DEFAULT_PORT, poll_interval: float = 1.0,
+                 drain_timeout: float = 5.0):
+        self.pool = pool
+        self.limits = limits
+        self.network_ids = list(dict.fromkeys(network_ids)) if network_ids else None
+        self.port = port
+        self.poll_interval = poll_interval
+        self.drain_timeout = drain_timeout
+        self.sites: dict[str, _Site] = {}
+        self._missing_reported: set[str] = set()
+
+    # what should be served -----------------------------------------------------------
+
+    def wanted(self) -> list[str]:
+        if self.network_ids is not None:
+            return self.network_ids
+        return [name[len(NETNS_PREFIX):] for name in switch.list_netns()
+                if name.startswith(NETNS_PREFIX) and len(name) > len(NETNS_PREFIX)]
+
+    # one round -------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        wanted = self.wanted()
+        wanted_set = set(wanted)
+        for net_id, site in list(self.sites.items()):
+            inode = switch.netns_inode(site.netns)
+            if net_id not in wanted_set:
+                await self._drop(site, "no longer asked for")
+            elif inode is None:
+                await self._drop(site, f"namespace {site.netns} is gone")
+            elif inode != site.inode:
+                await self._drop(site, f"namespace {site.netns} was recreated")
+        for net_id in wanted:
+            netns = NETNS_PREFIX + net_id
+            site = self.sites.get(net_id)
+            if site is None:
+                inode = switch.netns_inode(netns)
+                if inode is None:
+                    if net_id not in self._missing_reported:
+                        self._missing_reported.add(net_id)
+                        log.info("network %s: waiting for namespace %s", net_id, netns)
+                    continue
+                self._missing_reported.discard(net_id)
+                site = _Site(net_id, netns, inode,
+                             HttpServer(ProxyHandler(self.pool, net_id), self.limits))
+                self.sites[net_id] = site
+            if site.v4_key is None or site.v6_key is None:
+                await self._bind_missing(site)
+
+    async def _bind_missing(self, site: _Site) -> None:
+        port = self.port
+        need_v4 = site.v4_key is None
+
+        def in_netns():
+            """Runs inside the namespace: bind what is missing and possible."""
+            v4 = v6 = None
+            v4_err = v6_err = None
+            tap = None
+            if need_v4:
+                try:
+                    v4 = switch.make_listener(socket.AF_INET, METADATA_IPV4, port)
+                except OSError as e:
+                    v4_err = e
+            if site.v6_key is None:
+                tap = _find_v6_tap(switch.local_ipv6_addresses())
+                if tap is not None:
+                    try:
+                        v6 = switch.make_listener(socket.AF_INET6, METADATA_IPV6, port,
+                                                 scope_ifname=tap)
+                    except OSError as e:
+                        v6_err = e
+            return v4, v4_err, v6, v6_err, tap
+
+        try:
+            v4, v4_err, v6, v6_err, tap = await asyncio.to_thread(
+                switch.run_in_netns, site.netns, in_netns)
+        except Exception as e:  # namespace vanished between stat and setns, EPERM...
+            self._report(site, "setns", f"network {site.network_id}: cannot enter "
+                         f"{site.netns}: {e}", logging.WARNING)
+            return
+        if v4 is not None:
+            site.v4_key = await site.server.add_socket(v4)
+            log.info("serving network %s on %s:%d in %s", site.network_id, METADATA_IPV4,
+                     port, site.netns)
+        elif v4_err is not None:
+            if v4_err.errno == errno.EADDRNOTAVAIL:
+                self._report(site, "v4", f"network {site.network_id}: waiting for "
+                             f"{METADATA_IPV4} in {site.netns}", logging.INFO)
+            else:
+                self._report(site, "v4", f"network {site.network_id}: cannot listen on "
+                             f"{METADATA_IPV4}:{port}: {v4_err.strerror}", logging.WARNING)
+        if v6 is not None:
+            site.v6_key = await site.server.add_socket(v6)
+            site.v6_ifname = tap
+            log.info("serving network %s on [%s%%%s]:%d in %s", site.network_id,
+                     METADATA_IPV6, tap, port, site.netns)
+        elif v6_err is not None:
+            self._report(site, "v6", f"network {site.network_id}: cannot listen on "
+                         f"[{METADATA_IPV6}%{tap}]:{port}: {v6_err.strerror}", logging.WARNING)
+
+    @staticmethod
+    def _report(site: _Site, what: str, message: str, level: int) -> None:
+        if what not in site.reported:
+            site.reported.add(what)
+            log.log(level, message)
+
+    async def _drop(self, site: _Site, why: str) -> None:
+        self.sites.pop(site.network_id, None)
+        await site.server.close(self.drain_timeout)
+        if site.v4_key is not None or site.v6_key is not None:
+            log.info("stopped serving network %s: %s", site.network_id, why)
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Reconcile every poll_interval until ``stop`` is set, then close everything."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self.reconcile()
+                except Exception:
+                    log.exception("proxy reconcile round failed")
+                try:
+                    await asyncio.wait_for(stop.wait(), self.poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        sites = list(self.sites.values())
+        self.sites.clear()
+        await asyncio.gather(*(s.server.close(self.drain_timeout) for s in sites),
+                             return_exceptions=True)
+        for s in sites:
+            if s.v4_key is not None or s.v6_key is not None:
+                log.info("stopped serving network %s: shutting down", s.network_id)
+        await self.pool.close()
+
+
+def _setup_logging(config: Config) -> None:
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    log_file = config.get("log_file")
+    handler: logging.Handler
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if root.level == logging.WARNING or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEFAULT_PORT,
+        poll_interval: float = 1.0) -> int:
+    """Run the proxy in the foreground until SIGTERM/SIGINT; returns the exit code (0)."""
+    _setup_logging(config)
+
+    async def main(stop: asyncio.Event) -> int:
+        daemon = ProxyDaemon(pool_from_config(config), limits_from_config(config), network_ids,
+                             port=port, poll_interval=poll_interval)
+        what = ", ".join(network_ids) if network_ids else "every qdhcp-* namespace"
+        log.info("metadata proxy started (pid %d): %s -> unix:%s", os.getpid(), what,
+                 config.agent_socket)
+        await daemon.serve(stop)
+        log.info("metadata proxy stopped")
+        return 0
+
+    return run_daemon(main)
+

@@ -1,0 +1,214 @@
+"""The proxy's request path against a fake agent on a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+import subprocess
+
+import pytest
+
+from mdtool.config import Config
+from mdtool.http.client import UpstreamPool
+from mdtool.http.server import HttpServer, Limits
+from mdtool.http.types import Request, Response
+from mdtool.proxy.daemon import ProxyDaemon, limits_from_config, pool_from_config
+from mdtool.proxy.handler import ProxyHandler
+from mdtool.proxy.rules import is_forged, upstream_headers
+
+pytestmark = pytest.mark.timeout(20)
+
+NET = "5f0c4f9e-0000-4000-8000-000000000001"
+
+
+class FakeAgent:
+    def __init__(self, delay: float = 0.0):
+        self.requests: list[Request] = []
+        self.delay = delay
+
+    async def __call__(self, req: Request) -> Response:
+        self.requests.append(req)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return Response(200, b"agent says hi", [("Content-Type", "text/plain"),
+                                                ("X-From-Agent", "1")])
+
+
+async def start_agent(path, agent) -> HttpServer:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.listen(16)
+    server = HttpServer(agent)
+    await server.add_socket(s)
+    return server
+
+
+async def start_proxy(sock_path, read_timeout=2.0):
+    pool = UpstreamPool(f"unix:{sock_path}", size=8, connect_timeout=1, read_timeout=read_timeout)
+    server = HttpServer(ProxyHandler(pool, NET), Limits(head_timeout=2, keepalive_timeout=2))
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    await server.add_socket(s)
+    return server, pool, s.getsockname()[1]
+
+
+async def exchange(port, raw: bytes) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(raw)
+    head = await r.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    body = await r.readexactly(length)
+    w.close()
+    return head + body
+
+
+FORGED = (b"X-Forwarded-For: 10.9.9.9\r\n"
+          b"x-forwarded-for: 10.9.9.8\r\n"
+          b"X-Neutron-Network-ID: someone-else\r\n"
+          b"X-Neutron-Router-ID: r\r\n"
+          b"X-Quantum-Network-ID: q\r\n"
+          b"X-Instance-ID: i-forged\r\n"
+          b"X-Instance-ID-Signature: deadbeef\r\n"
+          b"X-Instance-ID-Anything: z\r\n"
+          b"X-Tenant-ID: t-forged\r\n")
+
+
+def test_headers_reaching_the_agent(tmp_path):
+    async def main():
+        agent = FakeAgent()
+        agent_srv = await start_agent(tmp_path / "agent", agent)
+        proxy, pool, port = await start_proxy(tmp_path / "agent")
+        raw = await exchange(port, b"GET /openstack/latest/meta_data.json?x=1 HTTP/1.1\r\n"
+                                   b"Host: 169.254.169.254\r\nUser-Agent: curl/8\r\n"
+                                   b"Accept: */*\r\n" + FORGED + b"Connection: keep-alive\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"X-From-Agent: 1\r\n" in raw and raw.endswith(b"\r\n\r\nagent says hi")
+        (req,) = agent.requests
+        assert req.method == "GET"
+        assert req.target == "/openstack/latest/meta_data.json?x=1"
+        assert req.headers == [("Host", "169.254.169.254"), ("User-Agent", "curl/8"),
+                               ("Accept", "*/*"), ("X-Forwarded-For", "127.0.0.1"),
+                               ("X-Neutron-Network-ID", NET)]
+        await proxy.close(1)
+        await pool.close()
+        await agent_srv.close(1)
+
+    asyncio.run(main())
+
+
+def test_post_body_is_forwarded_and_connections_to_the_agent_are_reused(tmp_path):
+    async def main():
+        agent = FakeAgent()
+        agent_srv = await start_agent(tmp_path / "agent", agent)
+        proxy, pool, port = await start_proxy(tmp_path / "agent")
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        for i in range(3):
+            w.write(b"POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 6\r\n\r\nsecret")
+            head = await r.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            await r.readexactly(len(b"agent says hi"))
+        w.close()
+        assert [q.body for q in agent.requests] == [b"secret"] * 3
+        assert len(agent_srv._connections) == 1  # one pooled connection served all three
+        await proxy.close(1)
+        await pool.close()
+        await agent_srv.close(1)
+
+    asyncio.run(main())
+
+
+def test_agent_down_is_502(tmp_path):
+    async def main():
+        proxy, pool, port = await start_proxy(tmp_path / "no-agent")
+        raw = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+        assert raw.endswith(b"\r\n\r\nBad Gateway: the metadata agent is not available\n")
+        await proxy.close(1)
+        await pool.close()
+
+    asyncio.run(main())
+
+
+def test_slow_agent_is_504(tmp_path):
+    async def main():
+        agent_srv = await start_agent(tmp_path / "agent", FakeAgent(delay=3))
+        proxy, pool, port = await start_proxy(tmp_path / "agent", read_timeout=0.2)
+        raw = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
+        await proxy.close(1)
+        await pool.close()
+        await agent_srv.close(0.1)
+
+    asyncio.run(main())
+
+
+def test_access_log_line(tmp_path, caplog):
+    async def main():
+        agent_srv = await start_agent(tmp_path / "agent", FakeAgent())
+        proxy, pool, port = await start_proxy(tmp_path / "agent")
+        await exchange(port, b"GET /latest/meta-data/?q HTTP/1.1\r\nHost: x\r\n\r\n")
+        await proxy.close(1)
+        await pool.close()
+        await agent_srv.close(1)
+
+    with caplog.at_level(logging.INFO, logger="mdtool.proxy.access"):
+        asyncio.run(main())
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "mdtool.proxy.access"]
+    assert line.startswith(f"network={NET} src=127.0.0.1 GET /latest/meta-data/ 200 ")
+    assert line.endswith("ms")
+
+
+def test_rules_are_case_insensitive_and_keep_the_rest():
+    assert is_forged("x-INSTANCE-id-signature") and is_forged("X-Tenant-ID")
+    assert not is_forged("X-Tenant") and not is_forged("Host")
+    out = upstream_headers([("X-NEUTRON-ROUTER-ID", "r"), ("Connection", "keep-alive"),
+                            ("Transfer-Encoding", "chunked"), ("Content-Length", "3"),
+                            ("Accept", "x"), ("Proxy-Connection", "x")], "fe80::1", "n")
+    assert out == [("Accept", "x"), ("X-Forwarded-For", "fe80::1"),
+                   ("X-Neutron-Network-ID", "n")]
+
+
+def test_limits_and_pool_come_from_config(tmp_path):
+    ini = tmp_path / "m.ini"
+    ini.write_text("[metadata_haproxy]\ntimeout_http_request = 3\ntimeout_server = 7\n"
+                   "timeout_http_keep_alive = 4\nmax_header_bytes = 2048\n"
+                   "max_header_count = 20\nmax_body_bytes = 100\n")
+    cfg = Config(state_dir=str(tmp_path), config_file=str(ini), environ={})
+    lim = limits_from_config(cfg)
+    assert (lim.head_timeout, lim.keepalive_timeout, lim.max_header_bytes,
+            lim.max_header_count, lim.max_body_bytes) == (3, 4, 2048, 20, 100)
+    pool = pool_from_config(cfg)
+    assert pool.unix_path == str(tmp_path / "metadata_proxy") and pool.read_timeout == 7
+
+
+def test_daemon_waits_for_a_missing_namespace(caplog):
+    async def main():
+        pool = UpstreamPool("unix:/nonexistent")
+        d = ProxyDaemon(pool, Limits(), ["does-not-exist-" + "0" * 8], poll_interval=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(d.serve(stop))
+        await asyncio.sleep(0.2)
+        assert d.sites == {}
+        stop.set()
+        await task
+
+    with caplog.at_level(logging.INFO, logger="mdtool.proxy"):
+        asyncio.run(main())
+    waits = [r for r in caplog.records if "waiting for namespace" in r.getMessage()]
+    assert len(waits) == 1  # said once, not every round
+
+
+def test_proxy_imports_stay_lean():
+    code = ("import sys, mdtool.proxy.daemon; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('sqlalchemy', 'rich', 'pyroute2', 'click', 'jinja2')]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
