@@ -39,7 +39,7 @@ class Ctx:
     def console(self):
         """Messages and progress go to stderr; stdout stays for machine-readable output."""
         from rich.console import Console
-        return Console(stderr=True, highlight=False, quiet=self.quiet)
+        return Console(stderr=True, highlight=False, soft_wrap=True, quiet=self.quiet)
 
     def say(self, msg: str) -> None:
         self.console.print(msg)
@@ -97,3 +97,19 @@ def run_main(cli: click.Group, argv: list[str] | None = None, prog_name: str = "
             traceback.print_exc()
         code = _emit(f"internal error: {type(e).__name__}: {e} (run with -v for the traceback)", 1)
     sys.exit(code)
+
+
+def report(ctx: Ctx, what: str, changes: list[str], dry_run: bool = False) -> None:
+    """Say what a step changed (or would change), or that it was already as asked."""
+    if not changes:
+        ctx.say(f"{what}: nothing to do, already as asked")
+        return
+    verb = "would" if dry_run else "done"
+    for c in changes:
+        ctx.say(f"  {'[dim]plan[/dim]' if dry_run else '[green]✓[/green]'} {c}")
+    ctx.say(f"{what}: {len(changes)} change(s) {verb}")
+
+
+def node(ctx: Ctx):
+    from mdtool.pipeline import Node
+    return Node(ctx.config, ctx.registry)

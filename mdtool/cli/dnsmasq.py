@@ -1,0 +1,46 @@
+"""dnsmasq render / start / stop / reload: DHCP with the metadata route (option 121)."""
+
+from __future__ import annotations
+
+import click
+
+from mdtool.cli.app import node, report
+
+
+@click.group("dnsmasq")
+def dnsmasq():
+    """dnsmasq of a network, with Neutron's host, opts and addn_hosts files."""
+
+
+@dnsmasq.command("render")
+@click.argument("network")
+@click.option("--output-dir", metavar="DIR",
+              help="Write here instead of <state_dir>/dhcp/<network_id>/.")
+@click.pass_obj
+def render(ctx, network, output_dir):
+    """Write host, opts, addn_hosts and leases (atomically, only when they change)."""
+    report(ctx, f"dnsmasq render {network}", node(ctx).dnsmasq_render(network, output_dir))
+
+
+@dnsmasq.command("start")
+@click.argument("network")
+@click.pass_obj
+def start(ctx, network):
+    """Start dnsmasq inside the network's namespace (renders first)."""
+    report(ctx, f"dnsmasq start {network}", node(ctx).dnsmasq_start(network))
+
+
+@dnsmasq.command("stop")
+@click.argument("network")
+@click.pass_obj
+def stop(ctx, network):
+    """Stop the network's dnsmasq."""
+    report(ctx, f"dnsmasq stop {network}", node(ctx).dnsmasq_stop(network))
+
+
+@dnsmasq.command("reload")
+@click.argument("network")
+@click.pass_obj
+def reload(ctx, network):
+    """Re-render and SIGHUP dnsmasq when a file changed (new or deleted ports, routes)."""
+    report(ctx, f"dnsmasq reload {network}", node(ctx).dnsmasq_reload(network))

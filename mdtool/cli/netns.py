@@ -1,0 +1,58 @@
+"""netns up / down / list: the namespace qdhcp-<network_id> and its DHCP port."""
+
+from __future__ import annotations
+
+import click
+
+from mdtool.cli.app import node, report
+from mdtool.cli.output import format_options, listing
+
+
+@click.group("netns")
+def netns():
+    """The DHCP namespace of a network: qdhcp-<network_id>, its DHCP port and 169.254.169.254."""
+
+
+@netns.command("up")
+@click.argument("network")
+@click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
+@click.pass_obj
+def up(ctx, network, dry_run):
+    """Create the bridge, namespace and DHCP port veth of NETWORK (completes a half-built one)."""
+    report(ctx, f"netns up {network}", node(ctx).netns_up(network, dry_run=dry_run), dry_run)
+
+
+@netns.command("down")
+@click.argument("network")
+@click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
+@click.pass_obj
+def down(ctx, network, dry_run):
+    """Remove the namespace, both veth ends, and the bridge if mdtool created it and it is idle."""
+    report(ctx, f"netns down {network}", node(ctx).netns_down(network, dry_run=dry_run), dry_run)
+
+
+@netns.command("list")
+@format_options
+@click.pass_obj
+def list_(ctx, fmt, columns):
+    """DHCP namespaces on this host and whether each matches the registry."""
+    from mdtool.netns import dhcp_port, names
+    present = set(dhcp_port.list_namespaces())
+    nets = {n.id: n for n in ctx.registry.list_networks()}
+    rows = []
+    for ns in sorted(present | {names.namespace_name(i) for i in nets}):
+        nid = names.network_id_of_namespace(ns)
+        net = nets.get(nid)
+        if ns not in present:
+            if not ctx.registry.dhcp_ports(nid):
+                continue  # never brought up: nothing to report
+            state = "missing (mdtool netns up)"
+        elif net is None:
+            state = "unknown network (stale? mdtool netns down is not possible: ip netns delete)"
+        else:
+            plan = node(ctx).netns_up(nid, dry_run=True)
+            state = "ok" if not plan else f"drift: {len(plan)} change(s) needed (mdtool netns up)"
+        rows.append({"namespace": ns, "network": net.name if net else "", "state": state})
+    text = listing(rows, ["namespace", "network", "state"], fmt, columns)
+    if text:
+        click.echo(text)

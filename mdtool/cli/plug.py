@@ -1,0 +1,43 @@
+"""port-plug / port-unplug: a namespace wired to a port, as an instance or container."""
+
+from __future__ import annotations
+
+import click
+
+from mdtool.cli.app import report
+
+
+def _check_namespace_name(name: str) -> None:
+    import re
+    from mdtool.errors import BadInput
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) or name.startswith("qdhcp-"):
+        raise BadInput(f"invalid namespace name {name!r}: letters, digits, . _ - (not qdhcp-…)")
+
+
+@click.command("port-plug")
+@click.argument("port")
+@click.argument("namespace")
+@click.option("--ifname", default="eth0", show_default=True, help="Interface name in NAMESPACE.")
+@click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
+@click.pass_obj
+def port_plug(ctx, port, namespace, ifname, dry_run):
+    """Create NAMESPACE attached to PORT's network with the port's MAC (then run a DHCP client)."""
+    from mdtool.netns import plug
+    _check_namespace_name(namespace)
+    p = ctx.registry.get_port(port)
+    net = ctx.registry.get_network(p.network_id)
+    report(ctx, f"port-plug {port} {namespace}",
+           [a.text for a in plug.plug(p, net, namespace, ifname=ifname, dry_run=dry_run)], dry_run)
+
+
+@click.command("port-unplug")
+@click.argument("port")
+@click.argument("namespace")
+@click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
+@click.pass_obj
+def port_unplug(ctx, port, namespace, dry_run):
+    """Remove NAMESPACE and both ends of its veth to PORT."""
+    from mdtool.netns import plug
+    p = ctx.registry.get_port(port)
+    report(ctx, f"port-unplug {port} {namespace}",
+           [a.text for a in plug.unplug(p.id, namespace, dry_run=dry_run)], dry_run)

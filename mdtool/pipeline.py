@@ -1,0 +1,145 @@
+"""The DHCP-side steps of one node, composed from registry, netns and dnsmasq.
+
+Each step is idempotent and returns what it changed (human text); an empty list means
+"already as asked". The CLI and enable-isolated-metadata both call these.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+
+from mdtool import model
+from mdtool.config import Config
+from mdtool.errors import BadInput
+from mdtool.registry import Registry
+
+
+@dataclass
+class DhcpState:
+    network: model.Network
+    port: model.Port | None
+    changes: list[str] = field(default_factory=list)
+
+
+class Node:
+    """This node (config.host) acting on the registry's networks."""
+
+    def __init__(self, config: Config, registry: Registry):
+        self.config, self.registry = config, registry
+
+    # -- the DHCP port ------------------------------------------------------------------
+
+    def dhcp(self, network_ref: str, *, create: bool) -> DhcpState:
+        """The network and this node's DHCP port (reserved when ``create``)."""
+        net = self.registry.get_network(network_ref)
+        if not any(s.enable_dhcp for s in net.subnets):
+            raise BadInput(f"network {net.name} has no DHCP-enabled subnet: "
+                           f"mdtool subnet-create {net.name} CIDR --no-gateway")
+        port = self._own_port(net)
+        changes: list[str] = []
+        if create:
+            port, changed = self.registry.ensure_dhcp_port(net.id, self.config.host)
+            if changed:
+                ips = ", ".join(f.ip_address for f in port.fixed_ips)
+                changes.append(f"reserve DHCP port {port.id[:8]} ({port.mac_address}, {ips})")
+                net = self.registry.get_network(net.id)
+        return DhcpState(net, port, changes)
+
+    def _own_port(self, net: model.Network) -> model.Port | None:
+        for p in net.ports:
+            if p.device_owner == model.DHCP_OWNER and p.host == self.config.host:
+                return p
+        return None
+
+    def release_dhcp_port(self, network_ref: str) -> list[str]:
+        net = self.registry.get_network(network_ref)
+        port = self._own_port(net)
+        if port is None:
+            return []
+        self.registry.delete_port(port.id)
+        return [f"release DHCP port {port.id[:8]}"]
+
+    # -- namespace ----------------------------------------------------------------------
+
+    def netns_up(self, network_ref: str, *, dry_run: bool = False) -> list[str]:
+        from mdtool.netns import dhcp_port
+        st = self.dhcp(network_ref, create=not dry_run)
+        if st.port is None:  # dry run without a reserved port: describe, do not reserve
+            return [f"reserve DHCP port on {st.network.name}",
+                    f"create namespace qdhcp-{st.network.id} with the DHCP port, its addresses "
+                    "and 169.254.169.254/32"]
+        actions = dhcp_port.up(st.network, st.port, dry_run=dry_run)
+        if not dry_run:
+            # The dhcp dir marks the network as served by this node (the proxy follows it).
+            from mdtool.files import ensure_dir
+            ensure_dir(self.config.dhcp_dir(st.network.id), 0o755)
+        return st.changes + [a.text for a in actions]
+
+    def netns_down(self, network_ref: str, *, dry_run: bool = False) -> list[str]:
+        from mdtool.netns import dhcp_port
+        net = self.registry.get_network(network_ref)
+        actions = dhcp_port.down(net.id, net.bridge, dry_run=dry_run)
+        return [a.text for a in actions]
+
+    # -- dnsmasq ------------------------------------------------------------------------
+
+    def _dnsmasq_state(self, network_ref: str) -> DhcpState:
+        st = self.dhcp(network_ref, create=False)
+        if st.port is None:
+            raise BadInput(f"network {st.network.name} has no DHCP port on {self.config.host}: "
+                           f"run `mdtool netns up {st.network.name}` first")
+        return st
+
+    def dnsmasq_render(self, network_ref: str, output_dir: str | None = None) -> list[str]:
+        from mdtool.dnsmasq import control
+        st = self._dnsmasq_state(network_ref)
+        changed = control.render_to_disk(self.config, st.network, st.port, output_dir=output_dir)
+        return [f"write {n}" for n in changed]
+
+    def dnsmasq_start(self, network_ref: str) -> list[str]:
+        from mdtool.dnsmasq import control
+        st = self._dnsmasq_state(network_ref)
+        pid = control.running_pid(self.config, st.network.id)
+        if pid is not None and self._dnsmasq_argv_stale(st, pid):
+            control.stop(self.config, st.network.id)
+            control.start(self.config, st.network, st.port)
+            return [f"restart dnsmasq for {st.network.name} (its command line changed)"]
+        if control.start(self.config, st.network, st.port):
+            return [f"start dnsmasq for {st.network.name} "
+                    f"(pid {control.running_pid(self.config, st.network.id)})"]
+        return []
+
+    def _dnsmasq_argv_stale(self, st: DhcpState, pid: int) -> bool:
+        from mdtool import process
+        from mdtool.dnsmasq import control
+        running = process.cmdline(pid) or []
+        want = control.argv(self.config, st.network, st.port)
+        return running[-len(want):] != want
+
+    def dnsmasq_stop(self, network_ref: str) -> list[str]:
+        from mdtool.dnsmasq import control
+        net = self.registry.get_network(network_ref)
+        return [f"stop dnsmasq for {net.name}"] if control.stop(self.config, net.id) else []
+
+    def dnsmasq_reload(self, network_ref: str) -> list[str]:
+        """Re-render; SIGHUP when a file changed; restart when the command line changed."""
+        from mdtool.dnsmasq import control
+        st = self._dnsmasq_state(network_ref)
+        pid = control.running_pid(self.config, st.network.id)
+        if pid is None:
+            raise BadInput(f"dnsmasq is not running for {st.network.name}: "
+                           f"mdtool dnsmasq start {st.network.name}")
+        if self._dnsmasq_argv_stale(st, pid):
+            control.stop(self.config, st.network.id)
+            control.start(self.config, st.network, st.port)
+            return [f"restart dnsmasq for {st.network.name} (its command line changed)"]
+        changed = control.reload(self.config, st.network, st.port)
+        return [f"write {n}" for n in changed] + (["send SIGHUP to dnsmasq"] if changed else [])
+
+    def forget_dhcp_files(self, network_id: str) -> list[str]:
+        d = self.config.dhcp_dir(network_id)
+        if d.exists():
+            shutil.rmtree(d)
+            return [f"remove {d}"]
+        return []
