@@ -33,7 +33,8 @@ class MetadataSource(Protocol):
 
     def revision(self) -> int: ...
     def get_instance(self, ref: str) -> model.Instance: ...
-    def list_ports(self, network: str | None = None) -> list[model.Port]: ...
+    def list_ports(self, network: str | None = None,
+                   device_id: str | None = None) -> list[model.Port]: ...
     def get_network(self, ref: str) -> model.Network: ...
     def set_instance_password(self, instance_id: str, password: str) -> bool: ...
 
@@ -97,7 +98,8 @@ class MetadataService:
 
     def _build(self, instance_id: str, revision: int) -> InstanceDocs:
         instance = self.source.get_instance(instance_id)
-        ports = [p for p in self.source.list_ports() if p.device_id == instance.id]
+        ports = [p for p in self.source.list_ports(device_id=instance.id)
+                 if p.device_id == instance.id]
         networks = {}
         for nid in dict.fromkeys(p.network_id for p in ports):
             try:

@@ -46,8 +46,9 @@ class FakeRegistry:
                 return inst
         raise NotFound(f"no instance {ref}")
 
-    def list_ports(self, network=None):
-        return [p for p in self.ports if network is None or p.network_id == network]
+    def list_ports(self, network=None, device_id=None):
+        return [p for p in self.ports if (network is None or p.network_id == network)
+                and (device_id is None or p.device_id == device_id)]
 
     def list_networks(self):
         return list(self.networks.values())
