@@ -75,8 +75,9 @@ class ProxyDaemon:
 
     def __init__(self, pool: UpstreamPool, limits: Limits, network_ids: list[str] | None = None,
                  *, port: int = DEFAULT_PORT, poll_interval: float = 1.0,
-                 drain_timeout: float = 5.0):
+                 drain_timeout: float = 5.0, netns_prefix: str = NETNS_PREFIX):
         self.pool = pool
+        self.netns_prefix = netns_prefix
         self.limits = limits
         self.network_ids = list(dict.fromkeys(network_ids)) if network_ids else None
         self.port = port
@@ -90,8 +91,9 @@ class ProxyDaemon:
     def wanted(self) -> list[str]:
         if self.network_ids is not None:
             return self.network_ids
-        return [name[len(NETNS_PREFIX):] for name in switch.list_netns()
-                if name.startswith(NETNS_PREFIX) and len(name) > len(NETNS_PREFIX)]
+        prefix = self.netns_prefix
+        return [name[len(prefix):] for name in switch.list_netns()
+                if name.startswith(prefix) and len(name) > len(prefix)]
 
     # one round -------------------------------------------------------------------------
 
@@ -107,7 +109,7 @@ class ProxyDaemon:
             elif inode != site.inode:
                 await self._drop(site, f"namespace {site.netns} was recreated")
         for net_id in wanted:
-            netns = NETNS_PREFIX + net_id
+            netns = self.netns_prefix + net_id
             site = self.sites.get(net_id)
             if site is None:
                 inode = switch.netns_inode(netns)
