@@ -1,0 +1,129 @@
+"""process.py: a process runs only when its pid file, liveness and cmdline agree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from mdtool import process
+from mdtool.errors import OperationFailed
+
+
+@pytest.fixture
+def marker():
+    return "mdtool-test-" + uuid.uuid4().hex
+
+
+def _sleeper(marker):
+    # a long sleep whose cmdline carries the marker (as dnsmasq's carries the network id)
+    return [sys.executable, "-c", "import time,sys; time.sleep(60)", marker]
+
+
+def test_read_pid(tmp_path):
+    f = tmp_path / "pid"
+    assert process.read_pid(f) is None
+    f.write_text("")
+    assert process.read_pid(f) is None
+    f.write_text("garbage\n")
+    assert process.read_pid(f) is None
+    f.write_text("1234\n")
+    assert process.read_pid(f) == 1234
+
+
+def test_stale_pid_file_with_a_recycled_pid_is_not_running(tmp_path, marker):
+    # the pid belongs to a live process, but not to the one we mean
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        f = tmp_path / "pid"
+        f.write_text(f"{other.pid}\n")
+        assert process.is_running(f, ["dnsmasq", marker]) is None
+        assert process.stop(f, ["dnsmasq", marker]) is False
+        assert other.poll() is None, "stop() must not kill a stranger"
+        assert not f.exists(), "a stale pid file is removed"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_dead_pid_is_not_running(tmp_path, marker):
+    p = subprocess.Popen(["true"])
+    p.wait()
+    f = tmp_path / "pid"
+    f.write_text(f"{p.pid}\n")
+    assert process.is_running(f, [marker]) is None
+
+
+def test_zombie_is_not_running(tmp_path, marker):
+    p = subprocess.Popen([sys.executable, "-c", "pass", marker])
+    try:
+        # not waited for: it stays a zombie of ours until is_running reaps it
+        f = tmp_path / "pid"
+        f.write_text(f"{p.pid}\n")
+        import time
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{p.pid}/cmdline") \
+                and open(f"/proc/{p.pid}/cmdline", "rb").read():
+            time.sleep(0.01)
+        assert process.is_running(f, [marker]) is None
+    finally:
+        try:
+            p.wait(timeout=5)
+        except ChildProcessError:
+            pass
+
+
+def test_spawn_is_running_signal_stop(tmp_path, marker):
+    pidfile, log = tmp_path / "run" / "x.pid", tmp_path / "log" / "x.log"
+    pid = process.spawn(_sleeper(marker), pidfile=pidfile, logfile=log)
+    try:
+        assert process.read_pid(pidfile) == pid
+        assert process.is_running(pidfile, [marker]) == pid
+        assert process.is_running(pidfile, [marker, "something-else"]) is None
+        assert os.getsid(pid) == pid, "started in its own session"
+        assert process.signal_process(pidfile, [marker], 0) is True
+        assert process.stop(pidfile, [marker], timeout=5) is True
+        assert process.is_running(pidfile, [marker]) is None
+        assert not pidfile.exists()
+        assert process.stop(pidfile, [marker]) is False
+    finally:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def test_stop_escalates_to_sigkill(tmp_path, marker):
+    code = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    pidfile, log = tmp_path / "pid", tmp_path / "log"
+    pid = process.spawn([sys.executable, "-c", code, marker], pidfile=pidfile, logfile=log)
+    import time
+    deadline = time.monotonic() + 10
+    while b"ready" not in (log.read_bytes() if log.exists() else b""):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert process.stop(pidfile, [marker], timeout=0.3) is True
+    assert process.is_running(pidfile, [marker]) is None
+    assert not process.pid_matches(pid, [marker])
+
+
+def test_spawn_missing_program_is_operation_failed(tmp_path):
+    with pytest.raises(OperationFailed):
+        process.spawn(["/nonexistent/program"], pidfile=tmp_path / "pid")
+
+
+def test_spawn_in_missing_namespace_is_operation_failed(tmp_path):
+    with pytest.raises(OperationFailed, match="does not exist"):
+        process.spawn(["true"], pidfile=tmp_path / "pid", netns="mdtool-no-such-ns-" + uuid.uuid4().hex[:6])
+
+
+def test_run():
+    assert process.run(["sh", "-c", "echo hi"]).stdout == "hi\n"
+    assert process.run(["sh", "-c", "exit 3"], check=False).returncode == 3
+    with pytest.raises(OperationFailed, match="boom"):
+        process.run(["sh", "-c", "echo boom >&2; exit 1"])
+    with pytest.raises(OperationFailed, match="not found"):
+        process.run(["/nonexistent/program"])
