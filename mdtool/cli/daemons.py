@@ -1,0 +1,51 @@
+"""proxy run, agent run, metadata run: the three daemons of the metadata path, in the foreground."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("proxy")
+def proxy():
+    """The metadata proxy: 169.254.169.254:80 in each DHCP namespace -> the agent's Unix socket."""
+
+
+@proxy.command("run")
+@click.option("--network", "networks", multiple=True, metavar="NETWORK",
+              help="Serve this network (repeatable). Default: every network whose DHCP "
+                   "namespace is up, following networks as they come and go.")
+@click.pass_obj
+def proxy_run(ctx, networks):
+    """Run the proxy in the foreground (one process for many networks; SIGTERM stops it)."""
+    ids = [ctx.registry.get_network(n).id for n in networks] or None
+    from mdtool.proxy.daemon import run
+    raise SystemExit(run(ctx.config, ids))
+
+
+@click.group("agent")
+def agent():
+    """The metadata agent: finds the instance behind a request, signs it, forwards it to Nova."""
+
+
+@agent.command("run")
+@click.pass_obj
+def agent_run(ctx):
+    """Run the agent in the foreground on <state_dir>/metadata_proxy (SIGTERM stops it)."""
+    from mdtool.agent.daemon import run
+    raise SystemExit(run(ctx.config))
+
+
+@click.group("metadata")
+def metadata():
+    """The Nova-compatible metadata service (OpenStack and EC2 trees) served from the registry."""
+
+
+@metadata.command("run")
+@click.option("--host", metavar="H", help="Listen address (default: metadata_listen_host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), metavar="P",
+              help="Listen port (default: metadata_listen_port, 8775).")
+@click.pass_obj
+def metadata_run(ctx, host, port):
+    """Run the metadata service in the foreground (SIGTERM stops it)."""
+    from mdtool.metadata.daemon import run
+    raise SystemExit(run(ctx.config, host=host, port=port))
