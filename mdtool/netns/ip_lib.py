@@ -67,6 +67,20 @@ class Route:
     proto: int = 0
     prefsrc: str | None = None
 
+    @property
+    def genmask(self) -> str:
+        """The netmask as ``route -n`` prints it (IPv4)."""
+        import ipaddress
+        if self.family == 6:
+            return str(self.prefixlen)
+        return str(ipaddress.IPv4Network(f"0.0.0.0/{self.prefixlen}").netmask)
+
+    @property
+    def flags(self) -> str:
+        """``route -n`` flags: U (up), G (via a gateway), H (host route)."""
+        host = self.prefixlen == (128 if self.family == 6 else 32)
+        return "U" + ("G" if self.gateway else "") + ("H" if host else "")
+
 
 def _fail(what: str, e: BaseException) -> OperationFailed:
     code = getattr(e, "code", None) or getattr(e, "errno", None)

@@ -188,3 +188,31 @@ def test_reload_adds_and_removes_ports_then_stop_and_down_leave_nothing(cleanup)
     assert not link_exists(names.bridge_end_name(env.dhcp.id))
     assert not host_link_exists(env.net.bridge)
     assert env.ns not in dhcp_port.list_namespaces()
+
+
+def test_ipv6_subnet_beside_ipv4_dnsmasq_serves_both(cleanup):
+    env = Env(cleanup, gateway=False, prefix="10.77.6")
+    sub6 = add_subnet(env.net, "fd00:77:6::/64")
+    env.dhcp.fixed_ips.append(model.FixedIP(sub6.id, "fd00:77:6::2"))
+    tap = names.tap_name(env.dhcp.id)
+    texts = [a.text for a in dhcp_port.up(env.net, env.dhcp)]
+    assert f"add fe80::a9fe:a9fe/128 to {tap} (nodad)" in texts
+    v6 = sh("ip", "-6", "-o", "addr", "show", "dev", tap, netns=env.ns).stdout
+    ours = [l for l in v6.splitlines() if "fe80::a9fe:a9fe/128" in l or "fd00:77:6::2/64" in l]
+    assert len(ours) == 2 and not any("tentative" in l for l in ours), v6
+    assert dhcp_port.up(env.net, env.dhcp) == []
+    log = control.paths(env.config, env.net.id).log
+    assert control.start(env.config, env.net, env.dhcp)
+    text = wait_for(lambda: (lambda t: t if "DHCPv6" in t else None)(log.read_text()), 10,
+                    "dnsmasq announcing its DHCPv6 range")
+    assert "static leases only on fd00:77:6::" in text
+    host = control.paths(env.config, env.net.id).host.read_text()
+    assert "host-fd00-77-6--2.openstacklocal.,[fd00:77:6::2]" in host
+
+    # the IPv6 subnet goes: its addresses go too, the IPv4 ones stay
+    env.net.subnets.remove(sub6)
+    env.dhcp.fixed_ips = [f for f in env.dhcp.fixed_ips if f.subnet_id != sub6.id]
+    texts = [a.text for a in dhcp_port.up(env.net, env.dhcp)]
+    assert sorted(texts) == sorted([f"remove stale fd00:77:6::2/64 from {tap}",
+                                    f"remove stale fe80::a9fe:a9fe/128 from {tap}"])
+    assert control.stop(env.config, env.net.id)
