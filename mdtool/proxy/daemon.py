@@ -23,6 +23,7 @@ from mdtool.http.server import HttpServer, Limits, run_daemon
 from mdtool.model import METADATA_IPV4, METADATA_IPV6
 from mdtool.netns import switch
 from mdtool.proxy.handler import ProxyHandler
+from mdtool.proxy.ratelimit import RateLimiter, RateLimits
 
 log = logging.getLogger("mdtool.proxy")
 
@@ -61,6 +62,7 @@ class _Site:
     v6_key: int | None = None
     v6_ifname: str | None = None
     reported: set = field(default_factory=set)  # waiting messages already logged
+    limiter: RateLimiter | None = None
 
 
 def _find_v6_tap(addresses: list[tuple[str, str, int]]) -> str | None:
@@ -75,8 +77,10 @@ class ProxyDaemon:
 
     def __init__(self, pool: UpstreamPool, limits: Limits, network_ids: list[str] | None = None,
                  *, port: int = DEFAULT_PORT, poll_interval: float = 1.0,
-                 drain_timeout: float = 5.0, netns_prefix: str = NETNS_PREFIX):
+                 drain_timeout: float = 5.0, netns_prefix: str = NETNS_PREFIX,
+                 rate_limits: RateLimits | None = None):
         self.pool = pool
+        self.rate_limits = rate_limits
         self.netns_prefix = netns_prefix
         self.limits = limits
         self.network_ids = list(dict.fromkeys(network_ids)) if network_ids else None
@@ -119,11 +123,15 @@ class ProxyDaemon:
                         log.info("network %s: waiting for namespace %s", net_id, netns)
                     continue
                 self._missing_reported.discard(net_id)
+                limiter = RateLimiter(self.rate_limits) if self.rate_limits else None
                 site = _Site(net_id, netns, inode,
-                             HttpServer(ProxyHandler(self.pool, net_id), self.limits))
+                             HttpServer(ProxyHandler(self.pool, net_id, limiter), self.limits),
+                             limiter=limiter)
                 self.sites[net_id] = site
             if site.v4_key is None or site.v6_key is None:
                 await self._bind_missing(site)
+            if site.limiter is not None:
+                site.limiter.prune()
 
     async def _bind_missing(self, site: _Site) -> None:
         port = self.port
@@ -236,7 +244,8 @@ def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEF
 
     async def main(stop: asyncio.Event) -> int:
         daemon = ProxyDaemon(pool_from_config(config), limits_from_config(config), network_ids,
-                             port=port, poll_interval=poll_interval)
+                             port=port, poll_interval=poll_interval,
+                             rate_limits=RateLimits.from_config(config))
         what = ", ".join(network_ids) if network_ids else "every qdhcp-* namespace"
         log.info("metadata proxy started (pid %d): %s -> unix:%s", os.getpid(), what,
                  config.agent_socket)
