@@ -29,6 +29,7 @@ log = logging.getLogger("mdtool.proxy")
 
 NETNS_PREFIX = "qdhcp-"
 DEFAULT_PORT = 80
+V6_CHECK_EVERY = 5  # rounds between looks for fe80::a9fe:a9fe once IPv4 is served
 
 
 def limits_from_config(config: Config) -> Limits:
@@ -63,6 +64,15 @@ class _Site:
     v6_ifname: str | None = None
     reported: set = field(default_factory=set)  # waiting messages already logged
     limiter: RateLimiter | None = None
+    rounds: int = 0
+
+    @property
+    def listening(self) -> int:
+        return (self.v4_key is not None) + (self.v6_key is not None)
+
+    @property
+    def handler(self) -> ProxyHandler:
+        return self.server.handler  # type: ignore[return-value]
 
 
 def _find_v6_tap(addresses: list[tuple[str, str, int]]) -> str | None:
@@ -88,6 +98,9 @@ class ProxyDaemon:
         self.poll_interval = poll_interval
         self.drain_timeout = drain_timeout
         self.sites: dict[str, _Site] = {}
+        # Counters of sites no longer served, so metrics never go backwards.
+        self._retired_counts: dict[tuple[str, int], int] = {}
+        self._retired_durations: dict[str, float] = {}
         self._missing_reported: set[str] = set()
 
     # what should be served -----------------------------------------------------------
@@ -128,8 +141,13 @@ class ProxyDaemon:
                              HttpServer(ProxyHandler(self.pool, net_id, limiter), self.limits),
                              limiter=limiter)
                 self.sites[net_id] = site
-            if site.v4_key is None or site.v6_key is None:
+            if site.v4_key is None:
                 await self._bind_missing(site)
+            elif site.v6_key is None:
+                # Most networks never get IPv6: look for it every few rounds only.
+                site.rounds += 1
+                if site.rounds % V6_CHECK_EVERY == 0:
+                    await self._bind_missing(site)
             if site.limiter is not None:
                 site.limiter.prune()
 
@@ -190,8 +208,31 @@ class ProxyDaemon:
             site.reported.add(what)
             log.log(level, message)
 
+    def totals(self) -> dict[tuple[str, int], int]:
+        """Requests answered, by (network id, status), since start."""
+        out = dict(self._retired_counts)
+        for net, site in self.sites.items():
+            for status, n in site.handler.status_counts.items():
+                out[(net, status)] = out.get((net, status), 0) + n
+        return out
+
+    def durations(self) -> dict[str, float]:
+        out = dict(self._retired_durations)
+        for net, site in self.sites.items():
+            out[net] = out.get(net, 0.0) + site.handler.duration_sum
+        return out
+
+    def _retire(self, site: _Site) -> None:
+        h = site.handler
+        for status, n in h.status_counts.items():
+            key = (site.network_id, status)
+            self._retired_counts[key] = self._retired_counts.get(key, 0) + n
+        self._retired_durations[site.network_id] = (
+            self._retired_durations.get(site.network_id, 0.0) + h.duration_sum)
+
     async def _drop(self, site: _Site, why: str) -> None:
         self.sites.pop(site.network_id, None)
+        self._retire(site)
         await site.server.close(self.drain_timeout)
         if site.v4_key is not None or site.v6_key is not None:
             log.info("stopped serving network %s: %s", site.network_id, why)
@@ -249,7 +290,25 @@ def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEF
         what = ", ".join(network_ids) if network_ids else "every qdhcp-* namespace"
         log.info("metadata proxy started (pid %d): %s -> unix:%s", os.getpid(), what,
                  config.agent_socket)
-        await daemon.serve(stop)
+        metrics = None
+        metrics_port = config.get("metrics_port_proxy")
+        if metrics_port:
+            from mdtool.proxy.metrics import handler_for
+
+            metrics = HttpServer(handler_for(daemon), Limits(head_timeout=5, keepalive_timeout=5))
+            try:
+                sock = switch.make_listener(socket.AF_INET, "127.0.0.1", metrics_port)
+            except OSError as e:
+                log.error("cannot listen on 127.0.0.1:%d for metrics: %s", metrics_port,
+                          e.strerror)
+                return 1
+            await metrics.add_socket(sock)
+            log.info("metrics on http://127.0.0.1:%d/metrics", metrics_port)
+        try:
+            await daemon.serve(stop)
+        finally:
+            if metrics is not None:
+                await metrics.close(1)
         log.info("metadata proxy stopped")
         return 0
 

@@ -212,3 +212,31 @@ def test_proxy_imports_stay_lean():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_metrics_count_answers_per_network_and_survive_a_dropped_network(tmp_path):
+    from mdtool.proxy.daemon import _Site
+    from mdtool.proxy.metrics import handler_for
+
+    async def main():
+        pool = UpstreamPool(f"unix:{tmp_path}/none")
+        d = ProxyDaemon(pool, Limits(), ["n1"])
+        site = _Site("n1", "qdhcp-n1", 1, HttpServer(ProxyHandler(pool, "n1"), Limits()))
+        site.v4_key = 0
+        d.sites["n1"] = site
+        await site.handler(Request("GET", "/", [], peer="10.0.0.5"))
+        await site.handler(Request("GET", "/", [], peer="10.0.0.5"))
+        metrics = handler_for(d)
+        first = (await metrics(Request("GET", "/metrics", []))).body.decode()
+        d.network_ids = []
+        await d.reconcile()  # n1 no longer asked for: dropped, counters kept
+        second = (await metrics(Request("GET", "/metrics", []))).body.decode()
+        assert (await metrics(Request("GET", "/", []))).status == 404
+        await d.close()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert 'mdtool_proxy_requests_total{network="n1",code="502"} 2' in first
+    assert "mdtool_proxy_networks 1\n" in first and "mdtool_proxy_listeners 1\n" in first
+    assert 'mdtool_proxy_requests_total{network="n1",code="502"} 2' in second
+    assert "mdtool_proxy_networks 0\n" in second
