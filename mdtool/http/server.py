@@ -405,10 +405,14 @@ class _Connection(asyncio.Protocol):
             self.pending_error = data
 
     def close_if_idle(self) -> bool:
-        if self.task is None and not self.in_message and self.transport is not None:
+        """Server shutdown: close unless a request is being answered or its body received."""
+        if self.transport is None:
+            return True
+        if self.task is None and not (self.in_message and self.head_done):
             self.transport.close()
             return True
-        self.closing = True  # finish the current request, then close
+        if self.task is not None:
+            self.closing = True  # answer what is queued, read nothing more
         return False
 
     # timers -------------------------------------------------------------------------------
