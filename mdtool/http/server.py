@@ -17,7 +17,6 @@ import asyncio
 import logging
 import signal
 import socket
-import time
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -540,6 +539,3 @@ def run_daemon(main: Callable[[asyncio.Event], Awaitable[int | None]]) -> int:
 
     return asyncio.run(runner())
 
-
-def monotonic_ms(start: float) -> float:
-    return (time.monotonic() - start) * 1000.0

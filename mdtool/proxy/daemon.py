@@ -89,6 +89,8 @@ class ProxyDaemon:
                  *, port: int = DEFAULT_PORT, poll_interval: float = 1.0,
                  drain_timeout: float = 5.0, netns_prefix: str = NETNS_PREFIX,
                  rate_limits: RateLimits | None = None):
+        for net_id in network_ids or ():
+            switch.netns_path(netns_prefix + net_id)  # NotFound (exit 2) for a bad id
         self.pool = pool
         self.rate_limits = rate_limits
         self.netns_prefix = netns_prefix
