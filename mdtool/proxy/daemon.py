@@ -281,15 +281,16 @@ def _setup_logging(config: Config) -> None:
 
 
 def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEFAULT_PORT,
-        poll_interval: float = 1.0) -> int:
+        poll_interval: float = 1.0, netns_prefix: str = NETNS_PREFIX) -> int:
     """Run the proxy in the foreground until SIGTERM/SIGINT; returns the exit code (0)."""
     _setup_logging(config)
 
     async def main(stop: asyncio.Event) -> int:
         daemon = ProxyDaemon(pool_from_config(config), limits_from_config(config), network_ids,
                              port=port, poll_interval=poll_interval,
+                             netns_prefix=netns_prefix,
                              rate_limits=RateLimits.from_config(config))
-        what = ", ".join(network_ids) if network_ids else "every qdhcp-* namespace"
+        what = ", ".join(network_ids) if network_ids else f"every {netns_prefix}* namespace"
         log.info("metadata proxy started (pid %d): %s -> unix:%s", os.getpid(), what,
                  config.agent_socket)
         metrics = None

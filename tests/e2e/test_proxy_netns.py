@@ -110,11 +110,11 @@ class AgentThread:
 class ProxyProcess:
     """``mdtool.proxy.daemon.run`` in a child process; its stderr lines are queued."""
 
-    def __init__(self, state_dir: Path, network_ids: list[str]):
+    def __init__(self, state_dir: Path, network_ids: list[str], prefix: str = "qdhcp-"):
         code = ("import sys; from mdtool.config import Config; "
                 "from mdtool.proxy.daemon import run; "
                 f"sys.exit(run(Config(state_dir={str(state_dir)!r}, environ={{}}), "
-                f"{network_ids!r}, poll_interval=0.2))")
+                f"{network_ids!r}, poll_interval=0.2, netns_prefix={prefix!r}))")
         self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
@@ -161,10 +161,15 @@ def curl_in(ns: str, url: str, *headers: str) -> tuple[int, str]:
     return int(code), body
 
 
+# Not "qdhcp-": a proxy someone runs on this host in follow-every-namespace mode must not
+# grab the test's namespace first. The prefix is the only difference from production.
+PREFIX = f"mdtpx{uuid.uuid4().hex[:6]}-"
+
+
 @pytest.fixture
 def topology(tmp_path):
     net_id = str(uuid.uuid4())
-    dhcp_ns, inst_ns = f"qdhcp-{net_id}", f"mdtinst-{net_id[:8]}"
+    dhcp_ns, inst_ns = f"{PREFIX}{net_id}", f"mdtinst-{net_id[:8]}"
     try:
         make_topology(dhcp_ns, inst_ns)
         yield net_id, dhcp_ns, inst_ns
@@ -175,7 +180,7 @@ def topology(tmp_path):
 def test_proxy_process_serves_a_namespace_from_outside(topology, tmp_path):
     net_id, dhcp_ns, inst_ns = topology
     with AgentThread(tmp_path / "metadata_proxy") as agent:
-        proxy = ProxyProcess(tmp_path, [net_id])
+        proxy = ProxyProcess(tmp_path, [net_id], PREFIX)
         try:
             proxy.wait_for(f"serving network {net_id} on 169.254.169.254:80")
             proxy.wait_for(f"serving network {net_id} on [fe80::a9fe:a9fe%tap0]:80")
@@ -207,7 +212,7 @@ def test_proxy_process_serves_a_namespace_from_outside(topology, tmp_path):
 
 def test_agent_down_is_502_inside_the_namespace(topology, tmp_path):
     net_id, dhcp_ns, inst_ns = topology
-    proxy = ProxyProcess(tmp_path, [net_id])
+    proxy = ProxyProcess(tmp_path, [net_id], PREFIX)
     try:
         proxy.wait_for(f"serving network {net_id} on 169.254.169.254:80")
         code, body = curl_in(inst_ns, "http://169.254.169.254/")
