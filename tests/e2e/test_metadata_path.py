@@ -1,0 +1,133 @@
+"""The metadata path for real: DHCP option 121, proxy, agent, metadata, read by cloud-init."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import http
+
+pytestmark = pytest.mark.skipif(shutil.which("dnsmasq") is None or shutil.which("udhcpc") is None,
+                                reason="needs dnsmasq and udhcpc")
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8dJmvU3mRpfm0b2xWq1Qk9Qm0Z0qVq3Y6xH2y8d1xN e2e@mdtool"
+
+READER = r"""
+import json, sys
+from cloudinit.sources.helpers import openstack, ec2
+base = "http://169.254.169.254"
+res = openstack.MetadataReader(base).read_v2()
+md = res["metadata"]
+ud = res.get("userdata")
+net = openstack.convert_net_json(res["networkdata"], known_macs={sys.argv[1]: "eth0"})
+e = ec2.get_instance_metadata(metadata_address=base)
+print(json.dumps({"uuid": md["uuid"], "hostname": md["hostname"], "public_keys": md["public_keys"],
+                  "userdata": ud.decode() if isinstance(ud, bytes) else ud, "net": net,
+                  "ec2_instance_id": e["instance-id"], "ec2_local_ipv4": e["local-ipv4"]}))
+"""
+
+
+def cloud_init_available() -> bool:
+    return subprocess.run(["/usr/bin/python3", "-c", "import cloudinit"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not cloud_init_available(), reason="Debian's cloud-init is not installed")
+def test_cloud_init_reads_its_metadata_after_dhcp(site, tmp_path):
+    ud = tmp_path / "ud"
+    ud.write_text("#cloud-config\nhostname: e2e\n")
+    key = tmp_path / "k.pub"
+    key.write_text(KEY + "\n")
+    net = site.network("e2e-net", "10.77.0.0/24")
+    site.mdtool("enable-isolated-metadata", net)
+    vm = site.instance("vm-e2e", net, "--user-data", ud, "--key-name", "k", "--public-key", key)
+    site.mdtool("dnsmasq", "reload", net)
+    site.boot(vm, "dhclient")
+    routes = subprocess.run(["ip", "netns", "exec", vm.namespace, "ip", "-4", "route"],
+                            capture_output=True, text=True).stdout
+    assert "169.254.169.254 via 10.77.0.1" in routes and "default" not in routes
+    res = subprocess.run(["ip", "netns", "exec", vm.namespace, "/usr/bin/python3", "-c", READER, vm.mac],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["uuid"] == vm.id
+    assert got["hostname"].split(".")[0] == "vm-e2e"
+    assert got["public_keys"] == {"k": KEY}
+    assert got["userdata"] == "#cloud-config\nhostname: e2e\n"
+    addrs = [s for c in got["net"]["config"] if c.get("type") == "physical"
+             for s in c.get("subnets", [])]
+    assert c["mac_address"] == vm.mac if (c := next(c for c in got["net"]["config"]
+                                                     if c.get("type") == "physical")) else False
+    assert any(s.get("type") in ("dhcp4", "dhcp") or s.get("address", "").startswith(vm.ip)
+               for s in addrs), got["net"]
+    assert got["ec2_instance_id"].startswith("i-") and got["ec2_local_ipv4"] == vm.ip
+
+
+def test_same_ip_on_two_networks_each_gets_its_own(site):
+    a = site.network("e2e-a", "10.78.0.0/24")
+    b = site.network("e2e-b", "10.78.0.0/24")
+    site.mdtool("enable-isolated-metadata", a)
+    site.mdtool("enable-isolated-metadata", b)
+    va = site.instance("vm-a", a, ip="10.78.0.50")
+    vb = site.instance("vm-b", b, ip="10.78.0.50")
+    site.mdtool("dnsmasq", "reload", a)
+    site.mdtool("dnsmasq", "reload", b)
+    for vm in (va, vb):
+        site.boot(vm)
+    for vm in (va, vb):
+        code, body = http(site.curl(vm, "/openstack/latest/meta_data.json"))
+        assert code == 200 and json.loads(body)["uuid"] == vm.id
+    # one proxy process serves both namespaces
+    assert len({site.pid("proxy")}) == 1 and site.pid("proxy")
+
+
+def test_forged_headers_get_only_own_metadata(site):
+    net = site.network("e2e-forge", "10.79.0.0/24")
+    site.mdtool("enable-isolated-metadata", net)
+    victim = site.instance("victim", net)
+    attacker = site.instance("attacker", net)
+    site.mdtool("dnsmasq", "reload", net)
+    site.boot(attacker)
+    other = site.json("net-create", "other")["id"]
+    site.networks.append(other)
+    secret = (site.state_dir / "metadata_proxy_shared_secret").read_text().strip()
+    sig = hmac.new(secret.encode(), victim.id.encode(), hashlib.sha256).hexdigest()
+    forged = ["-H", f"X-Forwarded-For: {victim.ip}", "-H", f"X-Neutron-Network-ID: {other}",
+              "-H", f"X-Instance-ID: {victim.id}", "-H", f"X-Instance-ID-Signature: {sig}",
+              "-H", "X-Tenant-ID: admin", "-H", f"X-Quantum-Network-ID: {other}"]
+    code, body = http(site.curl(attacker, "/openstack/latest/meta_data.json", *forged))
+    assert code == 200 and json.loads(body)["uuid"] == attacker.id
+    code, body = http(site.curl(attacker, "/latest/meta-data/instance-id", *forged))
+    assert code == 200 and body != "" and victim.id[:8] not in body
+
+
+def test_wrong_secret_unknown_source_and_agent_down(site):
+    net = site.network("e2e-neg", "10.80.0.0/24")
+    site.mdtool("enable-isolated-metadata", net)
+    vm = site.instance("vm-neg", net)
+    site.mdtool("dnsmasq", "reload", net)
+    site.boot(vm)
+    # a request signed with the wrong secret, straight to the metadata service: 403
+    bad = hmac.new(b"not-the-secret", vm.id.encode(), hashlib.sha256).hexdigest()
+    req = (f"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\nX-Instance-ID: {vm.id}\r\n"
+           f"X-Tenant-ID: admin\r\nX-Instance-ID-Signature: {bad}\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", 8775), timeout=5) as s:
+        s.sendall(req.encode())
+        reply = s.makefile("rb").read().decode()
+    assert reply.startswith("HTTP/1.1 403") and "Invalid proxy request signature." in reply
+    # a source address that is no port of the network: 404
+    subprocess.run(["ip", "netns", "exec", vm.namespace, "ip", "addr", "add", "10.80.0.200/24",
+                    "dev", "eth0"], check=True)
+    code, body = http(site.curl(vm, "/openstack/latest/meta_data.json", "--interface", "10.80.0.200"))
+    assert code == 404 and f"Instance was not found on network {net}" in body
+    # the agent down: 502 at once, not a hang
+    os.kill(site.pid("agent"), 9)
+    res = site.curl(vm, "/openstack/latest/meta_data.json")
+    code, body = http(res)
+    assert code == 502, res.stdout + res.stderr
