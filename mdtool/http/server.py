@@ -40,6 +40,7 @@ class Limits:
     max_body_bytes: int = 1 << 20  # request body (413 beyond)
     handler_timeout: float | None = None  # handler still running after this: 504
     max_pipeline: int = 16  # parsed-ahead requests before reading pauses
+    max_connections: int | None = None  # beyond: 503 and close (haproxy's maxconn)
 
 
 class _Reject(Exception):
@@ -164,9 +165,16 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
+        conns = self.server._connections
+        limit = self.limits.max_connections
+        if limit is not None and len(conns) >= limit:
+            self.closing = True
+            transport.write(_error_bytes(503, "Service Unavailable: too many connections"))
+            transport.close()
+            return
         self.peer = _peer_host(transport.get_extra_info("peername"))
         self.local = _local_host(transport.get_extra_info("sockname"))
-        self.server._connections.add(self)
+        conns.add(self)
         self._arm(self.limits.head_timeout, self._on_idle_timeout)
 
     def connection_lost(self, exc):

@@ -29,6 +29,7 @@ log = logging.getLogger("mdtool.proxy")
 
 NETNS_PREFIX = "qdhcp-"
 DEFAULT_PORT = 80
+MAX_CONNECTIONS_PER_NETWORK = 1024  # Neutron's haproxy: maxconn 1024 per network
 V6_CHECK_EVERY = 5  # rounds between looks for fe80::a9fe:a9fe once IPv4 is served
 
 
@@ -42,6 +43,7 @@ def limits_from_config(config: Config) -> Limits:
         max_body_bytes=config.get("max_body_bytes", sect),
         # The upstream timeout answers 504 first; this only catches a wedged handler.
         handler_timeout=config.get("timeout_server", sect) + 5.0,
+        max_connections=MAX_CONNECTIONS_PER_NETWORK,
     )
 
 

@@ -307,6 +307,23 @@ def test_close_drains_in_flight_requests_and_remove_socket_stops_accepting():
     run(main())
 
 
+def test_connections_beyond_the_limit_get_503():
+    async def main():
+        server, port = await serve(Echo(), Limits(max_connections=2))
+        held = [await connect(port) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        r, w = await connect(port)
+        status, headers, _ = await read_response(r)
+        assert status == 503 and headers["connection"] == "close"
+        for r, w in held:
+            w.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert (await read_response(r))[0] == 200
+            w.close()
+        await server.close(1)
+
+    run(main())
+
+
 def test_serialize_response_owns_framing_headers():
     raw = serialize_response(Response(200, b"hi", [("Content-Length", "99"),
                                                    ("Connection", "x"), ("X-A", "b")]),
