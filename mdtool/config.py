@@ -100,7 +100,7 @@ OPTIONS: list[Option] = [
     Option("DEFAULT", "dhcp_lease_duration", _int_range(120, 10**7), 86400,
            "DHCP lease time in seconds"),
     Option("DEFAULT", "dnsmasq_dns_servers", _list, [], "DNS servers dnsmasq forwards to"),
-    Option("DEFAULT", "dnsmasq_lease_max", _int_range(1, 10**7), 16777216,
+    Option("DEFAULT", "dnsmasq_lease_max", _int_range(1, 1 << 24), 16777216,
            "--dhcp-lease-max of dnsmasq"),
     Option("DEFAULT", "host", _str, None, "node identity (default: the hostname)"),
     Option("DEFAULT", "http_tokens", _choice("optional", "required"), "optional",
@@ -113,7 +113,13 @@ OPTIONS: list[Option] = [
            "loopback port for the agent's Prometheus metrics (0: off)"),
     Option("DEFAULT", "metrics_port_metadata", _int_range(0, 65535), 0,
            "loopback port for the metadata service's Prometheus metrics (0: off)"),
-    Option("DEFAULT", "log_file", _str, None, "daemon log file (default: stderr)"),
+    Option("DEFAULT", "log_file", _str, None,
+           "daemon log file shared by the daemons (default: stderr; reopened after logrotate)"),
+    Option("DEFAULT", "log_dir", _str, None,
+           "folder for one log file per daemon, mdtool-<daemon>.log (log_file wins when both are set)"),
+    Option("DEFAULT", "debug", _bool, False, "daemons log at debug level (as -vv does)"),
+    Option("DEFAULT", "use_journal", _choice("auto", "yes", "no"), "auto",
+           "journald-style lines (<level> prefix, no timestamp); auto: when stderr is the journal"),
     Option("metadata_rate_limiting", "rate_limit_enabled", _bool, False,
            "limit requests per instance at the proxy"),
     Option("metadata_rate_limiting", "base_window_duration", _int_range(1, 86400), 10,
@@ -139,6 +145,7 @@ OPTIONS: list[Option] = [
 ]
 
 OPTION_INDEX = {(o.section, o.name): o for o in OPTIONS}
+SECTIONS = list(dict.fromkeys(o.section for o in OPTIONS))
 
 
 @dataclass
@@ -153,14 +160,26 @@ def env_name(section: str, name: str) -> str:
     return f"MDTOOL_{section.upper()}__{name.upper()}"
 
 
-def _read_ini(path: Path) -> dict[tuple[str, str], tuple[str, int]]:
-    """Parse an INI file keeping line numbers; errors name the file and line."""
+def _read_ini(path: Path, errors: list[str] | None = None) -> dict[tuple[str, str], tuple[str, int]]:
+    """Parse an INI file keeping line numbers; errors name the file and line.
+
+    Without ``errors`` the first problem raises BadInput; with a list, every problem is
+    appended to it and parsing goes on (``mdtool config check``).
+    """
     out: dict[tuple[str, str], tuple[str, int]] = {}
     section = "DEFAULT"
+
+    def fail(msg: str) -> None:
+        if errors is None:
+            raise BadInput(msg)
+        errors.append(msg)
+
     try:
         text = path.read_text()
     except OSError as e:
         raise BadInput(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"config file {path} is not UTF-8 text") from None
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line[0] in "#;":
@@ -169,16 +188,77 @@ def _read_ini(path: Path) -> dict[tuple[str, str], tuple[str, int]]:
         if m:
             section = m.group(1).strip()
             if section != "DEFAULT" and not any(o.section == section for o in OPTIONS):
-                raise BadInput(f"{path}:{lineno}: unknown section [{section}]")
+                fail(f"{path}:{lineno}: unknown section [{section}]; sections: "
+                     + ", ".join(SECTIONS))
             continue
         if "=" not in line:
-            raise BadInput(f"{path}:{lineno}: expected 'option = value', got {line!r}")
+            fail(f"{path}:{lineno}: expected 'option = value', got {line!r}")
+            continue
         key, _, value = line.partition("=")
         key = key.strip()
         if (section, key) not in OPTION_INDEX:
-            raise BadInput(f"{path}:{lineno}: unknown option {key!r} in [{section}]")
+            hint = _suggest(section, key)
+            fail(f"{path}:{lineno}: unknown option {key!r} in [{section}]{hint}")
+            continue
         out[(section, key)] = (value.strip(), lineno)
     return out
+
+
+def _suggest(section: str, key: str) -> str:
+    import difflib
+    elsewhere = [o.section for o in OPTIONS if o.name == key]
+    if elsewhere:
+        return f" (it belongs in [{elsewhere[0]}])"
+    close = difflib.get_close_matches(key, [o.name for o in OPTIONS if o.section == section], 1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_file(path: str | os.PathLike) -> list[str]:
+    """Every problem of a config file (unknown sections/options, bad values), one line each."""
+    errors: list[str] = []
+    p = Path(path)
+    for key, (raw, lineno) in _read_ini(p, errors).items():
+        try:
+            OPTION_INDEX[key].parse(raw)
+        except ValueError as e:
+            errors.append(f"{p}:{lineno}: bad value for {key[1]}: {e}")
+    return sorted(errors, key=_line_of)
+
+
+def _line_of(msg: str) -> int:
+    m = re.match(r"^.*?:(\d+):", msg)
+    return int(m.group(1)) if m else 0
+
+
+def _ini_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(value)
+    return "" if value is None else str(value)
+
+
+def sample_ini() -> str:
+    """A commented config file: every option, its meaning and its default, all commented out."""
+    lines = ["# mdtool configuration (INI). Every option is shown at its default, commented out.",
+             "# Environment MDTOOL_<OPTION> (MDTOOL_<SECTION>__<OPTION> outside [DEFAULT])",
+             "# overrides this file; `mdtool config show` prints what is in effect."]
+    for section in SECTIONS:
+        lines += ["", f"[{section}]"]
+        for o in OPTIONS:
+            if o.section == section:
+                lines += [f"# {o.help}", f"#{o.name} = {_ini_value(o.default)}".rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def mask(value: Any) -> str:
+    """What ``config show`` prints for a secret: whether it is set, never the value."""
+    return "********" if value else ""
+
+
+def mask_url(url: str) -> str:
+    """A database URL without its password."""
+    return re.sub(r"^([a-z0-9+]+://[^:/@]*):[^@]*@", r"\1:********@", url)
 
 
 class Config:

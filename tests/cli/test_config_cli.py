@@ -1,0 +1,89 @@
+"""mdtool config show / check / sample through the CLI."""
+
+import json
+
+
+def test_show_sources_and_masked_secret(run, tmp_path, monkeypatch):
+    ini = tmp_path / "mdtool.ini"
+    ini.write_text("[DEFAULT]\nmetadata_proxy_shared_secret = s3cret\nnova_metadata_port = 9000\n")
+    monkeypatch.setenv("MDTOOL_DNS_DOMAIN", "example.org")
+    r = run("--config-file", ini, "--host", "node7", "config", "show", "-f", "json")
+    assert r.exit_code == 0, r.output
+    assert "s3cret" not in r.output
+    rows = {(x["section"], x["name"]): x for x in json.loads(r.output)}
+    assert rows[("DEFAULT", "metadata_proxy_shared_secret")] == {
+        "section": "DEFAULT", "name": "metadata_proxy_shared_secret", "value": "********",
+        "source": f"{ini}:2"}
+    assert rows[("DEFAULT", "nova_metadata_port")]["source"] == f"{ini}:3"
+    assert rows[("DEFAULT", "nova_metadata_url")]["value"] == "http://127.0.0.1:9000"
+    assert rows[("DEFAULT", "dns_domain")] == {"section": "DEFAULT", "name": "dns_domain",
+                                               "value": "example.org", "source": "env MDTOOL_DNS_DOMAIN"}
+    assert rows[("DEFAULT", "host")]["source"] == "--host"
+    assert rows[("global", "config_file")]["source"] == "--config-file"
+    assert rows[("global", "state_dir")]["source"] == "env MDTOOL_STATE_DIR"
+    assert rows[("metadata_haproxy", "timeout_server")]["value"] == 32.0
+
+
+def test_show_one_option_value(run):
+    r = run("config", "show", "metadata_haproxy.timeout_server", "-f", "value", "-c", "value")
+    assert (r.exit_code, r.output) == (0, "32.0\n")
+    r = run("config", "show", "no_such_option")
+    assert r.exit_code == 2
+    assert r.stderr == "mdtool: error: unknown option 'no_such_option' (see: mdtool config show)\n"
+
+
+def test_show_shell_leaves_secret_out(run, monkeypatch):
+    monkeypatch.setenv("MDTOOL_METADATA_PROXY_SHARED_SECRET", "topsecret")
+    r = run("config", "show", "-f", "shell")
+    assert r.exit_code == 0
+    assert "SHARED_SECRET" not in r.output and "topsecret" not in r.output
+    assert "MDTOOL_METADATA_HAPROXY__TIMEOUT_SERVER=32.0\n" in r.output
+    assert "MDTOOL_NOVA_METADATA_PORT=8775\n" in r.output
+
+
+def test_show_table(run):
+    r = run("config", "show")
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert lines[1].split() == ["|", "section", "|", "name", "|", "value", "|", "source", "|"]
+
+
+def test_unknown_option_in_file_exits_2_naming_line(run, tmp_path):
+    ini = tmp_path / "bad.ini"
+    ini.write_text("[DEFAULT]\n\nnova_metadata_prot = 80\n")
+    r = run("--config-file", ini, "config", "show")
+    assert r.exit_code == 2
+    assert r.stderr == (f"mdtool: error: {ini}:3: unknown option 'nova_metadata_prot' in [DEFAULT] "
+                        "(did you mean 'nova_metadata_port'?)\n")
+    assert r.stdout == ""
+
+
+def test_bad_value_exits_2(run, tmp_path):
+    ini = tmp_path / "bad.ini"
+    ini.write_text("[metadata_haproxy]\ntimeout_server = -1\n")
+    r = run("--config-file", ini, "config", "show")
+    assert r.exit_code == 2
+    assert r.stderr == f"mdtool: error: {ini}:2: bad value for timeout_server: expected a positive number\n"
+
+
+def test_check(run, tmp_path):
+    good = tmp_path / "good.ini"
+    good.write_text("[DEFAULT]\ndebug = true\n")
+    r = run("config", "check", good)
+    assert (r.exit_code, r.stderr) == (0, f"{good}: ok\n")
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[DEFAULT]\ndebug = perhaps\nfoo = 1\n")
+    r = run("config", "check", bad)
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [
+        f"mdtool: error: {bad}:2: bad value for debug: expected true or false",
+        f"mdtool: error: {bad}:3: unknown option 'foo' in [DEFAULT]",
+    ]
+    r = run("config", "check")
+    assert r.exit_code == 2 and "no config file to check" in r.stderr
+
+
+def test_sample(run):
+    r = run("config", "sample")
+    assert r.exit_code == 0
+    assert "[metadata_haproxy]\n" in r.output and "#timeout_server = 32.0\n" in r.output
