@@ -16,12 +16,6 @@ SOCKET_MODE = 0o660
 UPSTREAM_TIMEOUT = 30.0  # below the proxy's timeout_server (32 s), so the proxy sees our 504
 
 
-def _ensure_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-
 def bind_unix(path: Path, mode: int = SOCKET_MODE) -> socket.socket:
     """Listen on ``path``; a stale socket file is removed, a live one is an error."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +51,9 @@ def run(config) -> int:
     from mdtool.http.server import HttpServer, Limits, run_daemon
     from mdtool.registry import open_registry
 
-    _ensure_logging()
+    from mdtool import logs, metrics as daemon_metrics
+
+    logs.setup(config, "agent")
     secret = config.shared_secret()
     upstream_url = config.nova_metadata_url
     try:
@@ -66,11 +62,17 @@ def run(config) -> int:
         raise OperationFailed(f"nova_metadata_url: {e}") from None
     registry = open_registry(config.db_url)
     follower = IndexFollower(registry)
+    metrics = daemon_metrics.start(config, "agent")
     path = Path(config.agent_socket)
     sock = bind_unix(path)
 
     async def main(stop: asyncio.Event) -> int:
-        server = HttpServer(AgentHandler(follower, upstream, secret).handle, Limits())
+        if metrics is None:
+            handler = AgentHandler(follower, upstream, secret).handle
+        else:
+            handler = metrics.wrap(AgentHandler(metrics.index(follower),
+                                                metrics.upstream(upstream), secret).handle)
+        server = HttpServer(handler, Limits())
         poller = None
         try:
             try:

@@ -17,12 +17,6 @@ log = logging.getLogger("mdtool.metadata")
 REVISION_POLL_SECONDS = 0.25
 
 
-def _ensure_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-
 def bind_tcp(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (IPv6 when the host says so)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -71,17 +65,21 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
     from mdtool.metadata.service import MetadataService
     from mdtool.registry import open_registry
 
-    _ensure_logging()
+    from mdtool import logs, metrics as daemon_metrics
+
+    logs.setup(config, "metadata")
     host = host or config.get("metadata_listen_host")
     port = port or config.get("metadata_listen_port")
     secret = config.shared_secret()
     registry = open_registry(config.db_url)
     service = MetadataService(registry, secret, dns_domain=config.get("dns_domain") or "",
                               follow_source=False)
+    metrics = daemon_metrics.start(config, "metadata")
     sock = bind_tcp(host, port)
 
     async def main(stop: asyncio.Event) -> int:
-        server = HttpServer(logged(service), Limits())
+        handler = logged(service)
+        server = HttpServer(handler if metrics is None else metrics.wrap(handler), Limits())
         poller = None
         try:
             await service.refresh()

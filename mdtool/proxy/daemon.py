@@ -14,7 +14,6 @@ import errno
 import logging
 import os
 import socket
-import sys
 from dataclasses import dataclass, field
 
 from mdtool.config import Config
@@ -270,16 +269,8 @@ class ProxyDaemon:
 
 
 def _setup_logging(config: Config) -> None:
-    root = logging.getLogger()
-    if root.handlers:
-        return
-    log_file = config.get("log_file")
-    handler: logging.Handler
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    if root.level == logging.WARNING or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
+    from mdtool import logs
+    logs.setup(config, "proxy")
 
 
 def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEFAULT_PORT,

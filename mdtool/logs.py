@@ -1,0 +1,94 @@
+"""Logging of the daemons, set up one way: where lines go, what they look like, how much.
+
+Lines go to stderr, or ``log_file`` (one file for all daemons), or ``<log_dir>/mdtool-<role>.log``.
+Files are reopened when logrotate moves them. Under systemd (stderr is the journal, as
+``JOURNAL_STREAM`` says) lines carry an sd-daemon(3) ``<priority>`` prefix and no timestamp:
+journald stamps and ranks them itself. ``debug = true`` or ``-v`` on the command line: debug.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+from pathlib import Path
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_FORMAT = "%(name)s: %(message)s"
+
+# sd-daemon(3) priorities, as syslog(3) numbers them.
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+             logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    """``<6>mdtool.agent: message``; a multi-line message (a traceback) keeps the prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        text = super().format(record)
+        return "\n".join(f"<{prio}>{line}" for line in text.split("\n"))
+
+
+def stderr_is_journal(environ=None, stream=None) -> bool:
+    """True when stderr is the journal stream systemd connected (see systemd.exec(5))."""
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    if ":" not in value:
+        return False
+    stream = sys.stderr if stream is None else stream
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    dev, _, ino = value.partition(":")
+    return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
+
+
+def cli_verbosity() -> int:
+    """How many -v the command line carried (0 outside a click command)."""
+    try:
+        import click
+        ctx = click.get_current_context(silent=True)
+        return int(ctx.find_root().params.get("verbose") or 0) if ctx else 0
+    except Exception:
+        return 0
+
+
+def destination(config, role: str) -> Path | None:
+    """The log file of ``role``, or None for stderr."""
+    if config.get("log_file"):
+        return Path(config.get("log_file"))
+    if config.get("log_dir"):
+        return Path(config.get("log_dir")) / f"mdtool-{role}.log"
+    return None
+
+
+def setup(config, role: str, verbose: int | None = None, stream=None) -> logging.Handler:
+    """Configure the root logger for daemon ``role``; returns the handler installed."""
+    verbose = cli_verbosity() if verbose is None else verbose
+    level = logging.DEBUG if config.get("debug") or verbose > 0 else logging.INFO
+    path = destination(config, role)
+    handler: logging.Handler
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.WatchedFileHandler(path)
+        journal = config.get("use_journal") == "yes"
+    else:
+        stream = sys.stderr if stream is None else stream
+        handler = logging.StreamHandler(stream)
+        mode = config.get("use_journal")
+        journal = mode == "yes" or (mode == "auto" and stderr_is_journal(stream=stream))
+    handler.setFormatter(JournalFormatter(JOURNAL_FORMAT) if journal
+                         else logging.Formatter(TEXT_FORMAT))
+    handler._mdtool = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        # Ours from an earlier setup, or the CLI's plain stderr handler (basicConfig);
+        # anything else (a test's capture handler) stays.
+        if getattr(old, "_mdtool", False) or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
