@@ -13,7 +13,8 @@ def proxy():
 @proxy.command("run")
 @click.option("--network", "networks", multiple=True, metavar="NETWORK",
               help="Serve this network (repeatable). Default: every network whose DHCP "
-                   "namespace is up, following networks as they come and go.")
+                   "namespace this node brought up (netns up), following networks as they "
+                   "come and go.")
 @click.pass_obj
 def proxy_run(ctx, networks):
     """Run the proxy in the foreground (one process for many networks; SIGTERM stops it)."""

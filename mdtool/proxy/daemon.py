@@ -89,12 +89,15 @@ class ProxyDaemon:
     def __init__(self, pool: UpstreamPool, limits: Limits, network_ids: list[str] | None = None,
                  *, port: int = DEFAULT_PORT, poll_interval: float = 1.0,
                  drain_timeout: float = 5.0, netns_prefix: str = NETNS_PREFIX,
-                 rate_limits: RateLimits | None = None):
+                 rate_limits: RateLimits | None = None, served_dir: str | None = None):
         for net_id in network_ids or ():
             switch.netns_path(netns_prefix + net_id)  # NotFound (exit 2) for a bad id
         self.pool = pool
         self.rate_limits = rate_limits
         self.netns_prefix = netns_prefix
+        # Following namespaces, serve only the networks this node's state dir serves
+        # (<state_dir>/dhcp/<id>), so two mdtool nodes on one host never steal each other's.
+        self.served_dir = served_dir
         self.limits = limits
         self.network_ids = list(dict.fromkeys(network_ids)) if network_ids else None
         self.port = port
@@ -112,8 +115,11 @@ class ProxyDaemon:
         if self.network_ids is not None:
             return self.network_ids
         prefix = self.netns_prefix
-        return [name[len(prefix):] for name in switch.list_netns()
-                if name.startswith(prefix) and len(name) > len(prefix)]
+        ids = [name[len(prefix):] for name in switch.list_netns()
+               if name.startswith(prefix) and len(name) > len(prefix)]
+        if self.served_dir is not None:
+            ids = [i for i in ids if os.path.isdir(os.path.join(self.served_dir, i))]
+        return ids
 
     # one round -------------------------------------------------------------------------
 
@@ -282,8 +288,10 @@ def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEF
         daemon = ProxyDaemon(pool_from_config(config), limits_from_config(config), network_ids,
                              port=port, poll_interval=poll_interval,
                              netns_prefix=netns_prefix,
-                             rate_limits=RateLimits.from_config(config))
-        what = ", ".join(network_ids) if network_ids else f"every {netns_prefix}* namespace"
+                             rate_limits=RateLimits.from_config(config),
+                             served_dir=str(config.state_dir / "dhcp"))
+        what = (", ".join(network_ids) if network_ids else
+                f"every {netns_prefix}* namespace with a {config.state_dir}/dhcp/<id> dir")
         log.info("metadata proxy started (pid %d): %s -> unix:%s", os.getpid(), what,
                  config.agent_socket)
         metrics = None
