@@ -1,0 +1,29 @@
+"""systemd render: unit files for the three daemons, the alternative to mdtool's background mode."""
+
+from __future__ import annotations
+
+import click
+
+from mdtool.cli.app import report
+
+
+@click.group("systemd")
+def systemd():
+    """systemd units for the proxy, agent and metadata daemons."""
+
+
+@systemd.command("render")
+@click.option("--output-dir", default="/etc/systemd/system", show_default=True, metavar="DIR",
+              help="Where the .service files go.")
+@click.option("--mdtool", "mdtool_path", metavar="PATH",
+              help="mdtool executable for ExecStart (default: the one running now).")
+@click.pass_obj
+def render(ctx, output_dir, mdtool_path):
+    """Write mdtool-proxy.service, mdtool-agent.service and mdtool-metadata.service
+    (hardened: read-only system, only the capabilities each daemon needs); says what changed.
+    Then: systemctl daemon-reload && systemctl enable --now mdtool-metadata mdtool-agent mdtool-proxy"""
+    from mdtool import systemd as units
+    db = click.get_current_context().find_root().params.get("db_url")  # only when given
+    changes = units.write_units(ctx.config, output_dir, units.mdtool_executable(mdtool_path),
+                                db_url=db)
+    report(ctx, f"systemd render {output_dir}", changes)
