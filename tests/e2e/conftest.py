@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Site:
     dhcp: DhcpClients
     networks: list[str] = field(default_factory=list)
     env: dict = field(default_factory=dict)
+    metadata_port: int = 8775
 
     def mdtool(self, *args, check: bool = True, env: dict | None = None,
                timeout: float = 120) -> subprocess.CompletedProcess:
@@ -86,6 +88,12 @@ class Site:
                               capture_output=True, text=True, timeout=20)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def http(res: subprocess.CompletedProcess) -> tuple[int, str]:
     """(status, body) of a Site.curl result."""
     body, _, code = res.stdout.rpartition("\n")
@@ -98,10 +106,16 @@ def site(tmp_path):
         pytest.skip("needs root")
     cleanup = Cleanup()
     state = make_state_dir(cleanup)
+    port = free_port()
+    # A private metadata port: tests of several sessions (or a node's real service) never
+    # meet on 8775.
     s = Site(state, cleanup, DhcpClients(tmp_path / "dhcp", cleanup),
-             env={"MDTOOL_STATE_DIR": str(state), "MDTOOL_DB": "", "MDTOOL_CONFIG": ""})
-    s.env.pop("MDTOOL_DB")
-    s.env.pop("MDTOOL_CONFIG")
+             env={"MDTOOL_STATE_DIR": str(state), "MDTOOL_METADATA_LISTEN_PORT": str(port),
+                  "MDTOOL_NOVA_METADATA_PORT": str(port)})
+    s.metadata_port = port
+    for var in ("MDTOOL_DB", "MDTOOL_CONFIG", "MDTOOL_NOVA_METADATA_URL"):
+        if var in os.environ:
+            s.env[var] = ""  # empty counts as unset: the test's own defaults apply
 
     def teardown():
         for net in reversed(s.networks):

@@ -117,7 +117,7 @@ def test_wrong_secret_unknown_source_and_agent_down(site):
     bad = hmac.new(b"not-the-secret", vm.id.encode(), hashlib.sha256).hexdigest()
     req = (f"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\nX-Instance-ID: {vm.id}\r\n"
            f"X-Tenant-ID: admin\r\nX-Instance-ID-Signature: {bad}\r\nConnection: close\r\n\r\n")
-    with socket.create_connection(("127.0.0.1", 8775), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", site.metadata_port), timeout=5) as s:
         s.sendall(req.encode())
         reply = s.makefile("rb").read().decode()
     assert reply.startswith("HTTP/1.1 403") and "Invalid proxy request signature." in reply
