@@ -1,0 +1,179 @@
+"""Results -> a Markdown table and a PNG plot (pure, apart from writing the files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _f(x, fmt="{:.2f}", none="n/a"):
+    return none if x is None else fmt.format(x)
+
+
+def _met(ok) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def targets(r: dict) -> dict:
+    """Each target of the issue: met (True/False) or not measured (None)."""
+    t: dict = {}
+    tp = r.get("throughput")
+    if tp:
+        t["throughput: (c) >= (b) at every connection count"] = all(
+            v["c_over_b"] is not None and v["c_over_b"] >= 1.0 for v in tp["ratios"].values())
+    mem = r.get("memory")
+    if mem:
+        big = str(max(int(k) for k in mem["by_networks"]))
+        m = mem["by_networks"][big]
+        if big == "100":
+            t["memory: mdtool <= 1/10 of haproxy at 100 networks (private)"] = m["ratio_private"] <= 0.1
+    b = r.get("boot")
+    if b:
+        t["boot: metadata adds < 50 ms (median)"] = b["metadata_added_ms"] < 50
+    s = r.get("setup")
+    if s and "200" in s["batch"]:
+        t["set-up: 200 networks <= 60 s"] = s["batch"]["200"]["cumulative_seconds"] <= 60
+        t["set-up: no-change re-run <= 5 s"] = s["rerun"]["seconds"] <= 5
+    return t
+
+
+def markdown(r: dict) -> str:
+    lines: list[str] = []
+    tp = r.get("throughput")
+    if tp:
+        conns = list(next(iter(tp["results"].values()))["by_connections"])
+        lines += [f"### 1. Throughput and latency: `GET {tp['path']}`, keep-alive, "
+                  f"{tp['seconds']:g} s per cell (wrk, in the instance namespace)", "",
+                  "| path | connections | req/s | p50 ms | p99 ms | non-2xx | errors |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for kind, res in tp["results"].items():
+            for c in conns:
+                x = res["by_connections"][c]
+                lines.append(f"| {res['label']} | {c} | {x['rps']:.0f} | {x['p50_ms']:.2f} | "
+                             f"{x['p99_ms']:.2f} | {x['non2xx']} | {x['socket_errors']} |")
+        lines += ["", "| connections | (c)/(b) req/s | (c)/(a) req/s |", "|---:|---:|---:|"]
+        for c, v in tp["ratios"].items():
+            lines.append(f"| {c} | {_f(v['c_over_b'])} | {_f(v['c_over_a'])} |")
+        lines.append("")
+    mem = r.get("memory")
+    if mem:
+        lines += ["### 2. Memory of the proxying (kB, from /proc/PID/smaps_rollup)", "",
+                  "| networks | mdtool RSS | mdtool PSS | mdtool private | haproxy RSS (sum) | "
+                  "haproxy PSS (sum) | haproxy private (sum) | mdtool/haproxy private | "
+                  "mdtool/haproxy PSS |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for n, v in mem["by_networks"].items():
+            md, ha = v["mdtool"], v["haproxy"]
+            lines.append(f"| {n} | {md['rss']} | {md['pss']} | {md['private']} | {ha['rss']} | "
+                         f"{ha['pss']} | {ha['private']} | {_f(v['ratio_private'])} | "
+                         f"{_f(v['ratio_pss'])} |")
+        lines.append("")
+    b = r.get("boot")
+    if b:
+        lines += [f"### 3. Boot to metadata (median of {b['boots']} udhcpc boots)", "",
+                  "| DHCP alone ms | DHCP + meta_data.json ms | metadata adds ms (median) | "
+                  "adds, worst ms |", "|---:|---:|---:|---:|",
+                  f"| {b['dhcp_ms']:.1f} | {b['boot_to_metadata_ms']:.1f} | "
+                  f"{b['metadata_added_ms']:.1f} | {b['metadata_added_max_ms']:.1f} |", ""]
+    s = r.get("setup")
+    if s:
+        lp = s["loop"]
+        lines += ["### 4. Set-up at scale: `enable-isolated-metadata`", "",
+                  f"One CLI call per network ({lp['networks']} networks): "
+                  f"{lp['seconds_each_median']:.2f} s each (median; the first, which also "
+                  f"starts metadata and agent: {lp['seconds_first']:.2f} s), "
+                  f"peak RSS {lp['peak_rss_kb'] / 1024:.0f} MB.", "",
+                  "| networks | new in this call | wall s (this call) | cumulative s | "
+                  "peak RSS MB |", "|---:|---:|---:|---:|---:|"]
+        for n, v in s["batch"].items():
+            lines.append(f"| {n} | {v['new_networks']} | {v['seconds']:.2f} | "
+                         f"{v['cumulative_seconds']:.2f} | {v['peak_rss_kb'] / 1024:.0f} |")
+        rr = s["rerun"]
+        lines += ["", f"No-change re-run over {rr['networks']} networks: {rr['seconds']:.2f} s "
+                  f"({'one call' if rr['one_call'] else 'one call per network'}), "
+                  f"peak RSS {rr['peak_rss_kb'] / 1024:.0f} MB.", ""]
+    g = r.get("registry")
+    if g:
+        lk = g["lookup"]
+        lines += ["### 5. Registry", "", "| measure | value |", "|---|---:|",
+                  f"| agent lookup p50 / p99, {lk['ports']} ports | {lk['p50_us']:.2f} / "
+                  f"{lk['p99_us']:.2f} µs |",
+                  f"| lookup miss p99 | {lk['miss_p99_us']:.2f} µs |",
+                  f"| index build from the registry ({lk['ports']} ports) | "
+                  f"{lk['index_build_s']:.2f} s |",
+                  f"| `render_files` for {g['render']['ports']} ports | "
+                  f"{g['render']['seconds'] * 1000:.0f} ms |"]
+        ps = g.get("port_served")
+        if ps:
+            lines += [f"| `port-create` CLI (median of {ps['samples']}) | {ps['cli_ms']:.0f} ms |",
+                      f"| port-create returned -> agent serves the port | "
+                      f"{ps['after_commit_ms']:.0f} ms |",
+                      f"| port-create started -> served | {ps['total_ms']:.0f} ms |"]
+        lines.append("")
+    t = targets(r)
+    if t:
+        lines += ["### Targets", "", "| target | result |", "|---|---|"]
+        lines += [f"| {k} | {_met(v)} |" for k, v in t.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(r: dict, path: Path) -> bool:
+    """Draw the PNG; False when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    tp = r.get("throughput")
+    ax, ax2 = axes[0][0], axes[0][1]
+    if tp:
+        for kind, res in tp["results"].items():
+            cs = [int(c) for c in res["by_connections"]]
+            ax.plot(cs, [res["by_connections"][str(c)]["rps"] for c in cs], marker="o",
+                    label=res["label"])
+            ax2.plot(cs, [res["by_connections"][str(c)]["p99_ms"] for c in cs], marker="o",
+                     label=res["label"])
+        for a, title, ylabel in ((ax, "Throughput (keep-alive)", "requests/s"),
+                                 (ax2, "p99 latency", "ms")):
+            a.set_xscale("log", base=2)
+            a.set_xlabel("connections")
+            a.set_ylabel(ylabel)
+            a.set_title(title)
+            a.legend(fontsize=8)
+            a.grid(alpha=0.3)
+    mem = r.get("memory")
+    ax = axes[1][0]
+    if mem:
+        ns = [int(n) for n in mem["by_networks"]]
+        ax.plot(ns, [mem["by_networks"][str(n)]["mdtool"]["private"] / 1024 for n in ns],
+                marker="o", label="mdtool proxy (one process), private")
+        ax.plot(ns, [mem["by_networks"][str(n)]["haproxy"]["private"] / 1024 for n in ns],
+                marker="o", label="haproxy per network (sum), private")
+        ax.plot(ns, [mem["by_networks"][str(n)]["haproxy"]["pss"] / 1024 for n in ns],
+                marker="x", ls="--", label="haproxy per network (sum), PSS")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("networks")
+        ax.set_ylabel("MB")
+        ax.set_title("Memory of the proxying")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    s = r.get("setup")
+    ax = axes[1][1]
+    if s:
+        ns = [int(n) for n in s["batch"]]
+        ax.plot(ns, [s["batch"][str(n)]["cumulative_seconds"] for n in ns], marker="o",
+                label="enable-isolated-metadata (cumulative)")
+        ax.axhline(60, color="grey", ls=":", label="target 60 s at 200")
+        ax.set_xlabel("networks")
+        ax.set_ylabel("s")
+        ax.set_title("Set-up at scale")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle("mdtool bench" + (" (quick)" if r.get("quick") else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
