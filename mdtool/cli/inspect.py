@@ -1,0 +1,128 @@
+"""inspect [NETWORK]: what the operator of the 2013 story typed by hand, in one look,
+plus health checks and an end-to-end probe (read only)."""
+
+from __future__ import annotations
+
+import click
+
+from mdtool.cli.app import abort
+
+
+@click.command("inspect")
+@click.argument("network", required=False)
+@click.option("--port", "port_ref", metavar="PORT",
+              help="Probe as this port (id or name; default: the first port with an instance).")
+@click.option("-f", "--format", "fmt", type=click.Choice(("table", "json")), default="table",
+              show_default=True, help="Output format.")
+@click.pass_obj
+def inspect(ctx, network, port_ref, fmt):
+    """Show NETWORK's namespace, addresses, routes, sockets, dnsmasq and daemons as the
+    usual commands would, then check every piece and probe the metadata path
+    (all networks this node serves when NETWORK is omitted). Exit 1 when a check fails."""
+    import json
+
+    from mdtool.enable import enabled_networks
+    from mdtool.inspect import inspect_network
+    from mdtool.inspect.report import to_dict
+
+    if network:
+        refs = [network]
+    else:
+        if port_ref:
+            abort("--port needs a NETWORK", 2)
+        refs = enabled_networks(ctx.config)
+        if not refs:
+            ctx.say("no network is served by this node (enable one with: "
+                    "mdtool enable-isolated-metadata NETWORK)")
+            return 0
+    reports = [inspect_network(ctx.config, ctx.registry, ref, port_ref) for ref in refs]
+    if fmt == "json":
+        data = [to_dict(r) for r in reports]
+        click.echo(json.dumps(data[0] if network else data, indent=2))
+    else:
+        from rich.console import Console
+        console = Console(highlight=False, soft_wrap=True)
+        for r in reports:
+            _show(console, r)
+    failed = [c for r in reports for c in r.checks if not c.ok]
+    if failed:
+        ctx.say(f"[red]{len(failed)} check(s) failed[/red]: "
+                + "; ".join(c.name for c in failed))
+        raise click.exceptions.Exit(1)
+    return 0
+
+
+def _block(console, heading: str, text: str) -> None:
+    from rich.text import Text
+    console.print(Text(f"# {heading}", style="bold cyan"))
+    console.print(Text(text) if text else Text("(nothing)", style="dim"))
+    console.print()
+
+
+def _show(console, report) -> None:
+    from rich.rule import Rule
+    from rich.table import Table
+    from rich.text import Text
+
+    from mdtool.inspect import layout
+
+    o = report.observation
+    ns = o.namespace
+    exec_ = f"ip netns exec {ns}"
+    console.print(Rule(Text(f"network {o.network.name} ({o.network.id})", style="bold")))
+    _block(console, f"ip netns | grep {ns}",
+           ns if o.namespace_exists else f"(missing: no namespace {ns})")
+    if o.namespace_exists:
+        _block(console, f"{exec_} ip -4 a", layout.ip_addr(o.links, o.addresses, 4))
+        if any(a.family == 6 and a.ifname != "lo" for a in o.addresses):
+            _block(console, f"{exec_} ip -6 a", layout.ip_addr(o.links, o.addresses, 6))
+        _block(console, f"{exec_} route -n", layout.route_n(o.routes))
+        if any(s.ip_version == 6 for s in o.network.subnets):
+            _block(console, f"{exec_} route -n -A inet6", layout.route6_n(o.routes))
+        _block(console, f"{exec_} netstat -anpt", layout.netstat_anpt(o.sockets))
+    d = o.dnsmasq
+    if d is not None:
+        if d.pid:
+            _block(console, f"ps -o args= --pid {d.pid}", " ".join(d.cmdline or []))
+        else:
+            _block(console, f"cat {d.pidfile}", "(dnsmasq is not running)")
+        opts = d.files.get("opts")
+        _block(console, f"cat {opts.path if opts else d.pidfile.rsplit('/', 1)[0] + '/opts'}",
+               "\n".join(d.opts_lines) if d.opts_lines is not None else "(no opts file)")
+
+    console.print(Text("# mdtool daemons", style="bold cyan"))
+    daemons = Table(box=None, pad_edge=False)
+    for col in ("role", "state", "pid", "log"):
+        daemons.add_column(col)
+    for role, s in o.daemons.items():
+        daemons.add_row(role, "[green]running[/green]" if s.running else "[red]not running[/red]",
+                        str(s.pid or "-"), s.log)
+    console.print(daemons)
+    console.print()
+
+    console.print(Text("# checks", style="bold cyan"))
+    table = Table(box=None, pad_edge=False)
+    table.add_column("verdict")
+    table.add_column("check")
+    table.add_column("detail", overflow="fold")
+    style = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
+    for c in report.checks:
+        table.add_row(style[c.status], c.name, Text(c.detail))
+    console.print(table)
+    for c in report.checks:
+        if not c.ok:
+            console.print(Text.assemble(("✗ ", "red"), (c.name, "bold"), f": {c.cause}"))
+            console.print(Text.assemble("    fix: ", (c.fix, "bold")))
+    p = o.probe
+    console.print()
+    console.print(Text("# probe", style="bold cyan"))
+    if p.agent is not None:
+        console.print(Text(f"agent socket, as port {p.port_id} ({p.port_ip}) of instance "
+                           f"{p.instance_id}: {p.agent.describe()}"
+                           + (f", uuid {p.uuid}" if p.uuid else "")))
+    else:
+        console.print(Text(f"agent: skipped: {p.skipped}"))
+    if p.proxy is not None:
+        console.print(Text(f"proxy from inside {ns} (source: the namespace's own address): "
+                           f"{p.proxy.describe()}"))
+    console.print()

@@ -1,0 +1,105 @@
+"""An observation and its verdicts as plain data (pure): what ``inspect -f json`` prints,
+and what the text view is drawn from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mdtool.inspect import layout
+from mdtool.inspect.checks import Check
+from mdtool.inspect.observe import Observation
+from mdtool.inspect.probe import Answer
+from mdtool.inspect.procnet import Socket
+from mdtool.netns.ip_lib import Address, Link, Route
+
+
+@dataclass
+class Report:
+    observation: Observation
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def link_dict(l: Link) -> dict:
+    return {"ifindex": l.index, "ifname": l.ifname, "flags": layout.link_flags(l.flags),
+            "mtu": l.mtu, "state": l.oper_state or "UNKNOWN", "kind": l.kind, "mac": l.mac}
+
+
+def address_dict(a: Address, links: dict[str, Link]) -> dict:
+    link = links.get(a.ifname)
+    return {"ifindex": link.index if link else None, "ifname": a.ifname,
+            "family": "inet" if a.family == 4 else "inet6", "address": a.address,
+            "prefixlen": a.prefixlen, "cidr": a.cidr, "broadcast": a.broadcast,
+            "scope": layout.scope_name(a.scope), "flags": layout.address_flags(a)}
+
+
+def route_dict(r: Route) -> dict:
+    return {"family": "inet" if r.family == 4 else "inet6", "destination": r.destination,
+            "prefixlen": r.prefixlen, "cidr": f"{r.destination}/{r.prefixlen}",
+            "gateway": r.gateway or ("0.0.0.0" if r.family == 4 else "::"),
+            "genmask": r.genmask, "flags": r.flags, "metric": r.metric, "ref": 0, "use": 0,
+            "iface": r.ifname}
+
+
+def socket_dict(s: Socket) -> dict:
+    return {"proto": s.proto, "recv_q": s.recv_q, "send_q": s.send_q,
+            "local_address": s.local_address, "local_port": s.local_port, "local": s.local,
+            "foreign_address": s.remote_address, "foreign_port": s.remote_port,
+            "foreign": s.foreign, "state": s.state, "inode": s.inode, "pid": s.pid,
+            "program": s.program}
+
+
+def answer_dict(a: Answer | None) -> dict | None:
+    if a is None:
+        return None
+    return {"status": a.status, "error": a.error}
+
+
+def to_dict(r: Report) -> dict:
+    o = r.observation
+    links = {l.ifname: l for l in o.links}
+    d = o.dnsmasq
+    p = o.probe
+    by_name = {c.name: c for c in r.checks}
+    agent_check = next((c for c in r.checks if c.name.startswith("probe: agent")), None)
+    proxy_check = by_name.get("probe: proxy answers in the namespace")
+    return {
+        "network": {"id": o.network.id, "name": o.network.name},
+        "namespace": {"name": o.namespace, "present": o.namespace_exists,
+                      "error": o.netns_error},
+        "dhcp_port": None if o.dhcp_port is None else {
+            "id": o.dhcp_port.id, "tap": o.tap, "mac_address": o.dhcp_port.mac_address,
+            "fixed_ips": [f.ip_address for f in o.dhcp_port.fixed_ips]},
+        "links": [link_dict(l) for l in sorted(o.links, key=lambda l: l.index)],
+        "addresses": [address_dict(a, links) for a in o.addresses],
+        "routes": [route_dict(x) for x in o.routes],
+        "listening": [socket_dict(s) for s in o.sockets if s.listening],
+        "dnsmasq": None if d is None else {
+            "running": d.pid is not None, "pid": d.pid, "cmdline": d.cmdline,
+            "expected_cmdline": d.expected_cmdline, "cmdline_current": d.cmdline_current,
+            "files": {n: {"path": f.path, "exists": f.exists, "current": f.current}
+                      for n, f in d.files.items()},
+            "opts": d.opts_lines, "pidfile": d.pidfile, "log": d.log, "error": d.error},
+        "daemons": {role: {"running": s.running, "pid": s.pid, "pidfile": s.pidfile,
+                           "log": s.log} for role, s in o.daemons.items()},
+        "services": {"agent_socket": o.agent_socket, "agent": answer_dict(o.agent),
+                     "metadata_url": o.metadata_url, "metadata_local": o.metadata_local,
+                     "metadata": answer_dict(o.metadata),
+                     "secret": answer_dict(o.secret), "secret_note": o.secret_note},
+        "checks": [c.as_dict() for c in r.checks],
+        "probe": {
+            "port": p.port_id, "ip": p.port_ip, "instance_id": p.instance_id,
+            "skipped": p.skipped,
+            "agent": None if p.agent is None else {
+                **answer_dict(p.agent), "uuid": p.uuid,
+                "ok": bool(agent_check and agent_check.status == "ok"),
+                "detail": agent_check.detail if agent_check else ""},
+            "proxy": None if p.proxy is None else {
+                **answer_dict(p.proxy), "ok": bool(proxy_check and proxy_check.ok),
+                "detail": proxy_check.detail if proxy_check else ""},
+        },
+        "ok": r.ok,
+    }
