@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mdtool.cli import complete
 from mdtool.cli.app import node, report
 
 
@@ -13,7 +14,7 @@ def dnsmasq():
 
 
 @dnsmasq.command("render")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.option("--output-dir", metavar="DIR",
               help="Write here instead of <state_dir>/dhcp/<network_id>/.")
 @click.pass_obj
@@ -23,7 +24,7 @@ def render(ctx, network, output_dir):
 
 
 @dnsmasq.command("start")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.pass_obj
 def start(ctx, network):
     """Start dnsmasq inside the network's namespace (renders first)."""
@@ -31,7 +32,7 @@ def start(ctx, network):
 
 
 @dnsmasq.command("stop")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.pass_obj
 def stop(ctx, network):
     """Stop the network's dnsmasq."""
@@ -39,7 +40,7 @@ def stop(ctx, network):
 
 
 @dnsmasq.command("reload")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.pass_obj
 def reload(ctx, network):
     """Re-render and SIGHUP dnsmasq when a file changed (new or deleted ports, routes)."""

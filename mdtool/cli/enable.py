@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mdtool.cli import complete
 
 def _printer(ctx, dry_run: bool):
     counter = {"n": 0, "changes": 0}
@@ -25,7 +26,7 @@ def _printer(ctx, dry_run: bool):
 
 
 @click.command("enable-isolated-metadata")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.pass_obj
 def enable_isolated_metadata(ctx, network, dry_run):
@@ -45,7 +46,7 @@ def enable_isolated_metadata(ctx, network, dry_run):
 
 
 @click.command("disable-isolated-metadata")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.pass_obj
 def disable_isolated_metadata(ctx, network, dry_run):

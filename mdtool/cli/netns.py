@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mdtool.cli import complete
 from mdtool.cli.app import node, report
 from mdtool.cli.output import format_options, listing
 
@@ -14,7 +15,7 @@ def netns():
 
 
 @netns.command("up")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
 @click.pass_obj
 def up(ctx, network, dry_run):
@@ -23,7 +24,7 @@ def up(ctx, network, dry_run):
 
 
 @netns.command("down")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
 @click.pass_obj
 def down(ctx, network, dry_run):

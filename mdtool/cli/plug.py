@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mdtool.cli import complete
 from mdtool.cli.app import report
 
 
@@ -15,7 +16,7 @@ def _check_namespace_name(name: str) -> None:
 
 
 @click.command("port-plug")
-@click.argument("port")
+@click.argument("port", shell_complete=complete.ports)
 @click.argument("namespace")
 @click.option("--ifname", default="eth0", show_default=True, help="Interface name in NAMESPACE.")
 @click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
@@ -31,7 +32,7 @@ def port_plug(ctx, port, namespace, ifname, dry_run):
 
 
 @click.command("port-unplug")
-@click.argument("port")
+@click.argument("port", shell_complete=complete.ports)
 @click.argument("namespace")
 @click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
 @click.pass_obj

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from mdtool.cli import complete
 from mdtool.cli import records
 from mdtool.cli.output import format_options
 from mdtool.cli.resources.common import emit_list, emit_one, pass_ctx
@@ -85,7 +86,7 @@ def instance_list(ctx, fmt, columns):
 
 
 @click.command("instance-show")
-@click.argument("instance")
+@click.argument("instance", shell_complete=complete.instances)
 @format_options
 @pass_ctx
 def instance_show(ctx, instance, fmt, columns):
@@ -94,7 +95,7 @@ def instance_show(ctx, instance, fmt, columns):
 
 
 @click.command("instance-update")
-@click.argument("instance")
+@click.argument("instance", shell_complete=complete.instances)
 @click.option("--name", help="New name.")
 @click.option("--hostname", metavar="H")
 @click.option("--user-data", metavar="FILE", help="Replace the user-data.")
@@ -121,7 +122,7 @@ def instance_update(ctx, instance, name, hostname, user_data, no_user_data, key_
 
 
 @click.command("instance-delete")
-@click.argument("instance")
+@click.argument("instance", shell_complete=complete.instances)
 @pass_ctx
 def instance_delete(ctx, instance):
     """Delete an instance and, as Nova does, its compute ports."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mdtool.cli import complete
 from mdtool.cli import records
 from mdtool.cli.output import format_options
 from mdtool.cli.resources.common import emit_list, emit_one, pass_ctx
@@ -33,7 +34,7 @@ def net_list(ctx, fmt, columns):
 
 
 @click.command("net-show")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @format_options
 @pass_ctx
 def net_show(ctx, network, fmt, columns):
@@ -42,7 +43,7 @@ def net_show(ctx, network, fmt, columns):
 
 
 @click.command("net-update")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.option("--name", help="New name.")
 @click.option("--mtu", type=click.IntRange(68, 65535), help="New MTU (dnsmasq reload hands it out).")
 @format_options
@@ -54,7 +55,7 @@ def net_update(ctx, network, name, mtu, fmt, columns):
 
 
 @click.command("net-delete")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @pass_ctx
 def net_delete(ctx, network):
     """Delete a network and its subnets (refused while it has ports)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mdtool.cli import complete
 from mdtool.cli import records
 from mdtool.cli.output import format_options
 from mdtool.cli.resources.common import emit_list, emit_one, parse_pairs, pass_ctx
@@ -12,12 +13,12 @@ FIXED_IP_KEYS = ("subnet", "ip_address")
 
 
 @click.command("port-create")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.option("--name", default="", help="Port name.")
 @click.option("--mac-address", metavar="MAC", help="Default: a free fa:16:3e:xx:xx:xx.")
 @click.option("--fixed-ip", "fixed_ips", multiple=True, metavar="subnet=S,ip_address=IP",
               help="Address to hold (repeatable; either key may be left out; default: next free).")
-@click.option("--device-id", metavar="INSTANCE", help="Instance (name or id) that owns the port.")
+@click.option("--device-id", metavar="INSTANCE", shell_complete=complete.instances, help="Instance (name or id) that owns the port.")
 @click.option("--project-id", metavar="P", help="Default: the instance's, else the network's.")
 @format_options
 @pass_ctx
@@ -30,7 +31,7 @@ def port_create(ctx, network, name, mac_address, fixed_ips, device_id, project_i
 
 
 @click.command("port-list")
-@click.option("--network", metavar="NETWORK", help="Only this network's ports.")
+@click.option("--network", metavar="NETWORK", shell_complete=complete.networks, help="Only this network's ports.")
 @click.option("--device-id", metavar="ID", help="Only ports of this device.")
 @format_options
 @pass_ctx
@@ -41,7 +42,7 @@ def port_list(ctx, network, device_id, fmt, columns):
 
 
 @click.command("port-show")
-@click.argument("port")
+@click.argument("port", shell_complete=complete.ports)
 @format_options
 @pass_ctx
 def port_show(ctx, port, fmt, columns):
@@ -50,9 +51,9 @@ def port_show(ctx, port, fmt, columns):
 
 
 @click.command("port-update")
-@click.argument("port")
+@click.argument("port", shell_complete=complete.ports)
 @click.option("--name", help="New name.")
-@click.option("--device-id", metavar="INSTANCE", help="Move the port to this instance ('' unbinds).")
+@click.option("--device-id", metavar="INSTANCE", shell_complete=complete.instances, help="Move the port to this instance ('' unbinds).")
 @click.option("--fixed-ip", "fixed_ips", multiple=True, metavar="subnet=S,ip_address=IP",
               help="Replace the port's addresses.")
 @click.option("--mac-address", metavar="MAC", help="New MAC address.")
@@ -67,7 +68,7 @@ def port_update(ctx, port, name, device_id, fixed_ips, mac_address, fmt, columns
 
 
 @click.command("port-delete")
-@click.argument("port")
+@click.argument("port", shell_complete=complete.ports)
 @pass_ctx
 def port_delete(ctx, port):
     """Delete a port; `dnsmasq reload NETWORK` stops its lease."""

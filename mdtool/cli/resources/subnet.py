@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from mdtool.cli import complete
 from mdtool.cli import records
 from mdtool.cli.output import format_options
 from mdtool.cli.resources.common import emit_list, emit_one, parse_pairs, pass_ctx
 
 
 @click.command("subnet-create")
-@click.argument("network")
+@click.argument("network", shell_complete=complete.networks)
 @click.argument("cidr")
 @click.option("--name", default="", help="Subnet name.")
 @click.option("--no-gateway", is_flag=True, help="No gateway: an isolated subnet, metadata via DHCP.")
@@ -39,7 +40,7 @@ def subnet_create(ctx, network, cidr, name, no_gateway, gateway, pools, dns, rou
 
 
 @click.command("subnet-list")
-@click.option("--network", metavar="NETWORK", help="Only this network's subnets.")
+@click.option("--network", metavar="NETWORK", shell_complete=complete.networks, help="Only this network's subnets.")
 @format_options
 @pass_ctx
 def subnet_list(ctx, network, fmt, columns):
@@ -49,7 +50,7 @@ def subnet_list(ctx, network, fmt, columns):
 
 
 @click.command("subnet-show")
-@click.argument("subnet")
+@click.argument("subnet", shell_complete=complete.subnets)
 @format_options
 @pass_ctx
 def subnet_show(ctx, subnet, fmt, columns):
@@ -58,7 +59,7 @@ def subnet_show(ctx, subnet, fmt, columns):
 
 
 @click.command("subnet-update")
-@click.argument("subnet")
+@click.argument("subnet", shell_complete=complete.subnets)
 @click.option("--name", help="New name.")
 @click.option("--dns-nameserver", "dns", multiple=True, metavar="IP", help="Replace the DNS servers.")
 @click.option("--no-dns-nameservers", is_flag=True, help="Remove every DNS server.")
@@ -82,7 +83,7 @@ def subnet_update(ctx, subnet, name, dns, no_dns_nameservers, routes, no_host_ro
 
 
 @click.command("subnet-delete")
-@click.argument("subnet")
+@click.argument("subnet", shell_complete=complete.subnets)
 @pass_ctx
 def subnet_delete(ctx, subnet):
     """Delete a subnet (refused while addresses are allocated on it)."""
