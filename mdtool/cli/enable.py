@@ -25,15 +25,73 @@ def _printer(ctx, dry_run: bool):
     return on_step, counter
 
 
+def _targets(ctx, networks, all_: bool) -> list[str]:
+    from mdtool.errors import BadInput
+    if all_ and networks:
+        raise BadInput("give NETWORK names or --all, not both")
+    if all_:
+        return [n.name or n.id for n in ctx.registry.list_networks()
+                if any(s.enable_dhcp for s in n.subnets)]
+    if not networks:
+        raise click.UsageError("missing NETWORK (or --all)")
+    return list(dict.fromkeys(networks))
+
+
+def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
+    """Several networks: one progress bar on stderr and a line per network; a network that
+    fails does not stop the others, and the exit code says whether any failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mdtool.errors import MdtoolError
+    failed: list[str] = []
+    total_changes = 0
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=ctx.console, transient=True,
+                  disable=not ctx.console.is_terminal) as progress:
+        task = progress.add_task(action, total=len(networks))
+        for net in networks:
+            changes = 0
+
+            def on_step(step, net=net) -> None:
+                nonlocal changes
+                changes += len(step.changes)
+                progress.update(task, description=f"{action} {net}: {step.name}")
+
+            try:
+                fn(ctx.config, ctx.registry, net, dry_run=dry_run, on_step=on_step)
+            except MdtoolError as e:
+                failed.append(net)
+                progress.console.print(f"[red]✗[/red] {net}: {e}")
+            else:
+                total_changes += changes
+                what = (f"{changes} change(s) {'planned' if dry_run else 'done'}" if changes
+                        else "nothing to do")
+                progress.console.print(f"[green]✓[/green] {net}: {what}")
+            progress.advance(task)
+    done = len(networks) - len(failed)
+    ctx.say(f"{action}: {done} of {len(networks)} network(s) ok, {total_changes} change(s)"
+            + (" planned, nothing changed" if dry_run else ""))
+    if failed:
+        from mdtool.cli.app import abort
+        abort(f"{action} failed on {len(failed)} network(s): {', '.join(failed)}", 1)
+
+
 @click.command("enable-isolated-metadata")
-@click.argument("network", shell_complete=complete.networks)
+@click.argument("networks", nargs=-1, metavar="NETWORK...", shell_complete=complete.networks)
+@click.option("--all", "all_", is_flag=True, help="Every network with a DHCP-enabled subnet.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.pass_obj
-def enable_isolated_metadata(ctx, network, dry_run):
+def enable_isolated_metadata(ctx, networks, all_, dry_run):
     """Give NETWORK's instances 169.254.169.254: DHCP port, namespace, dnsmasq with option 121,
     the metadata service, agent and proxy. Only what is missing is done; on failure, what this
-    run did is rolled back."""
+    run did is rolled back. Several networks (or --all) show a progress bar."""
     from mdtool.enable import enable
+    targets = _targets(ctx, networks, all_)
+    if len(targets) != 1 or all_:
+        _many(ctx, "enable-isolated-metadata", enable, targets, dry_run)
+        return
+    network = targets[0]
     on_step, counter = _printer(ctx, dry_run)
     enable(ctx.config, ctx.registry, network, dry_run=dry_run, on_step=on_step)
     if dry_run:
@@ -46,13 +104,19 @@ def enable_isolated_metadata(ctx, network, dry_run):
 
 
 @click.command("disable-isolated-metadata")
-@click.argument("network", shell_complete=complete.networks)
+@click.argument("networks", nargs=-1, metavar="NETWORK...", shell_complete=complete.networks)
+@click.option("--all", "all_", is_flag=True, help="Every network with a DHCP-enabled subnet.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.pass_obj
-def disable_isolated_metadata(ctx, network, dry_run):
+def disable_isolated_metadata(ctx, networks, all_, dry_run):
     """Remove NETWORK's namespace, dnsmasq and DHCP port; stop the shared daemons when no
     other network needs them."""
     from mdtool.enable import disable
+    targets = _targets(ctx, networks, all_)
+    if len(targets) != 1 or all_:
+        _many(ctx, "disable-isolated-metadata", disable, targets, dry_run)
+        return
+    network = targets[0]
     on_step, counter = _printer(ctx, dry_run)
     disable(ctx.config, ctx.registry, network, dry_run=dry_run, on_step=on_step)
     if dry_run:
