@@ -29,6 +29,9 @@ def _must_contain(config: Config, role: str) -> list[str]:
 
 
 def argv(config: Config, role: str) -> list[str]:
+    if role == "proxy":  # the lean entry point: no registry, no click in the one proxy
+        from mdtool.proxy.__main__ import argv as proxy_argv
+        return proxy_argv(str(config.state_dir), None, config.config_file)
     a = [sys.executable, "-m", "mdtool", "--state-dir", str(config.state_dir)]
     if config.config_file:
         a += ["--config-file", str(config.config_file)]
@@ -54,30 +57,32 @@ def start(config: Config, role: str) -> int | None:
             tail = log.read_bytes()[offset:].decode(errors="replace").strip().splitlines()
             detail = tail[-1] if tail else "no output"
             raise OperationFailed(f"mdtool {role} exited at start: {detail} (log: {log})")
-        if ready(config, role):
+        if ready(config, role) and process.pid_matches(pid, _must_contain(config, role)):
             return pid
         time.sleep(0.05)
     raise OperationFailed(f"mdtool {role} did not become ready in {READY_TIMEOUT:.0f}s (log: {log})")
 
 
 def ready(config: Config, role: str) -> bool:
-    """Does the daemon answer where it should? (proxy: its log says it started)"""
+    """Does the daemon answer HTTP where it should? (A port merely accepting connections
+    may belong to someone else.) The proxy is judged by enable, in each namespace."""
     if role == "agent":
-        return _connects(socket.AF_UNIX, str(config.agent_socket))
+        return answers_http(socket.AF_UNIX, str(config.agent_socket))
     if role == "metadata":
         host = config.get("metadata_listen_host")
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return _connects(fam, (host if host not in ("0.0.0.0", "::") else "127.0.0.1",
-                               config.get("metadata_listen_port")))
+        return answers_http(fam, (host if host not in ("0.0.0.0", "::") else "127.0.0.1",
+                                  config.get("metadata_listen_port")))
     return True
 
 
-def _connects(family, addr) -> bool:
+def answers_http(family, addr, timeout: float = 0.5) -> bool:
     s = socket.socket(family, socket.SOCK_STREAM)
-    s.settimeout(0.5)
+    s.settimeout(timeout)
     try:
         s.connect(addr)
-        return True
+        s.sendall(b"GET / HTTP/1.0\r\nHost: mdtool\r\n\r\n")
+        return s.recv(5) == b"HTTP/"
     except OSError:
         return False
     finally:

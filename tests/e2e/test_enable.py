@@ -1,0 +1,122 @@
+"""enable-isolated-metadata / disable-isolated-metadata and the demo, for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import http
+from tests.e2e.helpers import netns_exists, host_link_exists, processes_matching
+
+pytestmark = pytest.mark.skipif(shutil.which("dnsmasq") is None or shutil.which("udhcpc") is None,
+                                reason="needs dnsmasq and udhcpc")
+
+ROLES = ("metadata", "agent", "proxy")
+
+
+def pids(site, net_id):
+    out = {r: site.pid(r) for r in ROLES}
+    try:
+        out["dnsmasq"] = int((site.state_dir / "dhcp" / net_id / "pid").read_text().split()[0])
+    except (OSError, ValueError):
+        out["dnsmasq"] = None
+    return out
+
+
+def test_enable_twice_is_a_no_op_that_says_so(site):
+    net = site.network("e2e-twice", "10.81.0.0/24")
+    first = site.mdtool("enable-isolated-metadata", net)
+    assert "isolated metadata enabled" in first.stderr
+    before = pids(site, net)
+    assert all(before.values()), before
+    second = site.mdtool("enable-isolated-metadata", net)
+    assert "already enabled" in second.stderr and "nothing changed" in second.stderr
+    assert "changed" not in second.stderr.replace("nothing changed", "")
+    assert pids(site, net) == before
+    vm = site.instance("vm-twice", net)
+    third = site.mdtool("enable-isolated-metadata", net)   # a new port: dnsmasq files change
+    assert "write host" in third.stderr and "SIGHUP" in third.stderr
+    assert pids(site, net) == before
+    site.boot(vm)
+    code, body = http(site.curl(vm, "/openstack/latest/meta_data.json"))
+    assert code == 200 and json.loads(body)["uuid"] == vm.id
+
+
+def test_dry_run_creates_nothing(site):
+    net = site.network("e2e-dry", "10.82.0.0/24")
+    res = site.mdtool("enable-isolated-metadata", net, "--dry-run")
+    assert "would reserve DHCP port" in res.stderr and "would start mdtool proxy" in res.stderr
+    assert not netns_exists(f"qdhcp-{net}")
+    assert not host_link_exists("brq" + net[:11])
+    assert site.json("port-list") == []
+    assert not processes_matching(str(site.state_dir))
+    assert not (site.state_dir / "dhcp" / net).exists()
+
+
+def test_disable_leaves_nothing_behind(site):
+    net = site.network("e2e-off", "10.83.0.0/24")
+    site.mdtool("enable-isolated-metadata", net)
+    dhcp_port = [p for p in site.json("port-list") if p["device_owner"] == "network:dhcp"][0]
+    host_end = "ns-" + dhcp_port["id"][:11]
+    assert host_link_exists(host_end)
+    res = site.mdtool("disable-isolated-metadata", net)
+    assert "isolated metadata disabled" in res.stderr
+    assert not netns_exists(f"qdhcp-{net}")
+    assert not host_link_exists(host_end)
+    assert not host_link_exists("brq" + net[:11])
+    assert not processes_matching(str(site.state_dir))
+    assert not processes_matching("dnsmasq", net)
+    assert site.json("port-list") == []
+    assert not (site.state_dir / "dhcp" / net).exists()
+    again = site.mdtool("disable-isolated-metadata", net)
+    assert "already disabled" in again.stderr
+
+
+def test_shared_daemons_stay_while_another_network_needs_them(site):
+    a = site.network("e2e-keep-a", "10.84.0.0/24")
+    b = site.network("e2e-keep-b", "10.85.0.0/24")
+    site.mdtool("enable-isolated-metadata", a)
+    site.mdtool("enable-isolated-metadata", b)
+    daemons = {r: site.pid(r) for r in ROLES}
+    res = site.mdtool("disable-isolated-metadata", a)
+    assert "kept" in res.stderr
+    assert {r: site.pid(r) for r in ROLES} == daemons
+    assert netns_exists(f"qdhcp-{b}") and not netns_exists(f"qdhcp-{a}")
+
+
+def test_a_failed_step_rolls_back_what_this_run_created(site):
+    net = site.network("e2e-fail", "10.86.0.0/24")
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", site.metadata_port))
+    blocker.listen(1)
+    try:
+        # something else holds the metadata port, yet answers no HTTP: the metadata step fails
+        res = site.mdtool("enable-isolated-metadata", net, check=False)
+    finally:
+        blocker.close()
+    assert res.returncode == 1, res.stderr
+    err = res.stderr.strip().splitlines()[-1]
+    assert err.startswith("mdtool: error: step 'metadata service' failed") and "rolled back" in err
+    assert not netns_exists(f"qdhcp-{net}")
+    assert not processes_matching("dnsmasq", net)
+    assert site.json("port-list") == []
+    # and the next run does the whole thing
+    site.mdtool("enable-isolated-metadata", net)
+    assert netns_exists(f"qdhcp-{net}")
+
+
+def test_demo_runs_and_cleans_up(site):
+    res = site.mdtool("demo", timeout=180)
+    assert "both instances received their own metadata" in res.stdout, res.stdout + res.stderr
+    assert res.stdout.count("demo-vm") >= 4
+    assert "removed demo network" in res.stderr
+    assert site.json("net-list") == [] and site.json("instance-list") == []
+    assert not processes_matching(str(site.state_dir))
+    left = [n for n in os.listdir("/run/netns") if n.startswith("demo-vm")] if os.path.isdir("/run/netns") else []
+    assert left == []
