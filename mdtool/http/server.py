@@ -160,6 +160,7 @@ class _Connection(asyncio.Protocol):
         self.expect_continue = False
         self.pending_error: bytes | None = None
         self.completed_in_chunk = False
+        self.hops_set = False  # a reply changed the socket's IP TTL / hop limit
 
     # asyncio callbacks --------------------------------------------------------------
 
@@ -366,6 +367,11 @@ class _Connection(asyncio.Protocol):
                     log.exception("bad response from handler: %s %s", req.method, req.target)
                     data = _error_bytes(500, "Internal Server Error")
                     keep_alive = False
+                if resp.hop_limit is not None or self.hops_set:
+                    if not self._set_hop_limit(resp.hop_limit) and resp.hop_limit is not None:
+                        # Never let a reply meant to stay on the link leave without its limit.
+                        data = _error_bytes(500, "Internal Server Error")
+                        keep_alive = False
                 transport.write(data)
                 if not keep_alive:
                     self.closing = True
@@ -389,6 +395,28 @@ class _Connection(asyncio.Protocol):
             self._arm(self.limits.head_timeout, self._on_head_timeout)
         else:
             self._arm(self.limits.keepalive_timeout, self._on_idle_timeout)
+
+    def _set_hop_limit(self, hops: int | None) -> bool:
+        """IP TTL (and IPv6 hop limit) of what is written next; None: the system default."""
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        family = getattr(sock, "family", None)
+        value = -1 if hops is None else hops  # -1: back to the sysctl default (Linux)
+        try:
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, value)
+            elif family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, value)
+                try:  # an IPv4-mapped peer on a dual-stack socket
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, value)
+                except OSError:
+                    pass
+            else:
+                return False
+        except OSError as e:
+            log.warning("cannot set the hop limit of a reply to %s: %s", self.peer, e)
+            return False
+        self.hops_set = hops is not None
+        return True
 
     def _stop_reading_after_queue(self):
         self.closing = True

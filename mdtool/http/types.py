@@ -37,6 +37,9 @@ class Response:
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)  # no Content-Length needed
+    # IP TTL / IPv6 hop limit for this reply's packets (IMDSv2 token replies); the server
+    # restores the default before the next reply on the same connection.
+    hop_limit: int | None = None
 
     @classmethod
     def text(cls, status: int, text: str, content_type: str = "text/plain; charset=UTF-8"):

@@ -23,6 +23,7 @@ from mdtool.model import METADATA_IPV4, METADATA_IPV6
 from mdtool.netns import switch
 from mdtool.proxy.handler import ProxyHandler
 from mdtool.proxy.ratelimit import RateLimiter, RateLimits
+from mdtool.proxy.tokens import TokenSealer, derive_key
 
 log = logging.getLogger("mdtool.proxy")
 
@@ -89,11 +90,15 @@ class ProxyDaemon:
     def __init__(self, pool: UpstreamPool, limits: Limits, network_ids: list[str] | None = None,
                  *, port: int = DEFAULT_PORT, poll_interval: float = 1.0,
                  drain_timeout: float = 5.0, netns_prefix: str = NETNS_PREFIX,
-                 rate_limits: RateLimits | None = None, served_dir: str | None = None):
+                 rate_limits: RateLimits | None = None, served_dir: str | None = None,
+                 sealer: TokenSealer | None = None, tokens_required: bool = False,
+                 hop_limit: int = 1):
         for net_id in network_ids or ():
             switch.netns_path(netns_prefix + net_id)  # NotFound (exit 2) for a bad id
         self.pool = pool
         self.rate_limits = rate_limits
+        self.token_args = dict(sealer=sealer, tokens_required=tokens_required,
+                               hop_limit=hop_limit)
         self.netns_prefix = netns_prefix
         # Following namespaces, serve only the networks this node's state dir serves
         # (<state_dir>/dhcp/<id>), so two mdtool nodes on one host never steal each other's.
@@ -147,7 +152,8 @@ class ProxyDaemon:
                 self._missing_reported.discard(net_id)
                 limiter = RateLimiter(self.rate_limits) if self.rate_limits else None
                 site = _Site(net_id, netns, inode,
-                             HttpServer(ProxyHandler(self.pool, net_id, limiter), self.limits),
+                             HttpServer(ProxyHandler(self.pool, net_id, limiter,
+                                                     **self.token_args), self.limits),
                              limiter=limiter)
                 self.sites[net_id] = site
             if site.v4_key is None:
@@ -289,7 +295,10 @@ def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEF
                              port=port, poll_interval=poll_interval,
                              netns_prefix=netns_prefix,
                              rate_limits=RateLimits.from_config(config),
-                             served_dir=str(config.state_dir / "dhcp"))
+                             served_dir=str(config.state_dir / "dhcp"),
+                             sealer=TokenSealer(derive_key(config.shared_secret())),
+                             tokens_required=config.get("http_tokens") == "required",
+                             hop_limit=config.get("http_put_response_hop_limit"))
         what = (", ".join(network_ids) if network_ids else
                 f"every {netns_prefix}* namespace with a {config.state_dir}/dhcp/<id> dir")
         log.info("metadata proxy started (pid %d): %s -> unix:%s", os.getpid(), what,

@@ -9,6 +9,7 @@ from mdtool.http.client import UpstreamPool, UpstreamTimeout, UpstreamUnavailabl
 from mdtool.http.types import Request, Response
 from mdtool.proxy.ratelimit import RateLimiter
 from mdtool.proxy.rules import upstream_headers
+from mdtool.proxy.tokens import TOKEN_HEADER, TOKEN_PATH, TTL_HEADER, TokenSealer, parse_ttl
 
 log = logging.getLogger("mdtool.proxy")
 access_log = logging.getLogger("mdtool.proxy.access")
@@ -17,6 +18,8 @@ _CT = [("Content-Type", "text/plain; charset=UTF-8")]
 _BAD_GATEWAY = b"Bad Gateway: the metadata agent is not available\n"
 _GATEWAY_TIMEOUT = b"Gateway Timeout: the metadata agent did not answer in time\n"
 _TOO_MANY = b"Too Many Requests: metadata rate limit exceeded\n"
+_UNAUTHORIZED = b"Unauthorized: missing, invalid or expired X-aws-ec2-metadata-token\n"
+_TOKEN_PREFIX = "x-aws-ec2-metadata-token"  # both token headers: never forwarded
 _WARN_EVERY = 10.0  # seconds between repeated upstream warnings of one network
 
 
@@ -27,13 +30,17 @@ class ProxyHandler:
     """
 
     __slots__ = ("pool", "network_id", "limiter", "status_counts", "duration_sum",
-                 "_last_warn", "_suppressed")
+                 "_last_warn", "_suppressed", "sealer", "tokens_required", "hop_limit")
 
     def __init__(self, pool: UpstreamPool, network_id: str,
-                 limiter: RateLimiter | None = None):
+                 limiter: RateLimiter | None = None, sealer: TokenSealer | None = None,
+                 *, tokens_required: bool = False, hop_limit: int = 1):
         self.pool = pool
         self.network_id = network_id
         self.limiter = limiter
+        self.sealer = sealer  # None: no session tokens (the token path goes to the agent)
+        self.tokens_required = tokens_required
+        self.hop_limit = hop_limit
         self.status_counts: dict[int, int] = {}
         self.duration_sum = 0.0
         self._last_warn = -_WARN_EVERY
@@ -50,12 +57,45 @@ class ProxyHandler:
         self._suppressed = 0
         log.warning("network %s: %s%s", self.network_id, error, more)
 
+    def _tokens(self, req: Request) -> Response | None:
+        """IMDSv2: the token reply itself, a 4xx, or None when the request may pass."""
+        if req.path == TOKEN_PATH:
+            if req.method != "PUT":
+                return Response(405, b"Method Not Allowed: use PUT for a token\n",
+                                list(_CT) + [("Allow", "PUT")])
+            if req.header("X-Forwarded-For") is not None:
+                # A forwarded PUT came through another box: no token leaves the link.
+                return Response(400, b"Bad Request: X-Forwarded-For on a token request\n",
+                                list(_CT))
+            ttl = parse_ttl(req.header(TTL_HEADER))
+            if ttl is None:
+                return Response(400, b"Bad Request: X-aws-ec2-metadata-token-ttl-seconds "
+                                     b"must be an integer from 1 to 21600\n", list(_CT))
+            token = self.sealer.issue(self.network_id, req.peer, ttl)
+            return Response(200, token.encode(), list(_CT) + [(TTL_HEADER, str(ttl))],
+                            hop_limit=self.hop_limit)
+        token = req.header(TOKEN_HEADER)
+        if token is None:
+            if self.tokens_required:
+                return Response(401, _UNAUTHORIZED, list(_CT))
+            return None
+        if not self.sealer.verify(token.strip(), self.network_id, req.peer):
+            return Response(401, _UNAUTHORIZED, list(_CT))
+        return None
+
     async def __call__(self, req: Request) -> Response:
         start = time.monotonic()
+        resp = None
         if self.limiter is not None and not self.limiter.allow(req.peer):
             resp = Response(429, _TOO_MANY, list(_CT))
-        else:
-            headers = upstream_headers(req.headers, req.peer, self.network_id)
+        elif self.sealer is not None:
+            resp = self._tokens(req)
+        if resp is None:
+            fields = req.headers
+            if self.sealer is not None and any(k.lower().startswith(_TOKEN_PREFIX)
+                                               for k, _ in fields):
+                fields = [kv for kv in fields if not kv[0].lower().startswith(_TOKEN_PREFIX)]
+            headers = upstream_headers(fields, req.peer, self.network_id)
             try:
                 resp = await self.pool.request(req.method, req.target, headers, req.body)
             except UpstreamTimeout as e:
