@@ -395,14 +395,10 @@ def setup(h: Harness, sizes: Sizes, log=print) -> dict:
             delete_netns("qdhcp-" + n.id)
             delete_link(n.bridge)
     h.cleanup.add("set-up networks", teardown)
-    # a proxy for these networks only (enable would otherwise start one for every
-    # qdhcp-* namespace of the host, other users' included)
+    # enable starts metadata, agent and proxy itself (the proxy follows only the
+    # namespaces of this state dir); a metadata port of its own
     h.metadata_port = _free_port_other(env_port)
     try:
-        proxy = h.spawn([sys.executable, "-m", "mdtool", "proxy", "run",
-                         *[a for i in ids for a in ("--network", i)]],
-                        log=sd / "proxy-run.log", env=h.env(sd))
-        (sd / "proxy.pid").write_text(f"{proxy.pid}\n")
         out: dict = {"loop": {}, "batch": {}}
         # one call per network
         loop_ids, batch_ids = ids[:sizes.setup_loop], ids[sizes.setup_loop:]

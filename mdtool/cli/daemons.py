@@ -18,9 +18,17 @@ def proxy():
 @click.pass_obj
 def proxy_run(ctx, networks):
     """Run the proxy in the foreground (one process for many networks; SIGTERM stops it)."""
-    ids = [ctx.registry.get_network(n).id for n in networks] or None
-    from mdtool.proxy.daemon import run
-    raise SystemExit(run(ctx.config, ids))
+    import os
+    import sys
+
+    from mdtool.proxy.__main__ import argv
+    ids = [ctx.registry.get_network(n).id for n in networks]
+    cfg = ctx.config
+    # The proxy's memory is the cost of proxying: exec the lean entry point, so that
+    # neither the registry (SQLAlchemy) nor click/rich stay in the process.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv(str(cfg.state_dir), ids, cfg.config_file, ctx.verbose))
 
 
 @click.group("agent")

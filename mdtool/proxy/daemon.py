@@ -280,15 +280,16 @@ class ProxyDaemon:
         await self.pool.close()
 
 
-def _setup_logging(config: Config) -> None:
+def _setup_logging(config: Config, verbose: int | None = None) -> None:
     from mdtool import logs
-    logs.setup(config, "proxy")
+    logs.setup(config, "proxy", verbose)
 
 
 def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEFAULT_PORT,
-        poll_interval: float = 1.0, netns_prefix: str = NETNS_PREFIX) -> int:
+        poll_interval: float = 1.0, netns_prefix: str = NETNS_PREFIX,
+        verbose: int | None = None) -> int:
     """Run the proxy in the foreground until SIGTERM/SIGINT; returns the exit code (0)."""
-    _setup_logging(config)
+    _setup_logging(config, verbose)
 
     async def main(stop: asyncio.Event) -> int:
         daemon = ProxyDaemon(pool_from_config(config), limits_from_config(config), network_ids,
