@@ -3,6 +3,8 @@ plus health checks and an end-to-end probe (read only)."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from mdtool.cli.app import abort
@@ -41,7 +43,8 @@ def inspect(ctx, network, port_ref, fmt):
         click.echo(json.dumps(data[0] if network else data, indent=2))
     else:
         from rich.console import Console
-        console = Console(highlight=False, soft_wrap=True)
+        console = Console(highlight=False, soft_wrap=True,
+                          width=None if sys.stdout.isatty() else 160)
         for r in reports:
             _show(console, r)
     failed = [c for r in reports for c in r.checks if not c.ok]

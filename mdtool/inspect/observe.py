@@ -167,9 +167,12 @@ def _observe_netns(obs: Observation) -> None:
 def program_label(pid: int) -> str | None:
     """``mdtool-proxy`` for any mdtool daemon (ours or another state dir's), else None."""
     argv = process.cmdline(pid) or []
-    if len(argv) >= 2 and argv[-1] == "run" and any("mdtool" in a for a in argv):
-        return f"mdtool-{argv[-2]}"
-    return None
+    if not any("mdtool" in a for a in argv) or "run" not in argv:
+        return None
+    if "mdtool.proxy" in argv:  # the lean proxy entry point: python -m mdtool.proxy … run
+        return "mdtool-proxy"
+    i = argv.index("run")
+    return f"mdtool-{argv[i - 1]}" if i > 0 else None
 
 
 def _observe_dnsmasq(config: Config, net: model.Network,
