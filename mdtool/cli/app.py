@@ -50,8 +50,14 @@ def abort(msg: str, code: int = 1) -> NoReturn:
     raise click.exceptions.Exit(_emit(msg, code))
 
 
+_MAX_ERROR = 400  # characters: a huge input quoted back must not flood the terminal
+
+
 def _emit(msg: str, code: int) -> int:
     first = " ".join(str(msg).split("\n")[0].split())
+    if len(first) > _MAX_ERROR:
+        # Keep the start (what is wrong) and the end (what to do); cut the quoted middle.
+        first = f"{first[:_MAX_ERROR // 2]}…{first[-_MAX_ERROR // 3:]}"
     click.echo(f"mdtool: error: {first}", err=True)
     return code
 

@@ -273,6 +273,9 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self):
         self.head_done = True
+        if self.parser.get_http_version() not in ("1.0", "1.1"):
+            # A request line without a version (HTTP/0.9): nothing answers that any more.
+            raise _Reject(400, "Bad Request: HTTP/1.0 or HTTP/1.1 request line expected")
         lengths = set()
         chunked = False
         for name, value in self.headers:

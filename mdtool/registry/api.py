@@ -85,7 +85,7 @@ class Registry:
         if row is not None:
             return row
         rows = conn.execute(sa.select(table).where(table.c.name == ref)).all()
-        if not rows and len(ref) >= 4 and "id" in table.c:
+        if not rows and 4 <= len(ref) <= 36 and "id" in table.c:  # a prefix of a UUID
             rows = conn.execute(sa.select(table).where(table.c.id.startswith(ref, autoescape=True))).all()
         if len(rows) == 1:
             return rows[0]

@@ -19,6 +19,8 @@ def _read_file(path: str, what: str, limit: int) -> bytes:
             data = f.read(limit + 1)
     except OSError as e:
         raise BadInput(f"cannot read {what} file {path}: {e.strerror}") from None
+    except ValueError:  # a NUL byte in the path
+        raise BadInput(f"cannot read {what} file {path!r}: not a valid path") from None
     if len(data) > limit:
         raise BadInput(f"{what} file {path} is larger than {limit} bytes ({limit // 1024} KiB)")
     return data

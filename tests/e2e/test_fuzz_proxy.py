@@ -1,0 +1,359 @@
+"""The proxy under hostile HTTP: a real proxy process serving a test namespace.
+
+Topology (unique names, always removed)::
+
+    attacker ns  eth0 10.77.0.5/24 -- veth -- tap0 10.77.0.2/24 \\
+                                                                 DHCP ns: 169.254.169.254/32
+    good ns      eth0 10.77.1.5/24 -- veth -- tap1 10.77.1.2/24 /
+
+A fake agent (tests.e2e.test_proxy_netns.AgentThread) answers every forwarded request.
+The attacker sends malformed request lines, header floods, huge headers, bad chunked
+bodies, Content-Length/Transfer-Encoding conflicts, pipelined bursts, random and mutated
+bytes, and holds hundreds of slowloris connections; meanwhile the good instance asks
+for metadata every 50 ms. Checks: every hostile input is answered 4xx, closed or left
+waiting (never 2xx for a malformed request, never 5xx), the proxy process never dies,
+and the good instance always gets 200 within 1 s.
+
+Sockets are created inside the instance namespaces (setns in a helper thread) and used
+from the test's threads. Short version by default; ``-m long`` for the long one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+
+from mdtool.netns import switch
+from tests.e2e.test_proxy_netns import PREFIX, AgentThread, ProxyProcess, delete_netns
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+                                reason="needs root and ip")
+
+MD = ("169.254.169.254", 80)
+GOOD_REQUEST = b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"
+COUNTS: dict[str, int] = {}
+
+
+def _count(key: str, n: int = 1) -> None:
+    COUNTS[key] = COUNTS.get(key, 0) + n
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def make_topology(dhcp_ns: str, bad_ns: str, good_ns: str) -> None:
+    for ns in (dhcp_ns, bad_ns, good_ns):
+        ip("netns", "add", ns)
+        ip("-n", ns, "link", "set", "lo", "up")
+    for n, ns in ((0, bad_ns), (1, good_ns)):
+        ip("-n", dhcp_ns, "link", "add", f"tap{n}", "type", "veth", "peer", "name", "eth0",
+           "netns", ns)
+        ip("-n", dhcp_ns, "addr", "add", f"10.77.{n}.2/24", "dev", f"tap{n}")
+        ip("-n", ns, "addr", "add", f"10.77.{n}.5/24", "dev", "eth0")
+        ip("-n", dhcp_ns, "link", "set", f"tap{n}", "up")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        ip("-n", ns, "route", "add", "169.254.169.254/32", "via", f"10.77.{n}.2")
+    ip("-n", dhcp_ns, "addr", "add", "169.254.169.254/32", "dev", "lo")
+
+
+def sockets_in(ns: str, n: int) -> list[socket.socket]:
+    return switch.run_in_netns(ns, lambda: [socket.socket() for _ in range(n)])
+
+
+@dataclass
+class Env:
+    net_id: str
+    bad_ns: str
+    good_ns: str
+    proxy: ProxyProcess
+    agent: AgentThread
+
+
+@pytest.fixture
+def env(tmp_path):
+    net_id = str(uuid.uuid4())
+    dhcp_ns = PREFIX + net_id
+    bad_ns, good_ns = f"mdtfz-b-{net_id[:6]}", f"mdtfz-g-{net_id[:6]}"
+    proxy = None
+    try:
+        make_topology(dhcp_ns, bad_ns, good_ns)
+        with AgentThread(tmp_path / "metadata_proxy") as agent:
+            proxy = ProxyProcess(tmp_path, [net_id], PREFIX)
+            proxy.wait_for(f"serving network {net_id} on 169.254.169.254:80")
+            yield Env(net_id, bad_ns, good_ns, proxy, agent)
+            assert proxy.proc.poll() is None, "the proxy died"
+            assert proxy.stop() == 0
+            assert not [ln for ln in proxy.seen if "Traceback" in ln]
+    finally:
+        if proxy is not None and proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.proc.wait()
+        delete_netns(dhcp_ns, bad_ns, good_ns)
+
+
+# the well-behaved instance ------------------------------------------------------------
+
+@dataclass
+class GoodClient:
+    """Asks for metadata every ``interval`` on a fresh connection until stopped."""
+
+    ns: str
+    interval: float = 0.05
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def _one(self) -> None:
+        (s,) = sockets_in(self.ns, 1)
+        start = time.monotonic()
+        try:
+            s.settimeout(1.0)
+            s.connect(MD)
+            s.sendall(GOOD_REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            elapsed = time.monotonic() - start
+            if not data.startswith(b"HTTP/1.1 200"):
+                self.failures.append(f"got {data[:40]!r}")
+            elif elapsed > 1.0:
+                self.failures.append(f"200 after {elapsed:.2f}s")
+            self.latencies.append(elapsed)
+        except OSError as e:
+            self.failures.append(f"{type(e).__name__}: {e} after {time.monotonic() - start:.2f}s")
+        finally:
+            s.close()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600  # bounded whatever happens to the test
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self._one()
+            self.stop.wait(self.interval)
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+        _count("good requests", len(self.latencies) + len(self.failures))
+
+    def check(self) -> None:
+        assert self.latencies, "the good client never got through"
+        assert self.failures == [], self.failures[:5]
+
+
+# one hostile exchange -------------------------------------------------------------------
+
+def exchange(sock: socket.socket, data: bytes, wait: float = 1.0) -> bytes | None:
+    """Send ``data``; what came back until close (b"" = closed silently), or None when
+    the proxy is (legitimately) still waiting for the rest after ``wait`` seconds."""
+    try:
+        sock.settimeout(wait)
+        sock.connect(MD)
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed on us mid-send: fine, look at what it said
+        got = b""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                return got or None
+            except ConnectionResetError:
+                return got
+            if not chunk:
+                return got
+            got += chunk
+        return got or None
+    finally:
+        sock.close()
+
+
+def statuses(reply: bytes) -> list[int]:
+    return [int(c) for c in re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)]
+
+
+def assert_refused(data: bytes, reply: bytes | None, may_pass: bool = False) -> None:
+    """A malformed input gets 4xx, a silent close, or a wait: never 5xx, and never 2xx
+    unless ``may_pass`` (a mutation may well leave a valid request behind)."""
+    shown = f"input {data[:80]!r}... -> {reply[:120] if reply else reply!r}"
+    _count("hostile inputs")
+    if reply:
+        codes = statuses(reply)
+        ok = range(200, 500) if may_pass else range(400, 500)
+        assert codes and all(c in ok for c in codes), shown
+
+
+MALFORMED = [
+    b"GET\r\n\r\n",
+    b"GET /latest/meta-data/\r\nHost: x\r\n\r\n",                   # HTTP/0.9 style
+    b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+    b"GET / HTTX/1.1\r\nHost: x\r\n\r\n",
+    b"G\x00T / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\n: empty-name\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
+    b"\xff\xfe\xfd / HTTP/1.1\r\n\r\n",
+    b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",            # 414
+    b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(300)) + b"\r\n",  # flood
+    b"GET / HTTP/1.1\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n",            # huge header
+    b"GET / HTTP/1.1\r\nX-Endless: " + b"e" * 100_000,                     # no end of line
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"ffffffffffffffffffff\r\nab\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nab\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+    b"0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\nab",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\na",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1e3\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n",  # 413
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)),  # a TLS hello
+]
+
+
+def run_inputs(env: Env, inputs: list[tuple[bytes, bool]], workers: int = 32,
+               wait: float = 1.0) -> None:
+    errors: list[str] = []
+    lock = threading.Lock()
+    it = iter(list(enumerate(inputs)))
+
+    def worker():
+        while True:
+            with lock:
+                nxt = next(it, None)
+            if nxt is None:
+                return
+            _, (data, may_pass) = nxt
+            (s,) = sockets_in(env.bad_ns, 1)
+            try:
+                assert_refused(data, exchange(s, data, wait), may_pass)
+            except AssertionError as e:
+                with lock:
+                    errors.append(str(e))
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+
+
+def mutations(rng: random.Random, n: int) -> list[tuple[bytes, bool]]:
+    """Random bytes (never valid), and well-formed requests with bytes flipped, cut or
+    repeated (may still be valid: 2xx allowed)."""
+    out = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            junk = rng.randbytes(rng.randint(1, 2048))
+            out.append((b"\x00" + junk, False))  # a NUL first: no method starts so
+        else:
+            base = bytearray(GOOD_REQUEST)
+            for _ in range(rng.randint(1, 8)):
+                op = rng.randint(0, 2)
+                pos = rng.randrange(len(base))
+                if op == 0:
+                    base[pos] = rng.randrange(256)
+                elif op == 1:
+                    del base[pos:pos + rng.randint(1, 10)]
+                else:
+                    base[pos:pos] = base[pos:pos + rng.randint(1, 40)] * rng.randint(1, 50)
+            out.append((bytes(base), True))
+    return out
+
+
+def pipelining(env: Env, n: int) -> None:
+    """n valid requests in one write: n 200s in order; garbage after them: then a 400."""
+    (s,) = sockets_in(env.bad_ns, 1)
+    reply = exchange(s, GOOD_REQUEST * n + b"GARBAGE\r\n\r\n", wait=3.0) or b""
+    codes = statuses(reply)
+    assert codes == [200] * n + [400], codes[-5:]
+    _count("pipelined requests", n + 1)
+
+
+def slowloris(env: Env, n: int, seconds: float, good: GoodClient) -> None:
+    """n connections dribbling a never-ending head, one byte per second each."""
+    socks = []
+    for chunk in range(0, n, 100):
+        socks += sockets_in(env.bad_ns, min(100, n - chunk))
+    try:
+        for s in socks:
+            s.setblocking(True)
+            s.settimeout(2)
+            s.connect(MD)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 169.254.169.254\r\n")
+        _count("slowloris connections", n)
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline:
+            for s in socks:
+                try:
+                    s.send(b"X-a: b\r\n"[i % 8:i % 8 + 1])
+                except OSError:
+                    pass  # the proxy gave up on it (408 or closed): fine
+            i += 1
+            time.sleep(1.0)
+        assert good.failures == [], good.failures[:5]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def fuzz(env: Env, *, random_inputs: int, pipelined: int, loris: int, loris_seconds: float,
+         seed: int) -> None:
+    rng = random.Random(seed)
+    with GoodClient(env.good_ns) as good:
+        run_inputs(env, [(m, False) for m in MALFORMED])
+        run_inputs(env, mutations(rng, random_inputs), wait=0.5)
+        pipelining(env, pipelined)
+        slowloris(env, loris, loris_seconds, good)
+        assert env.proxy.proc.poll() is None, "the proxy died"
+    good.check()
+    print(f"\nproxy-fuzz: {COUNTS}; good client worst latency "
+          f"{max(good.latencies) * 1000:.0f} ms over {len(good.latencies)} requests")
+
+
+@pytest.mark.timeout(90)
+def test_proxy_survives_hostile_http_and_keeps_serving(env):
+    fuzz(env, random_inputs=300, pipelined=16, loris=300, loris_seconds=6, seed=1)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(900)
+def test_proxy_survives_hostile_http_long(env):
+    fuzz(env, random_inputs=5000, pipelined=16, loris=900, loris_seconds=45,
+         seed=int(time.time()))
