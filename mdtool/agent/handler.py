@@ -136,13 +136,18 @@ class IndexFollower:
     """Holds the current index; ``run(stop)`` rebuilds it when the registry revision moves.
 
     Registry calls are synchronous, so they run on one worker thread and the event loop
-    keeps answering from the previous index meanwhile.
+    keeps answering from the previous index meanwhile. When the source offers
+    ``changes()`` (the registry: PostgreSQL LISTEN/NOTIFY, or a revision poll on SQLite)
+    the follower sleeps on that feed, so a change made on another node arrives at once
+    and an idle agent reads the database once per fallback interval only. ``interval``
+    overrides the feed's poll interval.
     """
 
-    def __init__(self, source: AgentSource, interval: float = 0.25):
+    def __init__(self, source: AgentSource, interval: float | None = None):
         self.source = source
         self.interval = interval
         self.current = PortIndex([], revision=-1)
+        self.feed = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdtool-registry")
 
     def __call__(self) -> PortIndex:
@@ -175,7 +180,16 @@ class IndexFollower:
                  index.revision, index.port_count, (time.monotonic() - start) * 1000.0)
         return True
 
+    def _open_feed(self):
+        changes = getattr(self.source, "changes", None)
+        feed = changes() if callable(changes) else _SleepFeed(DEFAULT_POLL)
+        if self.interval is not None:
+            feed.interval = self.interval
+        return feed
+
     async def run(self, stop: asyncio.Event) -> None:
+        if self.feed is None:
+            self.feed = self._open_feed()
         failing = False
         while not stop.is_set():
             try:
@@ -187,11 +201,30 @@ class IndexFollower:
                 if not failing:
                     log.error("reading the registry failed (serving the last index): %s", e)
                 failing = True
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
+            await self.feed.wait(self.feed.interval, stop)
 
     def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+DEFAULT_POLL = 0.25  # seconds; a source without change notifications is polled this often
+
+
+class _SleepFeed:
+    """A source without ``changes()``: poll every ``interval``."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+
+    async def wait(self, timeout: float, stop: asyncio.Event) -> bool:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return True
+
+    def close(self) -> None:
+        pass
 

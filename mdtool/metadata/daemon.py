@@ -42,7 +42,9 @@ def logged(service) -> "callable":
     return handle
 
 
-async def _poll(service, stop: asyncio.Event) -> None:
+async def _poll(service, stop: asyncio.Event, feed=None) -> None:
+    """Drop cached documents when the revision moves; between checks, sleep on the
+    registry's change feed (PostgreSQL: woken by NOTIFY, 5 s fallback; SQLite: 0.25 s)."""
     failing = False
     while not stop.is_set():
         try:
@@ -55,6 +57,9 @@ async def _poll(service, stop: asyncio.Event) -> None:
             if not failing:
                 log.error("reading the registry revision failed: %s", e)
             failing = True
+        if feed is not None:
+            await feed.wait(feed.interval, stop)
+            continue
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), REVISION_POLL_SECONDS)
 
@@ -74,6 +79,8 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
     registry = open_registry(config.db_url)
     service = MetadataService(registry, secret, dns_domain=config.get("dns_domain") or "",
                               follow_source=False)
+    changes = getattr(registry, "changes", None)
+    feed = changes() if callable(changes) else None  # None: poll every REVISION_POLL_SECONDS
     metrics = daemon_metrics.start(config, "metadata")
     sock = bind_tcp(host, port)
 
@@ -86,7 +93,7 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
             await server.add_socket(sock)
             log.info("metadata service listening on %s:%d (registry %s, revision %s)",
                      host, port, config.db_url, service.revision)
-            poller = asyncio.create_task(_poll(service, stop))
+            poller = asyncio.create_task(_poll(service, stop, feed))
             await stop.wait()
             log.info("metadata service stopping")
         finally:
@@ -94,6 +101,8 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
                 await poller
             await server.close()
             service.close()
+            if feed is not None:
+                feed.close()
         log.info("metadata service stopped")
         return 0
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mdtool import model
 from mdtool.errors import BadInput, Conflict, NotFound, OperationFailed
-from mdtool.registry import db, schema as t
+from mdtool.registry import db, notify, schema as t
 from mdtool.registry import validate as v
 
 USER_DATA_MAX = 64 * 1024
@@ -41,6 +41,7 @@ class Registry:
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
         self.engine = engine or db.make_engine(url)
+        self._notify = db.is_postgresql(self.engine)
         db.upgrade(self.engine)
         db.secure_sqlite_file(url)
 
@@ -60,12 +61,22 @@ class Registry:
 
         SQLite writers start with BEGIN IMMEDIATE and wait up to the busy timeout for the
         lock; PostgreSQL writers queue on the registry_state row lock. Either way a
-        concurrent writer waits its turn instead of failing.
+        concurrent writer waits its turn instead of failing. Under PostgreSQL's READ
+        COMMITTED every later statement of the transaction sees what the previous lock
+        holder committed, so IP allocation needs no other lock and never hits a
+        serialization failure. On PostgreSQL the transaction also sends
+        ``NOTIFY mdtool_registry, '<revision>'``, delivered to listeners at COMMIT only
+        (never for a rolled-back change): see :mod:`mdtool.registry.notify`.
         """
         try:
             with self.engine.connect().execution_options(mdtool_write=True) as conn, conn.begin():
-                conn.execute(t.registry_state.update().where(t.registry_state.c.id == 1)
-                             .values(revision=t.registry_state.c.revision + 1))
+                revision = conn.execute(
+                    t.registry_state.update().where(t.registry_state.c.id == 1)
+                    .values(revision=t.registry_state.c.revision + 1)
+                    .returning(t.registry_state.c.revision)).scalar_one()
+                if self._notify:
+                    conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
+                                 {"channel": notify.CHANNEL, "payload": str(revision)})
                 yield conn
         except sa.exc.OperationalError as e:
             raise OperationFailed(f"registry write failed: {db._short(e)}") from None
@@ -75,6 +86,28 @@ class Registry:
     def revision(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(t.registry_state.c.revision)).scalar_one()
+
+    def changes(self) -> "notify.ChangeFeed":
+        """A feed that wakes its reader when the registry may have changed.
+
+        PostgreSQL: LISTEN on a dedicated connection (changes made on any node arrive
+        within milliseconds), with a slow revision poll as a fallback. SQLite: a fast
+        revision poll (one cheap query). Readers loop: compare ``revision()``, then
+        ``await feed.wait(feed.interval, stop)``.
+        """
+        if self._notify:
+            return notify.PgListenFeed(self.engine)
+        return notify.PollFeed()
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Blocking: True when a change notification arrived within ``timeout`` seconds.
+
+        Without notifications (SQLite) it sleeps and answers True: check ``revision()``.
+        """
+        feed = self.__dict__.get("_blocking_feed")
+        if feed is None:
+            feed = self.__dict__["_blocking_feed"] = self.changes()
+        return feed.wait_blocking(timeout)
 
     # -- lookup by name or id -----------------------------------------------------------
 
@@ -239,13 +272,7 @@ class Registry:
             dns.append(str(a))
         if len(set(dns)) != len(dns):
             raise BadInput("a DNS nameserver is given twice")
-        routes = []
-        for dest, hop in host_routes:
-            dnet = v.cidr(dest)
-            nh = v.ip(hop, "host route nexthop")
-            if dnet.version != net.version or nh.version != net.version:
-                raise BadInput(f"host route {dest} via {hop} is not IPv{net.version}")
-            routes.append({"destination": str(dnet), "nexthop": str(nh)})
+        routes = self._host_routes(host_routes, net.version)
         sid = str(uuid.uuid4())
         with self._write() as conn:
             nrow = self._resolve(conn, t.networks, network, "net")
@@ -260,6 +287,16 @@ class Registry:
                 dns_nameservers=dns, host_routes=routes,
                 project_id=project_id or nrow.project_id))
         return self.get_subnet(sid)
+
+    @staticmethod
+    def _host_routes(specs: Iterable[tuple[str, str]], version: int) -> list[dict[str, str]]:
+        routes = []
+        for dest, hop in specs:
+            dnet, nh = v.cidr(dest), v.ip(hop, "host route nexthop")
+            if dnet.version != version or nh.version != version:
+                raise BadInput(f"host route {dest} via {hop} is not IPv{version}")
+            routes.append({"destination": str(dnet), "nexthop": str(nh)})
+        return routes
 
     @staticmethod
     def _host_range(net: Net) -> tuple[Addr, Addr]:
@@ -316,13 +353,7 @@ class Registry:
         with self._write() as conn:
             r = self._resolve(conn, t.subnets, ref, "subnet")
             if host_routes is not None:
-                routes = []
-                for dest, hop in host_routes:
-                    dnet, nh = v.cidr(dest), v.ip(hop, "host route nexthop")
-                    if dnet.version != r.ip_version or nh.version != r.ip_version:
-                        raise BadInput(f"host route {dest} via {hop} is not IPv{r.ip_version}")
-                    routes.append({"destination": str(dnet), "nexthop": str(nh)})
-                values["host_routes"] = routes
+                values["host_routes"] = self._host_routes(host_routes, r.ip_version)
             if values:
                 conn.execute(t.subnets.update().where(t.subnets.c.id == r.id).values(**values))
         return self.get_subnet(r.id)

@@ -4,6 +4,11 @@ SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writers, so concurre
 mdtool processes queue for the write lock instead of failing with "database is locked".
 Schema changes are numbered steps applied in order inside one transaction; an upgrade
 never drops data.
+
+PostgreSQL: ``postgresql://`` means psycopg2 (SQLAlchemy 2.1 would pick psycopg 3, which
+mdtool does not depend on). Writers queue on the ``registry_state`` row lock (see
+``Registry._write``); read transactions are REPEATABLE READ, READ ONLY, so a view built
+from several queries is one snapshot (a read-only snapshot never fails to serialise).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ def _v1(conn: Connection) -> None:
     schema.metadata.create_all(conn)
 
 
+# Any constant: concurrent first starts on an empty PostgreSQL database take turns.
+_PG_UPGRADE_LOCK = 0x6D64746F6F6C  # "mdtool"
+
 # (version, step). Append new steps; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -35,6 +43,8 @@ def make_engine(url: str) -> Engine:
         u = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
         raise BadInput(f"invalid database URL {url!r}: expected sqlite:///PATH or postgresql://…") from None
+    if u.drivername == "postgres":
+        u = pg_url(u)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
@@ -58,8 +68,27 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if u.get_backend_name() == "postgresql":
-        return sa.create_engine(u, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        u = pg_url(u)
+        engine = sa.create_engine(u, pool_pre_ping=True, pool_size=2, max_overflow=4)
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_pg_begin(conn):
+            if not conn.get_execution_options().get("mdtool_write", False):
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+        return engine
     raise BadInput(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
+
+
+def pg_url(u: sa.engine.URL) -> sa.engine.URL:
+    """``postgresql://`` and ``postgres://`` -> ``postgresql+psycopg2://``; an explicit driver stays."""
+    if u.drivername in ("postgresql", "postgres"):
+        return u.set(drivername="postgresql+psycopg2")
+    return u
+
+
+def is_postgresql(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
 
 
 def upgrade(engine: Engine) -> int:
@@ -67,6 +96,8 @@ def upgrade(engine: Engine) -> int:
     try:
         with engine.connect().execution_options(mdtool_write=True) as conn:
             with conn.begin():
+                if is_postgresql(engine):
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_UPGRADE_LOCK})
                 insp = sa.inspect(conn)
                 if insp.has_table("registry_state"):
                     current = conn.execute(sa.select(schema.registry_state.c.schema_version)).scalar() or 0

@@ -1,4 +1,8 @@
-"""The registry itself: allocation, the DHCP port, schema versions, concurrency."""
+"""The registry itself: allocation, the DHCP port, schema versions, concurrency.
+
+Every test taking ``db_url`` runs twice: on SQLite and on a fresh PostgreSQL database
+(tests/conftest.py; skipped when no server is reachable).
+"""
 
 import json
 import os
@@ -11,8 +15,8 @@ from mdtool.registry import Registry
 from mdtool.registry import db as regdb
 
 
-def test_dhcp_port_takes_first_free_and_never_the_gateway(tmp_path):
-    reg = Registry(f"sqlite:///{tmp_path}/r.db")
+def test_dhcp_port_takes_first_free_and_never_the_gateway(db_url):
+    reg = Registry(db_url)
     reg.create_network("n")
     reg.create_subnet("n", "10.0.0.0/24")                      # gateway 10.0.0.1
     reg.create_subnet("n", "10.0.1.0/24", no_gateway=True)
@@ -27,8 +31,8 @@ def test_dhcp_port_takes_first_free_and_never_the_gateway(tmp_path):
     assert [f.ip_address for f in other.fixed_ips] == ["10.0.0.3", "10.0.1.2"]
 
 
-def test_revision_moves_on_every_write_and_not_on_failure(tmp_path):
-    reg = Registry(f"sqlite:///{tmp_path}/r.db")
+def test_revision_moves_on_every_write_and_not_on_failure(db_url):
+    reg = Registry(db_url)
     r0 = reg.revision()
     reg.create_network("n")
     assert reg.revision() == r0 + 1
@@ -39,13 +43,14 @@ def test_revision_moves_on_every_write_and_not_on_failure(tmp_path):
     assert reg.revision() == r0 + 1
 
 
-def test_schema_version_recorded_and_upgrade_keeps_data(tmp_path):
-    url = f"sqlite:///{tmp_path}/r.db"
+def test_schema_version_recorded_and_upgrade_keeps_data(db_url):
+    url = db_url
     Registry(url).create_network("keep")
     eng = regdb.make_engine(url)
     assert regdb.upgrade(eng) == regdb.SCHEMA_VERSION  # already current: a no-op
     with eng.connect() as c:
         assert c.execute(sa.text("select schema_version from registry_state")).scalar() == regdb.SCHEMA_VERSION
+    eng.dispose()
     assert [n.name for n in Registry(url).list_networks()] == ["keep"]
 
 
@@ -54,10 +59,9 @@ def test_database_file_is_private(tmp_path):
     assert os.stat(tmp_path / "r.db").st_mode & 0o077 == 0
 
 
-def test_parallel_processes_allocate_distinct_ips(tmp_path):
+def test_parallel_processes_allocate_distinct_ips(tmp_path, db_url):
     """8 mdtool processes x 10 ports on one subnet: 80 distinct IPs, no failure."""
-    env = dict(os.environ, MDTOOL_STATE_DIR=str(tmp_path))
-    env.pop("MDTOOL_DB", None)
+    env = dict(os.environ, MDTOOL_STATE_DIR=str(tmp_path), MDTOOL_DB=db_url)
     mdtool = [sys.executable, "-m", "mdtool"]
     subprocess.run(mdtool + ["net-create", "n"], env=env, check=True, capture_output=True)
     subprocess.run(mdtool + ["subnet-create", "n", "10.0.0.0/24", "--no-gateway"], env=env, check=True,
@@ -69,7 +73,7 @@ def test_parallel_processes_allocate_distinct_ips(tmp_path):
     outs = [p.communicate(timeout=240) for p in procs]
     errors = "".join(e for _, e in outs)
     assert "FAILED" not in "".join(o for o, _ in outs), errors
-    assert "locked" not in errors
+    assert "locked" not in errors and "could not serialize" not in errors and "deadlock" not in errors
     listing = subprocess.run(mdtool + ["port-list", "-f", "json"], env=env, check=True,
                              capture_output=True, text=True).stdout
     ips = [p["fixed_ips"][0]["ip_address"] for p in json.loads(listing)]
