@@ -78,8 +78,11 @@ class Node:
 
     def netns_down(self, network_ref: str, *, dry_run: bool = False) -> list[str]:
         from mdtool.netns import dhcp_port
+        from mdtool.netns import names
         net = self.registry.get_network(network_ref)
-        actions = dhcp_port.down(net.id, net.bridge, dry_run=dry_run)
+        others = [names.bridge_end_name(p.id) for p in net.ports
+                  if p.device_owner == model.DHCP_OWNER and p.host != self.config.host]
+        actions = dhcp_port.down(net.id, net.bridge, dry_run=dry_run, keep=others)
         return [a.text for a in actions]
 
     # -- dnsmasq ------------------------------------------------------------------------

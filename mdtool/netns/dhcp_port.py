@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from mdtool import model
 from mdtool.errors import BadInput
@@ -83,11 +84,12 @@ def observe(network_id: str, bridge: str | None = None, tap: str | None = None) 
     """Read-only: the namespace, its links and addresses, the bridge and our host ends."""
     ns = names.namespace_name(network_id)
     obs = Observed(namespace=ns, namespace_exists=ip_lib.namespace_exists(ns))
-    host_links = ip_lib.list_links(None)
+    alias = names.dhcp_end_alias(network_id)
+    host_links = ip_lib.host_links_matching(
+        names=(bridge, "ns-" + tap[3:] if tap else None), master=bridge, alias=alias)
     if bridge:
         obs.bridge = next((l for l in host_links if l.ifname == bridge), None)
         obs.bridge_ports = [l.ifname for l in host_links if l.master == bridge]
-    alias = names.dhcp_end_alias(network_id)
     obs.host_ends = [l for l in host_links if l.alias == alias]
     if obs.namespace_exists:
         obs.ns_links = ip_lib.list_links(ns)
@@ -194,9 +196,10 @@ def plan(desired: Desired, observed: Observed) -> list[Action]:
 def up(network: model.Network, dhcp_port: model.Port, *, dry_run: bool = False) -> list[Action]:
     """Make the DHCP port of ``network`` exist as the model says; [] when it already does."""
     desired = desired_state(network, dhcp_port)
-    observed = observe(network.id, bridge=desired.bridge, tap=desired.tap)
-    actions = plan(desired, observed)
-    return actions if dry_run else apply(actions)
+    with ip_lib.reuse_sockets():
+        observed = observe(network.id, bridge=desired.bridge, tap=desired.tap)
+        actions = plan(desired, observed)
+        return actions if dry_run else apply(actions)
 
 
 def plan_down(network_id: str, bridge_name: str | None, observed: Observed) -> list[Action]:
@@ -228,9 +231,17 @@ def plan_down(network_id: str, bridge_name: str | None, observed: Observed) -> l
     return actions
 
 
-def down(network_id: str, bridge_name: str | None, *, dry_run: bool = False) -> list[Action]:
-    """Remove the namespace, both veth ends, and the bridge if mdtool made it and it is idle."""
+def down(network_id: str, bridge_name: str | None, *, dry_run: bool = False,
+         keep: Iterable[str] = ()) -> list[Action]:
+    """Remove the namespace, both veth ends, and the bridge if mdtool made it and it is idle.
+
+    ``keep``: bridge ends of other nodes' DHCP ports on this network. They carry the same
+    alias; when two nodes share one host's network namespace (a test, a lab) they are not
+    ours to delete.
+    """
     observed = observe(network_id, bridge=bridge_name)
+    keep = set(keep)
+    observed.host_ends = [l for l in observed.host_ends if l.ifname not in keep]
     # host ends named after the namespace's taps count too (an unmarked leftover)
     host_names = {l.ifname for l in observed.host_ends}
     taps = [l.ifname for l in observed.ns_links if l.kind == "veth" and l.ifname.startswith("tap")]
