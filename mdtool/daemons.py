@@ -3,6 +3,7 @@ under the state dir, judged running by pid + cmdline like dnsmasq."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import time
@@ -87,6 +88,15 @@ def answers_http(family, addr, timeout: float = 0.5) -> bool:
         return False
     finally:
         s.close()
+
+
+def wake_proxy(config: Config) -> bool:
+    """Ask the running proxy to look for new namespaces now (SIGHUP), when it listens for
+    that signal already; False when it does not (it will on its next poll)."""
+    pid = running(config, "proxy")
+    if pid is None or not process.catches(pid, signal.SIGHUP):
+        return False
+    return process.signal_pid(pid, signal.SIGHUP)
 
 
 def stop(config: Config, role: str) -> bool:

@@ -89,6 +89,19 @@ def pid_matches(pid: int, must_contain: Sequence[str]) -> bool:
     return all(s in joined for s in must_contain)
 
 
+def catches(pid: int, sig: int) -> bool:
+    """Has ``pid`` installed a handler for ``sig``? (SigCgt in /proc/<pid>/status.) Sending
+    SIGHUP to a process that does not catch it yet would end it."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (int(sig) - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def is_running(pidfile: str | os.PathLike, must_contain: Sequence[str]) -> int | None:
     """The pid from ``pidfile`` when that process runs and is the one we mean, else None."""
     pid = read_pid(pidfile)

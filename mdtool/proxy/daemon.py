@@ -13,6 +13,7 @@ import asyncio
 import errno
 import logging
 import os
+import signal
 import socket
 from dataclasses import dataclass, field
 
@@ -255,18 +256,35 @@ class ProxyDaemon:
     # lifecycle ---------------------------------------------------------------------------
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Reconcile every poll_interval until ``stop`` is set, then close everything."""
+        """Reconcile every poll_interval until ``stop`` is set, then close everything.
+
+        SIGHUP reconciles at once: enable-isolated-metadata sends it after bringing a
+        namespace up, so it need not wait for the next poll (up to a second per network).
+        """
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, wake.set)
+            hup = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            hup = False
         try:
             while not stop.is_set():
+                wake.clear()
                 try:
                     await self.reconcile()
                 except Exception:
                     log.exception("proxy reconcile round failed")
+                waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
                 try:
-                    await asyncio.wait_for(stop.wait(), self.poll_interval)
-                except asyncio.TimeoutError:
-                    pass
+                    await asyncio.wait(waiters, timeout=self.poll_interval,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
         finally:
+            if hup:
+                loop.remove_signal_handler(signal.SIGHUP)
             await self.close()
 
     async def close(self) -> None:
