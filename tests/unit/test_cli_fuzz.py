@@ -128,6 +128,16 @@ def well_formed(db: Path) -> list[str]:
     return bad
 
 
+@pytest.fixture(scope="module", autouse=True)
+def report_counts():
+    """The figures for docs/reliability.md, printed once the module ran (use -s)."""
+    yield
+    if COUNTS["inputs"]:
+        print(f"\ncli-fuzz: {COUNTS['inputs']} inputs, {COUNTS['accepted']} accepted (exit 0), "
+              f"{COUNTS['refused']} refused (exit 2), 0 tracebacks, "
+              "0 registry changes on refusal")
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory) -> Path:
     """A registry with a network, a subnet, an instance and a port, by name n1 s1 vm1 p1."""
@@ -243,6 +253,3 @@ def test_known_bad_inputs(seeded, argv):
     check_one(seeded, argv)
 
 
-def test_zz_report_counts():
-    print(f"\ncli-fuzz: {COUNTS['inputs']} inputs, {COUNTS['accepted']} accepted (exit 0), "
-          f"{COUNTS['refused']} refused (exit 2), 0 tracebacks, 0 registry changes on refusal")
