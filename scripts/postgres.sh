@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A local PostgreSQL server for the registry tests, on a Unix socket in /run/postgresql.
-# Prints nothing on success; the tests find it via MDTOOL_TEST_PG (or skip without it).
+# Prints nothing on success. The tests find it on that socket (tests/pg.py), or wherever
+# MDTOOL_TEST_PG points (an admin URL, e.g. postgresql:///postgres); without one they skip.
 set -euo pipefail
 ver=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
 [ -n "$ver" ] || { echo "postgres: not installed" >&2; exit 1; }

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 from click.testing import CliRunner
 
@@ -24,13 +26,29 @@ def run(state_dir):
     return _run
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cli_db(request, state_dir, monkeypatch):
+    """Run the test's commands on SQLite (the state dir's default) and on a fresh PostgreSQL
+    database (MDTOOL_DB; skipped without a server, see tests/pg.py)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{state_dir}/mdtool.db"
+        return
+    from tests import pg
+    if pg.admin_url() is None:
+        pytest.skip("no PostgreSQL server (scripts/postgres.sh start)")
+    with pg.fresh_database() as url:
+        monkeypatch.setenv("MDTOOL_DB", url)
+        yield url
+
+
 @pytest.fixture
 def db_snapshot(state_dir):
     """A full dump of the registry, to show a refused command changed nothing."""
     import sqlalchemy as sa
 
     def snap():
-        eng = sa.create_engine(f"sqlite:///{state_dir}/mdtool.db")
+        from mdtool.registry import db
+        eng = db.make_engine(os.environ.get("MDTOOL_DB") or f"sqlite:///{state_dir}/mdtool.db")
         out = {}
         with eng.connect() as conn:
             for table in sa.inspect(conn).get_table_names():

@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("cli_db")  # every test on SQLite and on PostgreSQL
+
 STORY_ROWS = [
     ("allocation_pools", '{"start": "172.17.17.1", "end": "172.17.17.254"}'),
     ("cidr", "172.17.17.0/24"),
