@@ -131,5 +131,10 @@ def secure_sqlite_file(url: str) -> None:
     if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
         for suffix in ("", "-wal", "-shm"):
             p = u.database + suffix
-            if os.path.exists(p):
-                os.chmod(p, 0o600)
+            try:
+                if os.stat(p).st_mode & 0o777 != 0o600:
+                    os.chmod(p, 0o600)
+            except FileNotFoundError:
+                pass
+            except OSError as e:  # a read-only state dir: say so, no traceback
+                raise OperationFailed(f"cannot make {p} private (chmod 600): {e.strerror}") from None

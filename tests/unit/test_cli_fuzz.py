@@ -17,6 +17,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -94,7 +95,7 @@ def invocations(draw):
 # the registry -----------------------------------------------------------------------
 
 def dump(db: Path) -> dict[str, list]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         tables = [r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         return {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
@@ -108,7 +109,7 @@ _MAC_OK = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 def well_formed(db: Path) -> list[str]:
     """What an accepted input must never leave behind."""
     bad = []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         conn.row_factory = sqlite3.Row
         for table in ("networks", "subnets", "ports", "instances"):
             for row in conn.execute(f'SELECT * FROM "{table}"'):
