@@ -68,6 +68,7 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (0 on a clean stop)."""
     from mdtool.http.server import HttpServer, Limits, run_daemon
     from mdtool.metadata.service import MetadataService
+    from mdtool.config import mask_url
     from mdtool.registry import open_registry
 
     from mdtool import logs, metrics as daemon_metrics
@@ -92,7 +93,7 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
             await service.refresh()
             await server.add_socket(sock)
             log.info("metadata service listening on %s:%d (registry %s, revision %s)",
-                     host, port, config.db_url, service.revision)
+                     host, port, mask_url(config.db_url), service.revision)
             poller = asyncio.create_task(_poll(service, stop, feed))
             await stop.wait()
             log.info("metadata service stopping")

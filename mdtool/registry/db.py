@@ -14,6 +14,7 @@ from several queries is one snapshot (a read-only snapshot never fails to serial
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +43,7 @@ def make_engine(url: str) -> Engine:
     try:
         u = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        raise BadInput(f"invalid database URL {url!r}: expected sqlite:///PATH or postgresql://…") from None
+        raise BadInput(f"invalid database URL {_masked(url)!r}: expected sqlite:///PATH or postgresql://…") from None
     if u.drivername == "postgres":
         u = pg_url(u)
     if u.get_backend_name() == "sqlite":
@@ -77,7 +78,12 @@ def make_engine(url: str) -> Engine:
                 conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
         return engine
-    raise BadInput(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
+    raise BadInput(f"unsupported database URL {_masked(url)!r}: use sqlite:///PATH or postgresql://…")
+
+
+def _masked(url: str) -> str:
+    """The URL for an error message: never its password."""
+    return re.sub(r"^([A-Za-z0-9+]+://[^:/@]*):[^@]*@", r"\1:********@", url)
 
 
 def pg_url(u: sa.engine.URL) -> sa.engine.URL:
