@@ -38,13 +38,24 @@ class Node:
                            f"mdtool subnet-create {net.name} CIDR --no-gateway")
         port = self._own_port(net)
         changes: list[str] = []
-        if create:
+        # Read first: the write transaction of ensure_dhcp_port bumps the registry revision,
+        # and every bump makes the agent rebuild its index and the metadata service drop
+        # its cache (a no-change enable over 200 networks did that 200 times).
+        if create and not self._port_complete(net, port):
             port, changed = self.registry.ensure_dhcp_port(net.id, self.config.host)
             if changed:
                 ips = ", ".join(f.ip_address for f in port.fixed_ips)
                 changes.append(f"reserve DHCP port {port.id[:8]} ({port.mac_address}, {ips})")
                 net = self.registry.get_network(net.id)
         return DhcpState(net, port, changes)
+
+    @staticmethod
+    def _port_complete(net: model.Network, port: model.Port | None) -> bool:
+        """The DHCP port exists with an address on every DHCP-enabled subnet."""
+        if port is None:
+            return False
+        have = {f.subnet_id for f in port.fixed_ips}
+        return all(s.id in have for s in net.subnets if s.enable_dhcp)
 
     def _own_port(self, net: model.Network) -> model.Port | None:
         for p in net.ports:
