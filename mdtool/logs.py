@@ -12,6 +12,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import time
 from pathlib import Path
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -48,12 +49,33 @@ def stderr_is_journal(environ=None, stream=None) -> bool:
 
 def cli_verbosity() -> int:
     """How many -v the command line carried (0 outside a click command)."""
+    click = sys.modules.get("click")  # never imported here: the lean proxy runs without it
+    if click is None:
+        return 0
     try:
-        import click
         ctx = click.get_current_context(silent=True)
         return int(ctx.find_root().params.get("verbose") or 0) if ctx else 0
     except Exception:
         return 0
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` exactly, with the timestamp's strftime done once per second: the
+    daemons log every request, and formatting the time was a visible part of that."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second: int | None = None
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return self.default_msec_format % (self._stamp, record.msecs)
 
 
 def destination(config, role: str) -> Path | None:
@@ -80,8 +102,11 @@ def setup(config, role: str, verbose: int | None = None, stream=None) -> logging
         handler = logging.StreamHandler(stream)
         mode = config.get("use_journal")
         journal = mode == "yes" or (mode == "auto" and stderr_is_journal(stream=stream))
-    handler.setFormatter(JournalFormatter(JOURNAL_FORMAT) if journal
-                         else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JournalFormatter(JOURNAL_FORMAT) if journal else TextFormatter())
+    # A line per request: skip what no format here prints (the walk up the stack for the
+    # caller's file and line, thread and process names).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler._mdtool = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in list(root.handlers):
