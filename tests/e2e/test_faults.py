@@ -134,6 +134,14 @@ def leases(path: Path) -> dict[str, str]:
     return out
 
 
+def logs_of(site) -> dict[str, str]:
+    """The last lines of every daemon log, for a failure message."""
+    out = {}
+    for p in sorted((site.state_dir / "log").glob("*.log")):
+        out[p.name] = "\n".join(p.read_text(errors="replace").splitlines()[-5:])
+    return out
+
+
 def switch_addr(ns: str) -> str | None:
     """The instance's IPv4 address on eth0."""
     out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-4", "-o", "addr", "show", "dev",
@@ -168,7 +176,8 @@ def kill_daemons_under_load(site, rounds: int) -> None:
                 _count("daemons SIGKILLed")
                 wait_for(lambda: dead(pid), 5, f"{role} to die")
                 t0 = time.monotonic()
-                site.mdtool("enable-isolated-metadata", net)
+                res = site.mdtool("enable-isolated-metadata", net, check=False)
+                assert res.returncode == 0, (res.stdout, res.stderr, logs_of(site))
                 wait_for(lambda: load.ok_since(t0), 10, f"200 again after killing {role}")
                 COUNTS["worst recovery ms"] = max(COUNTS.get("worst recovery ms", 0),
                                                   int((time.monotonic() - t0) * 1000))
