@@ -7,12 +7,13 @@ import sys
 
 import click
 
+from mdtool.cli import complete
 from mdtool.cli.app import abort
 
 
 @click.command("inspect")
-@click.argument("network", required=False)
-@click.option("--port", "port_ref", metavar="PORT",
+@click.argument("network", required=False, shell_complete=complete.networks)
+@click.option("--port", "port_ref", metavar="PORT", shell_complete=complete.ports,
               help="Probe as this port (id or name; default: the first port with an instance).")
 @click.option("-f", "--format", "fmt", type=click.Choice(("table", "json")), default="table",
               show_default=True, help="Output format.")

@@ -88,3 +88,8 @@ def test_scripts(run, shell, marker):
 def test_bad_shell(run):
     r = run("completion", "tcsh")
     assert r.exit_code == 2
+
+
+def test_inspect_completes_networks_and_ports(registry, state_dir):
+    assert complete(state_dir, "mdtool inspect ne") == "plain,net1\nplain,netb\n"
+    assert complete(state_dir, "mdtool inspect net1 --port p") == "plain,p1\n"
