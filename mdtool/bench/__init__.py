@@ -37,6 +37,7 @@ def machine() -> dict:
             return ""
     from mdtool import __version__
     return {"nproc": os.cpu_count(), "kernel": platform.release(),
+            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
             "cpu": next((l.split(":", 1)[1].strip() for l in
                          Path("/proc/cpuinfo").read_text().splitlines()
                          if l.startswith("model name")), ""),
@@ -48,6 +49,14 @@ def machine() -> dict:
             "dnsmasq": out("dnsmasq", "--version").splitlines()[0] if shutil.which("dnsmasq") else "",
             "udhcpc": "busybox " + (out("busybox").splitlines() or [""])[0].split(" ")[1:2][0]
             if shutil.which("busybox") else ""}
+
+
+def _timed(results: dict, name: str, fn):
+    t0 = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 2)
 
 
 def run(output: Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIONS,
@@ -64,27 +73,28 @@ def run(output: Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIO
         pipeline = None
         if {"throughput", "boot", "registry"} & set(sections):
             log("setting up: network, instance, namespaces, metadata and agent")
-            pipeline = suite.Pipeline(h)
+            pipeline = _timed(results, "pipeline", lambda: suite.Pipeline(h))
         if "throughput" in sections:
             log("1. throughput and latency")
-            results["throughput"] = suite.throughput(pipeline, sizes, log)
+            results["throughput"] = _timed(results, "throughput", lambda: suite.throughput(pipeline, sizes, log))
         if "memory" in sections:
             log("2. memory")
-            results["memory"] = suite.memory(h, sizes, log)
+            results["memory"] = _timed(results, "memory", lambda: suite.memory(h, sizes, log))
         if "boot" in sections:
             log("3. boot to metadata")
-            results["boot"] = suite.boot(pipeline, sizes, log)
+            results["boot"] = _timed(results, "boot", lambda: suite.boot(pipeline, sizes, log))
         if "registry" in sections:
             log("5. registry")
-            results["registry"] = suite.registry(h, pipeline, sizes, log)
+            results["registry"] = _timed(results, "registry", lambda: suite.registry(h, pipeline, sizes, log))
         if "setup" in sections:
             log("4. set-up at scale")
-            results["setup"] = suite.setup(h, sizes, log)
+            results["setup"] = _timed(results, "setup", lambda: suite.setup(h, sizes, log))
     finally:
         errors = h.close()
         if errors:
             log("cleanup problems: " + "; ".join(errors))
     results["seconds"] = time.perf_counter() - t0
+    results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     results["targets"] = {k: v for k, v in report.targets(results).items()}
     output.mkdir(parents=True, exist_ok=True)
     (output / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")

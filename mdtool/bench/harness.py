@@ -92,6 +92,14 @@ def kill(pid: int, timeout: float = 5.0) -> None:
         pass
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End a child of ours. Only while it is unreaped is its pid surely still its own (a
+    reaped pid may already belong to someone else's process)."""
+    if proc.poll() is None:
+        kill(proc.pid)
+        proc.poll()
+
+
 def _state(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -249,7 +257,7 @@ class Harness:
         finally:
             if log:
                 out.close()
-        self.cleanup.add(f"process {proc.pid}", lambda: kill(proc.pid))
+        self.cleanup.add(f"process {proc.pid}", lambda: stop(proc))
         return proc
 
     def mdtool_daemon(self, state_dir: Path, *args: str, log_name: str) -> subprocess.Popen:

@@ -1,0 +1,47 @@
+"""A smoke run of `mdtool bench --quick`, so the benchmark cannot rot (the real run is
+not part of the test suite: see docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(os.geteuid() != 0 or any(shutil.which(p) is None for p in
+                                                ("ip", "wrk", "haproxy", "udhcpc", "dnsmasq", "ss")),
+                       reason="needs root, wrk, haproxy, udhcpc, dnsmasq"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "mdtool", "bench", "--quick", "--output", str(out)],
+                         capture_output=True, text=True, timeout=110, cwd=ROOT,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads((out / "benchmarks.json").read_text())
+    for section in ("throughput", "memory", "boot", "setup", "registry", "machine", "targets"):
+        assert section in data, section
+    tp = data["throughput"]
+    assert set(tp["results"]) == {"ceiling", "neutron", "mdtool"}
+    for kind in tp["results"].values():
+        for cell in kind["by_connections"].values():
+            assert cell["rps"] > 0 and cell["non2xx"] == 0
+    assert all(v["c_over_b"] and v["c_over_a"] for v in tp["ratios"].values())
+    assert data["memory"]["by_networks"]["1"]["mdtool"]["pss"] > 0
+    assert data["boot"]["dhcp_ms"] > 0
+    assert data["setup"]["rerun"]["networks"] >= 1
+    assert data["registry"]["lookup"]["p99_us"] > 0
+    assert (out / "benchmarks.png").stat().st_size > 10_000
+    assert "(c)/(b)" in (out / "benchmarks-table.md").read_text()
+    assert data["seconds"] < 60
