@@ -29,14 +29,6 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-        return len(text) == 36
-    except ValueError:
-        return False
-
-
 class Registry:
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
@@ -573,7 +565,9 @@ class Registry:
     def create_instance(self, name: str, *, project_id: str = "admin", hostname: str | None = None,
                         user_data: bytes | None = None, key_name: str | None = None,
                         public_key: str | None = None, meta: dict[str, str] | None = None,
-                        vendor_data: dict | None = None, availability_zone: str = "nova") -> model.Instance:
+                        vendor_data: dict | None = None, availability_zone: str = "nova",
+                        instance_id: str | None = None) -> model.Instance:
+        """Record an instance; ``instance_id`` keeps a real Nova's UUID (for interop)."""
         v.name(name, "instance name")
         v.project_id(project_id)
         host = v.hostname(hostname) if hostname else v.hostname_from_name(name)
@@ -584,16 +578,15 @@ class Registry:
                 raise BadInput("--key-name and --public-key go together")
             keys[v.name(key_name, "key name")] = public_key
         self._check_vendor_data(vendor_data)
-        iid = str(uuid.uuid4())
+        iid = v.uuid(instance_id, "instance id") if instance_id else str(uuid.uuid4())
         with self._write() as conn:
-            n = conn.execute(sa.select(sa.func.count()).select_from(t.instances)
-                             .where(t.instances.c.project_id == project_id)).scalar_one()
+            if conn.execute(sa.select(t.instances.c.id).where(t.instances.c.id == iid)).first():
+                raise Conflict(f"an instance with id {iid} already exists")
             conn.execute(t.instances.insert().values(
                 id=iid, name=name, hostname=host, project_id=project_id, key_name=key_name,
                 public_keys=keys, meta=meta or {}, user_data=user_data, vendor_data=vendor_data,
                 availability_zone=availability_zone, launch_index=0, password=None,
                 created_at=_now()))
-            del n
         return self.get_instance(iid)
 
     @staticmethod

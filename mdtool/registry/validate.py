@@ -68,6 +68,15 @@ def hostname_from_name(instance_name: str) -> str:
     return h or "instance"
 
 
+def uuid(text: str, what: str = "id") -> str:
+    import uuid as _uuid
+    try:
+        u = _uuid.UUID(text.strip())
+    except ValueError:
+        raise BadInput(f"invalid {what} {text!r}: expected a UUID") from None
+    return str(u)
+
+
 def mtu(value: int) -> int:
     if not 68 <= value <= 65535:
         raise BadInput(f"invalid MTU {value}: expected 68 to 65535")

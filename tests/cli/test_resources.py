@@ -158,6 +158,7 @@ BAD = [
     (["instance-create", "vm", "--meta", "novalue"], "KEY=VALUE"),
     (["instance-create", "vm", "--key-name", "k"], "go together"),
     (["net-list", "-c", "bogus"], "unknown column"),
+    (["instance-create", "vm", "--id", "not-a-uuid"], "expected a UUID"),
 ]
 
 
@@ -183,3 +184,11 @@ def test_help_is_fast_and_teaches(run):
     assert r.exit_code == 0 and "subnet-create" in r.stdout and "enable" in r.stdout.lower()
     r = run("subnet-create", "--help")
     assert "--no-gateway" in r.stdout and "172.17.17.0/24" in r.stdout
+
+
+def test_instance_keeps_a_given_nova_uuid(run):
+    nova_id = "6f1c8f9e-3a0b-4c52-9d1e-0b2f5a7c9e11"
+    r = run("instance-create", "vm", "--id", nova_id, "-f", "value", "-c", "id")
+    assert r.exit_code == 0 and r.stdout.strip() == nova_id
+    r = run("instance-create", "vm2", "--id", nova_id.upper())
+    assert r.exit_code == 2 and "already exists" in r.stderr

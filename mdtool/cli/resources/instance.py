@@ -65,16 +65,19 @@ def _meta(items) -> dict[str, str]:
 @click.option("--public-key", metavar="FILE", help="OpenSSH public key file (with --key-name).")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata item (repeatable).")
 @click.option("--vendor-data", metavar="FILE", help="JSON object served as vendor_data.json.")
+@click.option("--id", "instance_id", metavar="UUID",
+              help="Keep this id (a real Nova's instance UUID, when mdtool stands in for Neutron).")
 @format_options
 @pass_ctx
 def instance_create(ctx, name, project_id, hostname, user_data, key_name, public_key, meta,
-                    vendor_data, fmt, columns):
+                    vendor_data, instance_id, fmt, columns):
     """Record an instance: what Nova would know of it."""
     from mdtool.registry.api import USER_DATA_MAX
     ud = _read_file(user_data, "user-data", USER_DATA_MAX) if user_data else None
     i = ctx.registry.create_instance(
         name, project_id=project_id, hostname=hostname, user_data=ud, key_name=key_name,
-        public_key=_public_key(public_key), meta=_meta(meta), vendor_data=_vendor_data(vendor_data))
+        public_key=_public_key(public_key), meta=_meta(meta), vendor_data=_vendor_data(vendor_data),
+        instance_id=instance_id)
     emit_one(records.instance(i), fmt, columns, "Created a new instance:")
 
 
