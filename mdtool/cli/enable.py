@@ -6,6 +6,7 @@ import click
 
 from mdtool.cli import complete
 
+
 def _printer(ctx, dry_run: bool):
     counter = {"n": 0, "changes": 0}
 
@@ -77,6 +78,25 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
         abort(f"{action} failed on {len(failed)} network(s): {', '.join(failed)}", 1)
 
 
+def _run(ctx, action: str, fn, networks, all_: bool, dry_run: bool, done: str) -> None:
+    """One network: every step as it happens and a summary; several: a progress bar."""
+    targets = _targets(ctx, networks, all_)
+    if len(targets) != 1 or all_:
+        _many(ctx, action, fn, targets, dry_run)
+        return
+    network = targets[0]
+    on_step, counter = _printer(ctx, dry_run)
+    fn(ctx.config, ctx.registry, network, dry_run=dry_run, on_step=on_step)
+    if dry_run:
+        ctx.say(f"dry run: {counter['changes']} change(s) planned, nothing changed")
+    elif counter["changes"]:
+        hint = f"; check with: mdtool inspect {network}" if done == "enabled" else ""
+        ctx.say(f"[green]isolated metadata {done} on {network}[/green]: "
+                f"{counter['changes']} change(s){hint}")
+    else:
+        ctx.say(f"isolated metadata already {done} on {network}: nothing changed")
+
+
 @click.command("enable-isolated-metadata")
 @click.argument("networks", nargs=-1, metavar="NETWORK...", shell_complete=complete.networks)
 @click.option("--all", "all_", is_flag=True, help="Every network with a DHCP-enabled subnet.")
@@ -87,20 +107,7 @@ def enable_isolated_metadata(ctx, networks, all_, dry_run):
     the metadata service, agent and proxy. Only what is missing is done; on failure, what this
     run did is rolled back. Several networks (or --all) show a progress bar."""
     from mdtool.enable import enable
-    targets = _targets(ctx, networks, all_)
-    if len(targets) != 1 or all_:
-        _many(ctx, "enable-isolated-metadata", enable, targets, dry_run)
-        return
-    network = targets[0]
-    on_step, counter = _printer(ctx, dry_run)
-    enable(ctx.config, ctx.registry, network, dry_run=dry_run, on_step=on_step)
-    if dry_run:
-        ctx.say(f"dry run: {counter['changes']} change(s) planned, nothing changed")
-    elif counter["changes"]:
-        ctx.say(f"[green]isolated metadata enabled on {network}[/green]: {counter['changes']} change(s); "
-                f"check with: mdtool inspect {network}")
-    else:
-        ctx.say(f"isolated metadata already enabled on {network}: nothing changed")
+    _run(ctx, "enable-isolated-metadata", enable, networks, all_, dry_run, "enabled")
 
 
 @click.command("disable-isolated-metadata")
@@ -112,16 +119,4 @@ def disable_isolated_metadata(ctx, networks, all_, dry_run):
     """Remove NETWORK's namespace, dnsmasq and DHCP port; stop the shared daemons when no
     other network needs them."""
     from mdtool.enable import disable
-    targets = _targets(ctx, networks, all_)
-    if len(targets) != 1 or all_:
-        _many(ctx, "disable-isolated-metadata", disable, targets, dry_run)
-        return
-    network = targets[0]
-    on_step, counter = _printer(ctx, dry_run)
-    disable(ctx.config, ctx.registry, network, dry_run=dry_run, on_step=on_step)
-    if dry_run:
-        ctx.say(f"dry run: {counter['changes']} change(s) planned, nothing changed")
-    elif counter["changes"]:
-        ctx.say(f"isolated metadata disabled on {network}: {counter['changes']} change(s)")
-    else:
-        ctx.say(f"isolated metadata already disabled on {network}: nothing changed")
+    _run(ctx, "disable-isolated-metadata", disable, networks, all_, dry_run, "disabled")
