@@ -123,7 +123,23 @@ def upgrade(engine: Engine) -> int:
                     conn.execute(schema.registry_state.update().values(schema_version=SCHEMA_VERSION))
                 return current
     except sa.exc.OperationalError as e:
-        raise OperationFailed(f"cannot open the registry database: {_short(e)}") from None
+        raise OperationFailed(f"cannot open the registry database: {_short(e)}"
+                              f"{_full_hint(engine)}") from None
+
+
+def _full_hint(engine: Engine) -> str:
+    """SQLite says 'disk I/O error' when it cannot grow its -shm/-wal files: name the cause."""
+    db_path = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not db_path or db_path == ":memory:":
+        return ""
+    folder = os.path.dirname(os.path.abspath(db_path))
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return ""
+    if st.f_bavail == 0 or st.f_favail == 0:
+        return f" (no space left on the file system of {folder}: free some space, then retry)"
+    return ""
 
 
 def _short(e: Exception) -> str:
