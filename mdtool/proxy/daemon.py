@@ -22,7 +22,7 @@ from mdtool.http.client import UpstreamPool
 from mdtool.http.server import HttpServer, Limits, run_daemon
 from mdtool.model import METADATA_IPV4, METADATA_IPV6
 from mdtool.netns import switch
-from mdtool.proxy.handler import ProxyHandler
+from mdtool.proxy.handler import LATENCY_BUCKETS, ProxyHandler
 from mdtool.proxy.ratelimit import RateLimiter, RateLimits
 from mdtool.proxy.tokens import TokenSealer, derive_key
 
@@ -113,6 +113,7 @@ class ProxyDaemon:
         # Counters of sites no longer served, so metrics never go backwards.
         self._retired_counts: dict[tuple[str, int], int] = {}
         self._retired_durations: dict[str, float] = {}
+        self._retired_latency = [0] * (len(LATENCY_BUCKETS) + 1)
         self._missing_reported: set[str] = set()
 
     # what should be served -----------------------------------------------------------
@@ -232,6 +233,13 @@ class ProxyDaemon:
                 out[(net, status)] = out.get((net, status), 0) + n
         return out
 
+    def latency_counts(self) -> list[int]:
+        """Requests per latency bucket (handler.LATENCY_BUCKETS, then +Inf), all networks."""
+        out = list(self._retired_latency)
+        for site in self.sites.values():
+            out = [a + b for a, b in zip(out, site.handler.latency_counts)]
+        return out
+
     def durations(self) -> dict[str, float]:
         out = dict(self._retired_durations)
         for net, site in self.sites.items():
@@ -243,6 +251,7 @@ class ProxyDaemon:
         for status, n in h.status_counts.items():
             key = (site.network_id, status)
             self._retired_counts[key] = self._retired_counts.get(key, 0) + n
+        self._retired_latency = [a + b for a, b in zip(self._retired_latency, h.latency_counts)]
         self._retired_durations[site.network_id] = (
             self._retired_durations.get(site.network_id, 0.0) + h.duration_sum)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 
 from mdtool.http.client import UpstreamPool, UpstreamTimeout, UpstreamUnavailable
 from mdtool.http.types import Request, Response
@@ -23,13 +24,17 @@ _TOKEN_PREFIX = "x-aws-ec2-metadata-token"  # both token headers: never forwarde
 _WARN_EVERY = 10.0  # seconds between repeated upstream warnings of one network
 
 
+# Upper bounds (seconds) of the latency histogram the metrics endpoint exposes.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 class ProxyHandler:
     """Forwards requests that arrive on ``network_id`` to the agent behind ``pool``.
 
     Keeps per-status counts and the summed duration for the metrics endpoint.
     """
 
-    __slots__ = ("pool", "network_id", "limiter", "status_counts", "duration_sum",
+    __slots__ = ("pool", "network_id", "limiter", "status_counts", "duration_sum", "latency_counts",
                  "_last_warn", "_suppressed", "sealer", "tokens_required", "hop_limit")
 
     def __init__(self, pool: UpstreamPool, network_id: str,
@@ -43,6 +48,7 @@ class ProxyHandler:
         self.hop_limit = hop_limit
         self.status_counts: dict[int, int] = {}
         self.duration_sum = 0.0
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # last: above every bucket
         self._last_warn = -_WARN_EVERY
         self._suppressed = 0
 
@@ -106,6 +112,7 @@ class ProxyHandler:
                 resp = Response(502, _BAD_GATEWAY, list(_CT))
         elapsed = time.monotonic() - start
         self.duration_sum += elapsed
+        self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         counts = self.status_counts
         status = resp.status
         counts[status] = counts.get(status, 0) + 1

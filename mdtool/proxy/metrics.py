@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mdtool.http.types import Request, Response
+from mdtool.proxy.handler import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
     from mdtool.proxy.daemon import ProxyDaemon
@@ -26,10 +27,35 @@ def render(daemon: ProxyDaemon) -> str:
     totals = daemon.totals()
     for (net, status), n in sorted(totals.items()):
         out.append(f'mdtool_proxy_requests_total{{network="{net}",code="{status}"}} {n}')
-    out += ["# HELP mdtool_proxy_request_duration_seconds_sum Time spent answering, by network.",
-            "# TYPE mdtool_proxy_request_duration_seconds_sum counter"]
+    # Derived from the status counts: nothing extra on the request path.
+    limited: dict[str, int] = {}
+    upstream: dict[str, int] = {"unavailable": 0, "timeout": 0}
+    for (net, status), n in totals.items():
+        if status == 429:
+            limited[net] = limited.get(net, 0) + n
+        elif status == 502:
+            upstream["unavailable"] += n
+        elif status == 504:
+            upstream["timeout"] += n
+    out += ["# HELP mdtool_proxy_rate_limited_total Requests refused with 429, by network.",
+            "# TYPE mdtool_proxy_rate_limited_total counter"]
+    out += [f'mdtool_proxy_rate_limited_total{{network="{net}"}} {n}' for net, n in sorted(limited.items())]
+    out += ["# HELP mdtool_proxy_upstream_errors_total Agent unreachable (502) or too slow (504).",
+            "# TYPE mdtool_proxy_upstream_errors_total counter"]
+    out += [f'mdtool_proxy_upstream_errors_total{{kind="{k}"}} {n}' for k, n in upstream.items()]
+    out += ["# HELP mdtool_proxy_request_duration_seconds Time to answer a request, all networks.",
+            "# TYPE mdtool_proxy_request_duration_seconds histogram"]
+    cumulative = 0
+    counts = daemon.latency_counts()
+    for bound, n in zip(list(LATENCY_BUCKETS) + ["+Inf"], counts):
+        cumulative += n
+        out.append(f'mdtool_proxy_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
+    out.append(f"mdtool_proxy_request_duration_seconds_count {cumulative}")
+    out.append(f"mdtool_proxy_request_duration_seconds_sum {sum(daemon.durations().values()):.6f}")
+    out += ["# HELP mdtool_proxy_request_seconds_total Time spent answering, by network.",
+            "# TYPE mdtool_proxy_request_seconds_total counter"]
     for net, secs in sorted(daemon.durations().items()):
-        out.append(f'mdtool_proxy_request_duration_seconds_sum{{network="{net}"}} {secs:.6f}')
+        out.append(f'mdtool_proxy_request_seconds_total{{network="{net}"}} {secs:.6f}')
     return "\n".join(out) + "\n"
 
 

@@ -240,3 +240,11 @@ def test_metrics_count_answers_per_network_and_survive_a_dropped_network(tmp_pat
     assert "mdtool_proxy_networks 1\n" in first and "mdtool_proxy_listeners 1\n" in first
     assert 'mdtool_proxy_requests_total{network="n1",code="502"} 2' in second
     assert "mdtool_proxy_networks 0\n" in second
+    # derived series: 502 counts as an upstream error; both requests sit in the histogram
+    assert 'mdtool_proxy_upstream_errors_total{kind="unavailable"} 2' in second
+    assert 'mdtool_proxy_request_duration_seconds_bucket{le="+Inf"} 2' in second
+    assert "mdtool_proxy_request_duration_seconds_count 2\n" in second
+    from prometheus_client.parser import text_string_to_metric_families
+    names = {f.name for f in text_string_to_metric_families(second)}
+    assert {"mdtool_proxy_requests", "mdtool_proxy_request_duration_seconds",
+            "mdtool_proxy_rate_limited", "mdtool_proxy_upstream_errors"} <= names
