@@ -54,7 +54,7 @@ def start(config: Config, role: str) -> int | None:
     pid = process.spawn(argv(config, role), pidfile=pidfile(config, role), logfile=log, env=env)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
-        if not process.pid_matches(pid, _must_contain(config, role)):
+        if process.exited(pid):
             tail = log.read_bytes()[offset:].decode(errors="replace").strip().splitlines()
             detail = tail[-1] if tail else "no output"
             raise OperationFailed(f"mdtool {role} exited at start: {detail} (log: {log})")

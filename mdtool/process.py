@@ -89,6 +89,14 @@ def pid_matches(pid: int, must_contain: Sequence[str]) -> bool:
     return all(s in joined for s in must_contain)
 
 
+def exited(pid: int) -> bool:
+    """Has our freshly spawned ``pid`` ended? Judged by its state only: its cmdline reads
+    empty or foreign while it execs (``ip netns exec`` execs dnsmasq after we return),
+    which made a starting daemon look dead."""
+    _reap(pid)
+    return _proc_state(pid) in (None, "Z", "X")
+
+
 def catches(pid: int, sig: int) -> bool:
     """Has ``pid`` installed a handler for ``sig``? (SigCgt in /proc/<pid>/status.) Sending
     SIGHUP to a process that does not catch it yet would end it."""

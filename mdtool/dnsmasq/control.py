@@ -114,7 +114,7 @@ def start(config: Config, network: model.Network, dhcp_port: model.Port) -> bool
     deadline = time.monotonic() + STARTUP_TIMEOUT
     delay = 0.02
     while time.monotonic() < deadline:
-        if not process.pid_matches(pid, _must_contain(network.id)):
+        if process.exited(pid):
             try:
                 p.pid.unlink()
             except FileNotFoundError:
