@@ -64,10 +64,11 @@ def test_zombie_is_not_running(tmp_path, marker):
         f = tmp_path / "pid"
         f.write_text(f"{p.pid}\n")
         import time
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{p.pid}/cmdline") \
-                and open(f"/proc/{p.pid}/cmdline", "rb").read():
+        deadline = time.monotonic() + 30
+        # Wait for the zombie state itself: an empty cmdline alone also happens mid-exec.
+        while time.monotonic() < deadline and process._proc_state(p.pid) != "Z":
             time.sleep(0.01)
+        assert process._proc_state(p.pid) == "Z"
         assert process.is_running(f, [marker]) is None
     finally:
         try:
