@@ -152,8 +152,9 @@ def enable(config: Config, registry: Registry, network_ref: str, *, dry_run: boo
     def serving() -> Step:
         if dry_run:
             return Step("proxy serving")
-        if not _proxy_listening(net.id):
-            daemons.wake_proxy(config)  # rather than wait for its next poll
+        if _proxy_listening(net.id):
+            return Step("proxy serving")
+        daemons.wake_proxy(config)  # rather than wait for its next poll
         if not wait_proxy(net.id):
             raise OperationFailed(f"the proxy does not listen on {model.METADATA_IPV4}:80 in "
                                   f"qdhcp-{net.id} (log: {daemons.logfile(config, 'proxy')})")

@@ -44,12 +44,17 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mdtool.errors import MdtoolError
+    from mdtool.netns import ip_lib
+    from mdtool.registry.snapshot import SnapshotRegistry
+    # One registry read and one host netlink socket for the whole batch; each network
+    # is still observed in full (kernel, files, processes) and repaired where it drifted.
+    registry = SnapshotRegistry(ctx.registry)
     failed: list[str] = []
     total_changes = 0
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=ctx.console, transient=True,
-                  disable=not ctx.console.is_terminal) as progress:
+    with ip_lib.batch(), Progress(*columns, console=ctx.console, transient=True,
+                                  disable=not ctx.console.is_terminal) as progress:
         task = progress.add_task(action, total=len(networks))
         for net in networks:
             changes = 0
@@ -60,7 +65,8 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
                 progress.update(task, description=f"{action} {net}: {step.name}")
 
             try:
-                fn(ctx.config, ctx.registry, net, dry_run=dry_run, on_step=on_step)
+                registry.refresh()
+                fn(ctx.config, registry, net, dry_run=dry_run, on_step=on_step)
             except MdtoolError as e:
                 failed.append(net)
                 progress.console.print(f"[red]✗[/red] {net}: {e}")

@@ -92,13 +92,15 @@ def observe(network_id: str, bridge: str | None = None, tap: str | None = None) 
         obs.bridge_ports = [l.ifname for l in host_links if l.master == bridge]
     obs.host_ends = [l for l in host_links if l.alias == alias]
     if obs.namespace_exists:
-        obs.ns_links = ip_lib.list_links(ns)
+        # links and addresses in one read through one socket (cheap: this runs for every
+        # network on every enable, changes or not)
+        obs.ns_links, ns_addresses = ip_lib.read_namespace(ns)
         lo = next((l for l in obs.ns_links if l.ifname == "lo"), None)
         obs.lo_up = bool(lo and lo.up)
         if tap:
             obs.tap = next((l for l in obs.ns_links if l.ifname == tap), None)
             if obs.tap is not None:
-                obs.tap_addresses = ip_lib.list_addresses(ns, ifname=tap)
+                obs.tap_addresses = [a for a in ns_addresses if a.ifname == tap]
     if tap:
         # a bridge end left behind by a namespace deleted under it, not yet marked
         wanted = "ns-" + tap[3:]

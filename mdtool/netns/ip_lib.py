@@ -91,6 +91,35 @@ def _fail(what: str, e: BaseException) -> OperationFailed:
 # Sockets kept open inside a reuse_sockets() block, by namespace (None: the host).
 _reused: dict[str | None, IPRoute] | None = None
 
+# Inside a batch() block (enable over many networks): the host socket outlives each
+# reuse_sockets() block, and the host links' aliases are read from sysfs once, not once
+# per network (a node with hundreds of networks has thousands of host links). Every
+# change made through this module drops the alias map.
+_batch: dict | None = None
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    global _batch
+    if _batch is not None:
+        yield
+        return
+    _batch = {"host": None, "aliases": None}
+    try:
+        yield
+    finally:
+        b, _batch = _batch, None
+        if b["host"] is not None:
+            try:
+                b["host"].close()
+            except Exception:
+                pass
+
+
+def _changed() -> None:
+    if _batch is not None:
+        _batch["aliases"] = None
+
 
 @contextmanager
 def reuse_sockets() -> Iterator[None]:
@@ -102,11 +131,16 @@ def reuse_sockets() -> Iterator[None]:
         yield
         return
     _reused = {}
+    if _batch is not None and _batch["host"] is not None:
+        _reused[None] = _batch["host"]
     try:
         yield
     finally:
         sockets, _reused = _reused, None
-        for ipr in sockets.values():
+        for netns, ipr in sockets.items():
+            if netns is None and _batch is not None:
+                _batch["host"] = ipr  # kept for the batch; closed when it ends
+                continue
             try:
                 ipr.close()
             except Exception:
@@ -170,6 +204,7 @@ def create_namespace(name: str) -> bool:
     if namespace_exists(name):
         return False
     _forget(name)
+    _changed()
     try:
         _netns.create(name)
     except OSError as e:
@@ -184,6 +219,7 @@ def delete_namespace(name: str) -> bool:
     if not namespace_exists(name):
         return False
     _forget(name)
+    _changed()
     try:
         _netns.remove(name)
     except OSError as e:
@@ -233,6 +269,24 @@ def _sysfs_text(path: str) -> str | None:
         return None
 
 
+def _host_aliases() -> dict[str, list[str]]:
+    """alias -> names of the host links carrying it (sysfs; once per batch)."""
+    if _batch is not None and _batch["aliases"] is not None:
+        return _batch["aliases"]
+    try:
+        every = os.listdir(SYS_CLASS_NET)
+    except OSError:
+        every = []
+    found: dict[str, list[str]] = {}
+    for n in every:
+        a = _sysfs_text(os.path.join(SYS_CLASS_NET, n, "ifalias"))
+        if a:
+            found.setdefault(a, []).append(n)
+    if _batch is not None:
+        _batch["aliases"] = found
+    return found
+
+
 def host_links_matching(*, names: tuple[str | None, ...] = (), master: str | None = None,
                         alias: str | None = None) -> list[Link]:
     """Host links named in ``names``, enslaved to ``master``, or carrying ``alias``, as
@@ -246,12 +300,7 @@ def host_links_matching(*, names: tuple[str | None, ...] = (), master: str | Non
         except OSError:
             pass
     if alias:
-        try:
-            every = os.listdir(SYS_CLASS_NET)
-        except OSError:
-            every = []
-        picked.update(n for n in every
-                      if _sysfs_text(os.path.join(SYS_CLASS_NET, n, "ifalias")) == alias)
+        picked.update(_host_aliases().get(alias, ()))
     if not picked:
         return []
     what = "cannot read links in the host namespace"
@@ -288,6 +337,7 @@ def get_link(ifname: str, netns: str | None = None) -> Link | None:
 
 
 def create_bridge(name: str, alias: str | None = None, mtu: int | None = None) -> None:
+    _changed()
     what = f"cannot create bridge {name}"
     with _ipr(None, what) as ipr:
         try:
@@ -306,6 +356,7 @@ def create_bridge(name: str, alias: str | None = None, mtu: int | None = None) -
 def create_veth(ifname: str, peer: str, peer_netns: str | None = None,
                 ifname_netns: str | None = None) -> None:
     """A veth pair created directly where its ends belong (no name clash in passing)."""
+    _changed()
     what = f"cannot create veth pair {ifname}/{peer}"
     peer_spec = {"ifname": peer}
     if peer_netns:
@@ -320,6 +371,7 @@ def create_veth(ifname: str, peer: str, peer_netns: str | None = None,
 def set_link(ifname: str, netns: str | None = None, *, mac: str | None = None,
              mtu: int | None = None, up: bool | None = None, master: str | None = None,
              alias: str | None = None) -> None:
+    _changed()
     what = f"cannot change link {ifname}" + (f" in {netns}" if netns else "")
     with _ipr(netns, what) as ipr:
         idx = _index(ipr, ifname)
@@ -351,6 +403,7 @@ def delete_link(ifname: str, netns: str | None = None) -> bool:
     """Delete a link; False when it (or its namespace) did not exist."""
     if netns is not None and not namespace_exists(netns):
         return False
+    _changed()
     what = f"cannot delete link {ifname}" + (f" in {netns}" if netns else "")
     with _ipr(netns, what) as ipr:
         idx = _index(ipr, ifname)
@@ -455,3 +508,83 @@ def list_routes(netns: str | None = None, family: int = 4,
             prefsrc=m.get("RTA_PREFSRC"),
         ))
     return out
+
+
+# One namespace read in one go -----------------------------------------------------------
+
+def _raw_dump(sock, msgtype: int, msgcls, seq: int) -> list:
+    """An RTM_GET* dump over a plain netlink socket, parsed with pyroute2's message classes
+    (the same messages IPRoute returns)."""
+    from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+    req = msgcls()
+    req["header"]["type"] = msgtype
+    req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    req["header"]["sequence_number"] = seq
+    req["family"] = 0
+    req.encode()
+    sock.send(req.data)
+    marshal = MarshalRtnl()
+    out = []
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            raise OSError(errno.EIO, "netlink socket closed")
+        for msg in marshal.parse(data):
+            if msg["header"]["sequence_number"] != seq:
+                continue
+            kind = msg["header"]["type"]
+            if kind == NLMSG_DONE:
+                return out
+            if kind == NLMSG_ERROR:
+                code = abs(msg.get("error") or 0)
+                raise OSError(code or errno.EIO, os.strerror(code or errno.EIO))
+            out.append(msg)
+
+
+def read_namespace(netns: str) -> tuple[list[Link], list[Address]]:
+    """Every link and address of namespace ``netns``, as ``list_links(netns)`` and
+    ``list_addresses(netns)`` report them, through one plain netlink socket opened in the
+    namespace (~2 ms; an IPRoute(netns=...) costs ~20 ms to open). Falls back to those two
+    calls when the plain socket fails."""
+    import socket as _socket
+
+    from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    from mdtool.netns.switch import run_in_netns
+
+    if not namespace_exists(netns):
+        raise OperationFailed(f"cannot list links in {netns}: network namespace {netns} does not exist")
+
+    def open_socket():
+        s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                           _socket.NETLINK_ROUTE)
+        try:
+            s.bind((0, 0))
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    try:
+        sock = run_in_netns(netns, open_socket)
+        try:
+            sock.settimeout(5)
+            links = _raw_dump(sock, RTM_GETLINK, ifinfmsg, 1)
+            addrs = _raw_dump(sock, RTM_GETADDR, ifaddrmsg, 2)
+        finally:
+            sock.close()
+    except Exception:
+        return list_links(netns), list_addresses(netns)
+    names = {m["index"]: m.get("IFLA_IFNAME") for m in links}
+    out_links = [_to_link(m, names) for m in links]
+    out_addrs = []
+    for m in addrs:
+        out_addrs.append(Address(
+            ifname=names.get(m["index"]), address=m.get("IFA_ADDRESS") or m.get("IFA_LOCAL"),
+            prefixlen=m["prefixlen"], family=6 if m["family"] == 10 else 4, scope=m["scope"],
+            flags=m.get("IFA_FLAGS") or m["flags"], broadcast=m.get("IFA_BROADCAST"),
+        ))
+    return out_links, out_addrs
