@@ -109,6 +109,8 @@ def batch() -> Iterator[None]:
         yield
     finally:
         b, _batch = _batch, None
+        if b.get("raw") is not None:
+            b["raw"].close()
         if b["host"] is not None:
             try:
                 b["host"].close()
@@ -304,6 +306,10 @@ def host_links_matching(*, names: tuple[str | None, ...] = (), master: str | Non
     if not picked:
         return []
     what = "cannot read links in the host namespace"
+    if _batch is not None:
+        found = _raw_host_links(sorted(picked))
+        if found is not None:
+            return found
     msgs = []
     with _ipr(None, what) as ipr:
         for n in sorted(picked):
@@ -588,3 +594,72 @@ def read_namespace(netns: str) -> tuple[list[Link], list[Address]]:
             flags=m.get("IFA_FLAGS") or m["flags"], broadcast=m.get("IFA_BROADCAST"),
         ))
     return out_links, out_addrs
+
+
+def _raw_get_link(sock, seq: int, *, ifname: str | None = None, index: int | None = None):
+    """One RTM_GETLINK by name or index over a plain netlink socket; None on ENODEV."""
+    from pyroute2.netlink import NLM_F_REQUEST, NLMSG_ERROR
+    from pyroute2.netlink.rtnl import RTM_GETLINK
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+    req = ifinfmsg()
+    req["header"]["type"] = RTM_GETLINK
+    req["header"]["flags"] = NLM_F_REQUEST
+    req["header"]["sequence_number"] = seq
+    req["family"] = 0
+    if index is not None:
+        req["index"] = index
+    if ifname is not None:
+        req["attrs"] = [("IFLA_IFNAME", ifname)]
+    req.encode()
+    sock.send(req.data)
+    marshal = MarshalRtnl()
+    while True:
+        data = sock.recv(1 << 16)
+        if not data:
+            raise OSError(errno.EIO, "netlink socket closed")
+        for msg in marshal.parse(data):
+            if msg["header"]["sequence_number"] != seq:
+                continue
+            if msg["header"]["type"] == NLMSG_ERROR:
+                code = abs(msg.get("error") or 0)
+                if code == errno.ENODEV:
+                    return None
+                raise OSError(code or errno.EIO, os.strerror(code or errno.EIO))
+            return msg
+
+
+def _raw_host_links(picked: list[str]) -> list[Link] | None:
+    """host_links_matching's netlink part over the batch's plain host socket (a few
+    hundred microseconds per link instead of ~3 ms through IPRoute); None on any
+    failure, and the caller reads through IPRoute as before."""
+    import socket as _socket
+    try:
+        sock = _batch.get("raw")
+        if sock is None:
+            sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                                  _socket.NETLINK_ROUTE)
+            sock.bind((0, 0))
+            sock.settimeout(5)
+            _batch["raw"] = sock
+        seq = _batch.get("seq", 100)
+        msgs = []
+        for n in picked:
+            seq += 1
+            m = _raw_get_link(sock, seq, ifname=n)
+            if m is not None:  # else gone since sysfs listed it
+                msgs.append(m)
+        index_names = {m["index"]: m.get("IFLA_IFNAME") for m in msgs}
+        for m in msgs:  # masters outside the picked set: their names too
+            idx = m.get("master") or m.get("IFLA_MASTER")
+            if idx and idx not in index_names:
+                seq += 1
+                found = _raw_get_link(sock, seq, index=idx)
+                index_names[idx] = found.get("IFLA_IFNAME") if found is not None else None
+        _batch["seq"] = seq
+        return [_to_link(m, index_names) for m in msgs]
+    except Exception:
+        raw = _batch.pop("raw", None)
+        if raw is not None:
+            raw.close()
+        return None
