@@ -174,11 +174,10 @@ def destroy(config: Config, registry: Registry, demo: Demo, say) -> None:
     except MdtoolError as e:
         say(f"  (disable: {e})")
     for inst in demo.instances:
-        for action in (lambda: registry.delete_instance(inst.instance_id),):
-            try:
-                action()
-            except MdtoolError:
-                pass
+        try:
+            registry.delete_instance(inst.instance_id)
+        except MdtoolError:
+            pass
     for p in registry.list_ports(demo.network_id) if _exists(registry, demo.network_id) else []:
         registry.delete_port(p.id)
     if _exists(registry, demo.network_id):

@@ -207,7 +207,7 @@ def disable(config: Config, registry: Registry, network_ref: str, *, dry_run: bo
     else:
         record(Step("dnsmasq", node.dnsmasq_stop(net.id)))
     record(Step("namespace", node.netns_down(net.id, dry_run=dry_run)))
-    has_port = node.dhcp(net.id, create=False).port is not None if net.subnets else False
+    has_port = node.own_dhcp_port(net) is not None
     if dry_run:
         record(Step("DHCP port", [f"release DHCP port on {net.name}"] if has_port else []))
         record(Step("files", [f"remove {config.dhcp_dir(net.id)}"] if config.dhcp_dir(net.id).exists() else []))

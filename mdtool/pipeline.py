@@ -36,12 +36,9 @@ class Node:
         if not any(s.enable_dhcp for s in net.subnets):
             raise BadInput(f"network {net.name} has no DHCP-enabled subnet: "
                            f"mdtool subnet-create {net.name} CIDR --no-gateway")
-        port = self._own_port(net)
+        port = self.own_dhcp_port(net)
         changes: list[str] = []
-        # Read first: the write transaction of ensure_dhcp_port bumps the registry revision,
-        # and every bump makes the agent rebuild its index and the metadata service drop
-        # its cache (a no-change enable over 200 networks did that 200 times).
-        if create and not self._port_complete(net, port):
+        if create:  # writes only when something is missing (see ensure_dhcp_port)
             port, changed = self.registry.ensure_dhcp_port(net.id, self.config.host)
             if changed:
                 ips = ", ".join(f.ip_address for f in port.fixed_ips)
@@ -49,15 +46,7 @@ class Node:
                 net = self.registry.get_network(net.id)
         return DhcpState(net, port, changes)
 
-    @staticmethod
-    def _port_complete(net: model.Network, port: model.Port | None) -> bool:
-        """The DHCP port exists with an address on every DHCP-enabled subnet."""
-        if port is None:
-            return False
-        have = {f.subnet_id for f in port.fixed_ips}
-        return all(s.id in have for s in net.subnets if s.enable_dhcp)
-
-    def _own_port(self, net: model.Network) -> model.Port | None:
+    def own_dhcp_port(self, net: model.Network) -> model.Port | None:
         for p in net.ports:
             if p.device_owner == model.DHCP_OWNER and p.host == self.config.host:
                 return p
@@ -65,7 +54,7 @@ class Node:
 
     def release_dhcp_port(self, network_ref: str) -> list[str]:
         net = self.registry.get_network(network_ref)
-        port = self._own_port(net)
+        port = self.own_dhcp_port(net)
         if port is None:
             return []
         self.registry.delete_port(port.id)
@@ -116,9 +105,7 @@ class Node:
         st = self._dnsmasq_state(network_ref)
         pid = control.running_pid(self.config, st.network.id)
         if pid is not None and self._dnsmasq_argv_stale(st, pid):
-            control.stop(self.config, st.network.id)
-            control.start(self.config, st.network, st.port)
-            return [f"restart dnsmasq for {st.network.name} (its command line changed)"]
+            return self._dnsmasq_restart(st)
         if control.start(self.config, st.network, st.port):
             return [f"start dnsmasq for {st.network.name} "
                     f"(pid {control.running_pid(self.config, st.network.id)})"]
@@ -130,6 +117,13 @@ class Node:
         running = process.cmdline(pid) or []
         want = control.argv(self.config, st.network, st.port)
         return running[-len(want):] != want
+
+    def _dnsmasq_restart(self, st: DhcpState) -> list[str]:
+        """SIGHUP re-reads files, not the command line (MTU, ranges): that needs a restart."""
+        from mdtool.dnsmasq import control
+        control.stop(self.config, st.network.id)
+        control.start(self.config, st.network, st.port)
+        return [f"restart dnsmasq for {st.network.name} (its command line changed)"]
 
     def dnsmasq_stop(self, network_ref: str) -> list[str]:
         from mdtool.dnsmasq import control
@@ -145,9 +139,7 @@ class Node:
             raise BadInput(f"dnsmasq is not running for {st.network.name}: "
                            f"mdtool dnsmasq start {st.network.name}")
         if self._dnsmasq_argv_stale(st, pid):
-            control.stop(self.config, st.network.id)
-            control.start(self.config, st.network, st.port)
-            return [f"restart dnsmasq for {st.network.name} (its command line changed)"]
+            return self._dnsmasq_restart(st)
         changed = control.reload(self.config, st.network, st.port)
         return [f"write {n}" for n in changed] + (["send SIGHUP to dnsmasq"] if changed else [])
 

@@ -418,7 +418,7 @@ class Registry:
         raise OperationFailed(f"no free MAC address left on network {network_id}")
 
     def _allocate(self, conn: Connection, nrow: sa.Row, port_id: str,
-                  fixed_ips: Iterable[dict[str, str]] | None) -> None:
+                  fixed_ips: Iterable[dict[str, str]] | None, start_pos: int = 0) -> None:
         subnets = conn.execute(sa.select(t.subnets).where(t.subnets.c.network_id == nrow.id)
                                .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
         wanted: list[tuple[sa.Row, Addr | None]] = []
@@ -457,7 +457,7 @@ class Registry:
                 addr = self._next_free(sub, used)
             used_now.add(str(addr))
             conn.execute(t.ip_allocations.insert().values(
-                port_id=port_id, subnet_id=sub.id, network_id=nrow.id, ip_address=str(addr), position=pos))
+                port_id=port_id, subnet_id=sub.id, network_id=nrow.id, ip_address=str(addr), position=start_pos + pos))
 
     @staticmethod
     def _next_free(sub: sa.Row, used: set[str]) -> Addr:
@@ -529,51 +529,50 @@ class Registry:
         """This node's DHCP port on the network: an address on every DHCP-enabled subnet.
 
         Returns (port, changed). A subnet added later gets an address on the next call.
+        A complete port is answered from a read: no write transaction, so the revision does
+        not move (each move makes every agent rebuild its index and every metadata service
+        drop its cache).
         """
+        with self._read() as conn:
+            nrow, subs, row, missing = self._dhcp_port_state(conn, network, host)
+            if row is not None and not missing:
+                return self._ports(conn, t.ports.c.id == row.id)[0], False
         with self._write() as conn:
-            nrow = self._resolve(conn, t.networks, network, "net")
-            subs = conn.execute(sa.select(t.subnets).where(
-                t.subnets.c.network_id == nrow.id, t.subnets.c.enable_dhcp.is_(True))
-                .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
-            if not subs:
-                raise BadInput(f"network {nrow.name} has no DHCP-enabled subnet: "
-                               f"mdtool subnet-create {nrow.name} CIDR --no-gateway")
-            row = conn.execute(sa.select(t.ports).where(
-                t.ports.c.network_id == nrow.id, t.ports.c.device_owner == model.DHCP_OWNER,
-                t.ports.c.host == host)).first()
-            changed = False
+            nrow, subs, row, missing = self._dhcp_port_state(conn, network, host)
+            changed = bool(missing) or row is None
             if row is None:
                 pid = str(uuid.uuid4())
                 conn.execute(t.ports.insert().values(
                     id=pid, network_id=nrow.id, name=f"dhcp-{host}"[:255],
                     mac_address=self._free_mac(conn, nrow.id), device_id=f"dhcp-{host}"[:255],
                     device_owner=model.DHCP_OWNER, project_id=nrow.project_id, host=host))
-                have: set[str] = set()
-                changed = True
+                have = 0
             else:
                 pid = row.id
-                have = set(conn.execute(sa.select(t.ip_allocations.c.subnet_id)
-                                        .where(t.ip_allocations.c.port_id == pid)).scalars())
-            missing = [{"subnet": s.id} for s in subs if s.id not in have]
+                have = len(subs) - len(missing)
             if missing:
-                n = conn.execute(sa.select(sa.func.count()).select_from(t.ip_allocations)
-                                 .where(t.ip_allocations.c.port_id == pid)).scalar_one()
-                self._allocate_append(conn, nrow, pid, missing, n)
-                changed = True
+                self._allocate(conn, nrow, pid, [{"subnet": s.id} for s in missing], start_pos=have)
             port = self._ports(conn, t.ports.c.id == pid)[0]
         return port, changed
 
-    def _allocate_append(self, conn, nrow, port_id, specs, start_pos):
-        for i, spec in enumerate(specs):
-            sub = conn.execute(sa.select(t.subnets).where(t.subnets.c.id == spec["subnet"])).one()
-            used = set(conn.execute(sa.select(t.ip_allocations.c.ip_address)
-                                    .where(t.ip_allocations.c.subnet_id == sub.id)).scalars())
-            if sub.gateway_ip:
-                used.add(sub.gateway_ip)
-            addr = self._next_free(sub, used)
-            conn.execute(t.ip_allocations.insert().values(
-                port_id=port_id, subnet_id=sub.id, network_id=nrow.id, ip_address=str(addr),
-                position=start_pos + i))
+    def _dhcp_port_state(self, conn: Connection, network: str, host: str):
+        """(network row, DHCP-enabled subnets, this host's DHCP port row or None, subnets
+        where that port has no address yet)."""
+        nrow = self._resolve(conn, t.networks, network, "net")
+        subs = conn.execute(sa.select(t.subnets).where(
+            t.subnets.c.network_id == nrow.id, t.subnets.c.enable_dhcp.is_(True))
+            .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
+        if not subs:
+            raise BadInput(f"network {nrow.name} has no DHCP-enabled subnet: "
+                           f"mdtool subnet-create {nrow.name} CIDR --no-gateway")
+        row = conn.execute(sa.select(t.ports).where(
+            t.ports.c.network_id == nrow.id, t.ports.c.device_owner == model.DHCP_OWNER,
+            t.ports.c.host == host)).first()
+        have: set[str] = set()
+        if row is not None:
+            have = set(conn.execute(sa.select(t.ip_allocations.c.subnet_id)
+                                    .where(t.ip_allocations.c.port_id == row.id)).scalars())
+        return nrow, subs, row, [s for s in subs if s.id not in have]
 
     def dhcp_ports(self, network: str | None = None) -> list[model.Port]:
         return [p for p in self.list_ports(network) if p.device_owner == model.DHCP_OWNER]
