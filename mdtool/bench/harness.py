@@ -255,9 +255,6 @@ class Harness:
                                f"{res.stderr.strip()[-2000:]}")
         return res
 
-    def cli_json(self, state_dir: Path, *args: str):
-        return json.loads(self.cli(state_dir, *args, "-f", "json").stdout)
-
     def spawn(self, argv: list[str], *, netns: str | None = None, log: Path | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen:
         """A background process of this run (killed at close, or earlier by stop())."""

@@ -8,7 +8,7 @@ import sys
 import click
 
 from mdtool import __version__
-from mdtool.cli.app import Ctx, MdtoolGroup, abort  # noqa: F401  (re-exported)
+from mdtool.cli.app import Ctx, MdtoolGroup
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

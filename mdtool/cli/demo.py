@@ -56,7 +56,7 @@ def demo(ctx, keep, cleanup):
             out.rule(f"mdtool inspect {demo_.network_name}")
             show_inspect(ctx, demo_.network_id)
         ok = all(i.received.get("uuid") == i.instance_id for i in demo_.instances)
-        out.print(f"[bold green]both instances received their own metadata[/bold green]" if ok
+        out.print("[bold green]both instances received their own metadata[/bold green]" if ok
                   else "[bold red]an instance did not receive its own metadata[/bold red]")
         if keep:
             out.print(f"kept: explore with `mdtool inspect {demo_.network_name}`, "

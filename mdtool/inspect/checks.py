@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from mdtool import model
 from mdtool.inspect.observe import PROBE_PATH, Observation
-from mdtool.netns import names
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 IFF_UP = 0x1

@@ -258,20 +258,3 @@ def down(network_id: str, bridge_name: str | None, *, dry_run: bool = False,
 def list_namespaces() -> list[str]:
     """Names of the ``qdhcp-*`` namespaces on this host."""
     return [n for n in ip_lib.list_namespaces() if n.startswith(names.NAMESPACE_PREFIX)]
-
-
-# Read-only observation for `inspect` ---------------------------------------------------
-
-def namespace_links(network_id: str) -> list[Link]:
-    ns = names.namespace_name(network_id)
-    return ip_lib.list_links(ns) if ip_lib.namespace_exists(ns) else []
-
-
-def namespace_addresses(network_id: str, family: int | None = None) -> list[Address]:
-    ns = names.namespace_name(network_id)
-    return ip_lib.list_addresses(ns, family=family) if ip_lib.namespace_exists(ns) else []
-
-
-def namespace_routes(network_id: str, family: int = 4) -> list[ip_lib.Route]:
-    ns = names.namespace_name(network_id)
-    return ip_lib.list_routes(ns, family=family) if ip_lib.namespace_exists(ns) else []

@@ -7,7 +7,6 @@ its own address and MAC, and the instance keeps getting its metadata (200) throu
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_metadata_service import IID, NET, SECRET  # noqa: E402
+from tests.unit.test_metadata_service import IID, NET, SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 

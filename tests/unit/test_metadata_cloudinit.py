@@ -12,9 +12,7 @@ import asyncio
 import json
 import socket
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +23,7 @@ from mdtool.http.server import HttpServer
 from mdtool.http.types import Request
 from mdtool.metadata.service import MetadataService
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_metadata_service import IID, KEY, NET, SECRET, make_registry  # noqa: E402
+from tests.unit.test_metadata_service import IID, KEY, NET, SECRET, make_registry
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 INSTANCE_IP = "172.17.17.11"

@@ -9,15 +9,12 @@ import re
 import socket
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_agent_daemon import _free_port, _http, _spawn, _stop, _wait_connect  # noqa: E402
-from test_metadata_service import IID, NET, SECRET  # noqa: E402
-
-from mdtool.http.types import Response  # noqa: E402
+from mdtool.http.types import Response
+from tests.unit.test_agent_daemon import _free_port, _http, _spawn, _stop, _wait_connect
+from tests.unit.test_metadata_service import NET, SECRET
 
 
 def scrape(port: int) -> str:

@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from mdtool.agent.handler import IndexFollower
 from mdtool.errors import BadInput
 from mdtool.registry import Registry, notify
-from mdtool.registry import db as regdb
 
 WRITER = """
 import sys, time
