@@ -33,7 +33,7 @@ def down(ctx, network, dry_run):
 
 
 @netns.command("list")
-@format_options
+@format_options(listing=True)
 @click.pass_obj
 def list_(ctx, fmt, columns):
     """DHCP namespaces on this host and whether each matches the registry."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mdtool import model
+from mdtool.cli.output import Shown
 
 
 def network(n: model.Network) -> dict[str, Any]:
@@ -14,8 +15,10 @@ def network(n: model.Network) -> dict[str, Any]:
 
 
 def network_list_row(n: model.Network) -> dict[str, Any]:
+    """net-list's row: a table shows each subnet's id and CIDR; json, yaml and csv carry the
+    subnet ids, as net-show does."""
     row = network(n)
-    row["subnets"] = [f"{s.id} {s.cidr}" for s in n.subnets]
+    row["subnets"] = Shown([s.id for s in n.subnets], "\n".join(f"{s.id} {s.cidr}" for s in n.subnets))
     return row
 
 

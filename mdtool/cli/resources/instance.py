@@ -82,7 +82,7 @@ def instance_create(ctx, name, project_id, hostname, user_data, key_name, public
 
 
 @click.command("instance-list")
-@format_options
+@format_options(listing=True)
 @pass_ctx
 def instance_list(ctx, fmt, columns):
     """List instances."""

@@ -25,7 +25,7 @@ def net_create(ctx, name, bridge, mtu, project_id, fmt, columns):
 
 
 @click.command("net-list")
-@format_options
+@format_options(listing=True)
 @pass_ctx
 def net_list(ctx, fmt, columns):
     """List networks."""

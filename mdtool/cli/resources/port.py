@@ -33,7 +33,7 @@ def port_create(ctx, network, name, mac_address, fixed_ips, device_id, project_i
 @click.command("port-list")
 @click.option("--network", metavar="NETWORK", shell_complete=complete.networks, help="Only this network's ports.")
 @click.option("--device-id", metavar="ID", help="Only ports of this device.")
-@format_options
+@format_options(listing=True)
 @pass_ctx
 def port_list(ctx, network, device_id, fmt, columns):
     """List ports."""

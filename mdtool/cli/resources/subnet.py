@@ -41,7 +41,7 @@ def subnet_create(ctx, network, cidr, name, no_gateway, gateway, pools, dns, rou
 
 @click.command("subnet-list")
 @click.option("--network", metavar="NETWORK", shell_complete=complete.networks, help="Only this network's subnets.")
-@format_options
+@format_options(listing=True)
 @pass_ctx
 def subnet_list(ctx, network, fmt, columns):
     """List subnets."""
