@@ -110,7 +110,7 @@ def test_instance_with_keys_user_data_and_meta(run, tmp_path):
     p = json.loads(run("port-create", "n", "--device-id", "vm 1", "-f", "json").stdout)
     assert p["device_id"] == i["id"] and p["device_owner"] == "compute:nova"
     r = run("instance-delete", "vm 1")
-    assert r.exit_code == 0 and p["id"] in r.stdout
+    assert r.exit_code == 0 and p["id"] in r.stderr  # progress on stderr: stdout stays for data
     assert json.loads(run("port-list", "-f", "json").stdout) == []
 
 

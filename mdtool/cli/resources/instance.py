@@ -9,7 +9,7 @@ import click
 from mdtool.cli import complete
 from mdtool.cli import records
 from mdtool.cli.output import format_options
-from mdtool.cli.resources.common import emit_list, emit_one, pass_ctx
+from mdtool.cli.resources.common import delete_each, emit_list, emit_one, pass_ctx
 from mdtool.errors import BadInput
 
 
@@ -127,14 +127,17 @@ def instance_update(ctx, instance, name, hostname, user_data, no_user_data, key_
 
 
 @click.command("instance-delete")
-@click.argument("instance", shell_complete=complete.instances)
+@click.argument("instances", nargs=-1, required=True, metavar="INSTANCE...",
+                shell_complete=complete.instances)
 @pass_ctx
-def instance_delete(ctx, instance):
-    """Delete an instance and, as Nova does, its compute ports."""
-    i, ports = ctx.registry.delete_instance(instance)
-    click.echo(f"Deleted instance: {i.name} ({i.id})")
-    for p in ports:
-        click.echo(f"Deleted port: {p.name or p.id} ({', '.join(f.ip_address for f in p.fixed_ips)})")
+def instance_delete(ctx, instances):
+    """Delete instances and, as Nova does, their compute ports."""
+    def delete(ref: str) -> list[str]:
+        i, ports = ctx.registry.delete_instance(ref)
+        return [f"Deleted instance: {i.name} ({i.id})"] + [
+            f"Deleted port: {p.name or p.id} ({', '.join(f.ip_address for f in p.fixed_ips)})"
+            for p in ports]
+    delete_each(ctx, "instance", instances, delete)
 
 
 COMMANDS = [instance_create, instance_list, instance_show, instance_update, instance_delete]

@@ -7,7 +7,7 @@ import click
 from mdtool.cli import complete
 from mdtool.cli import records
 from mdtool.cli.output import format_options
-from mdtool.cli.resources.common import emit_list, emit_one, pass_ctx
+from mdtool.cli.resources.common import delete_each, emit_list, emit_one, pass_ctx
 
 
 @click.command("net-create")
@@ -55,12 +55,15 @@ def net_update(ctx, network, name, mtu, fmt, columns):
 
 
 @click.command("net-delete")
-@click.argument("network", shell_complete=complete.networks)
+@click.argument("networks", nargs=-1, required=True, metavar="NETWORK...",
+                shell_complete=complete.networks)
 @pass_ctx
-def net_delete(ctx, network):
-    """Delete a network and its subnets (refused while it has ports)."""
-    n = ctx.registry.delete_network(network)
-    click.echo(f"Deleted network: {n.name} ({n.id})")
+def net_delete(ctx, networks):
+    """Delete networks and their subnets (each refused while it has ports)."""
+    def delete(ref: str) -> list[str]:
+        n = ctx.registry.delete_network(ref)
+        return [f"Deleted network: {n.name} ({n.id})"]
+    delete_each(ctx, "network", networks, delete)
 
 
 COMMANDS = [net_create, net_list, net_show, net_update, net_delete]

@@ -7,7 +7,7 @@ import click
 from mdtool.cli import complete
 from mdtool.cli import records
 from mdtool.cli.output import format_options
-from mdtool.cli.resources.common import emit_list, emit_one, parse_pairs, pass_ctx
+from mdtool.cli.resources.common import delete_each, emit_list, emit_one, parse_pairs, pass_ctx
 
 FIXED_IP_KEYS = ("subnet", "ip_address")
 
@@ -68,13 +68,14 @@ def port_update(ctx, port, name, device_id, fixed_ips, mac_address, fmt, columns
 
 
 @click.command("port-delete")
-@click.argument("port", shell_complete=complete.ports)
+@click.argument("ports", nargs=-1, required=True, metavar="PORT...", shell_complete=complete.ports)
 @pass_ctx
-def port_delete(ctx, port):
-    """Delete a port; `dnsmasq reload NETWORK` stops its lease."""
-    p = ctx.registry.delete_port(port)
-    ips = ", ".join(f.ip_address for f in p.fixed_ips)
-    click.echo(f"Deleted port: {p.name or p.id} ({ips})")
+def port_delete(ctx, ports):
+    """Delete ports; `dnsmasq reload NETWORK` stops their leases."""
+    def delete(ref: str) -> list[str]:
+        p = ctx.registry.delete_port(ref)
+        return [f"Deleted port: {p.name or p.id} ({', '.join(f.ip_address for f in p.fixed_ips)})"]
+    delete_each(ctx, "port", ports, delete)
 
 
 COMMANDS = [port_create, port_list, port_show, port_update, port_delete]

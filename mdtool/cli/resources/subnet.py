@@ -7,7 +7,7 @@ import click
 from mdtool.cli import complete
 from mdtool.cli import records
 from mdtool.cli.output import format_options
-from mdtool.cli.resources.common import emit_list, emit_one, parse_pairs, pass_ctx
+from mdtool.cli.resources.common import delete_each, emit_list, emit_one, parse_pairs, pass_ctx
 
 
 @click.command("subnet-create")
@@ -83,12 +83,15 @@ def subnet_update(ctx, subnet, name, dns, no_dns_nameservers, routes, no_host_ro
 
 
 @click.command("subnet-delete")
-@click.argument("subnet", shell_complete=complete.subnets)
+@click.argument("subnets", nargs=-1, required=True, metavar="SUBNET...",
+                shell_complete=complete.subnets)
 @pass_ctx
-def subnet_delete(ctx, subnet):
-    """Delete a subnet (refused while addresses are allocated on it)."""
-    s = ctx.registry.delete_subnet(subnet)
-    click.echo(f"Deleted subnet: {s.name or s.id} ({s.cidr})")
+def subnet_delete(ctx, subnets):
+    """Delete subnets (each refused while addresses are allocated on it)."""
+    def delete(ref: str) -> list[str]:
+        s = ctx.registry.delete_subnet(ref)
+        return [f"Deleted subnet: {s.name or s.id} ({s.cidr})"]
+    delete_each(ctx, "subnet", subnets, delete)
 
 
 COMMANDS = [subnet_create, subnet_list, subnet_show, subnet_update, subnet_delete]
