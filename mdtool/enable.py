@@ -161,6 +161,19 @@ def enable(config: Config, registry: Registry, network_ref: str, *, dry_run: boo
         return Step("proxy serving")
 
     run("proxy serving", serving)
+
+    # 9. the registry says this node serves the network (every `node run` follows it)
+    def record() -> Step:
+        if config.host in registry.get_network(net.id).hosts:
+            return Step("served by this node")
+        change = [f"record {config.host} as serving {net.name}"]
+        if dry_run:
+            return Step("served by this node", change)
+        registry.serve_network(net.id, config.host)
+        return Step("served by this node", change,
+                    undo=lambda: registry.unserve_network(net.id, config.host))
+
+    run("served by this node", record)
     return done
 
 
@@ -201,6 +214,13 @@ def disable(config: Config, registry: Registry, network_ref: str, *, dry_run: bo
         steps.append(step)
         on_step(step)
 
+    # first, so a `node run` of this host stops converging it back
+    serving = config.host in net.hosts
+    if dry_run:
+        record(Step("served by this node", [f"forget {config.host} serving {net.name}"] if serving else []))
+    else:
+        record(Step("served by this node", [f"forget {config.host} serving {net.name}"]
+                    if registry.unserve_network(net.id, config.host) else []))
     running = control.running_pid(config, net.id) is not None
     if dry_run:
         record(Step("dnsmasq", [f"stop dnsmasq for {net.name}"] if running else []))

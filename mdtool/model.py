@@ -69,6 +69,7 @@ class Network:
     project_id: str = ""
     subnets: list[Subnet] = field(default_factory=list)
     ports: list[Port] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # the nodes serving it (DHCP, metadata)
 
 
 @dataclass

@@ -74,6 +74,8 @@ def _show(console, report) -> None:
     ns = o.namespace
     exec_ = f"ip netns exec {ns}"
     console.print(Rule(Text(f"network {o.network.name} ({o.network.id})", style="bold")))
+    served = ", ".join(o.network.hosts) or "no node (mdtool enable-isolated-metadata " + o.ref + ")"
+    console.print(Text(f"served by: {served}; this node: {o.host}"))
     _block(console, f"ip netns | grep {ns}",
            ns if o.namespace_exists else f"(missing: no namespace {ns})")
     if o.namespace_exists:

@@ -11,7 +11,7 @@ from mdtool.cli.output import Shown
 def network(n: model.Network) -> dict[str, Any]:
     return {"id": n.id, "name": n.name, "bridge": n.bridge, "mtu": n.mtu,
             "subnets": [s.id for s in n.subnets], "project_id": n.project_id,
-            "tenant_id": n.project_id}
+            "tenant_id": n.project_id, "hosts": list(n.hosts)}
 
 
 def network_list_row(n: model.Network) -> dict[str, Any]:

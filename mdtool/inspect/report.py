@@ -67,7 +67,7 @@ def to_dict(r: Report) -> dict:
     agent_check = next((c for c in r.checks if c.name.startswith("probe: agent")), None)
     proxy_check = by_name.get("probe: proxy answers in the namespace")
     return {
-        "network": {"id": o.network.id, "name": o.network.name},
+        "network": {"id": o.network.id, "name": o.network.name, "hosts": list(o.network.hosts)},
         "namespace": {"name": o.namespace, "present": o.namespace_exists,
                       "error": o.netns_error},
         "dhcp_port": None if o.dhcp_port is None else {

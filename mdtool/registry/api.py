@@ -158,14 +158,62 @@ class Registry:
                            device_owner=r.device_owner, project_id=r.project_id, host=r.host)
                 for r in rows]
 
-    def _network_view(self, conn: Connection, r: sa.Row, with_ports: bool) -> model.Network:
+    def _network_view(self, conn: Connection, r: sa.Row, with_ports: bool,
+                      hosts: list[str] | None = None) -> model.Network:
         subs = conn.execute(sa.select(t.subnets).where(t.subnets.c.network_id == r.id)
                             .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
         net = model.Network(id=r.id, name=r.name, bridge=r.bridge, mtu=r.mtu, project_id=r.project_id,
-                            subnets=[self._subnet_view(s) for s in subs])
+                            subnets=[self._subnet_view(s) for s in subs],
+                            hosts=hosts if hosts is not None else self._hosts(conn, r.id).get(r.id, []))
         if with_ports:
             net.ports = self._ports(conn, t.ports.c.network_id == r.id)
         return net
+
+    @staticmethod
+    def _hosts(conn: Connection, network_id: str | None = None) -> dict[str, list[str]]:
+        """network id -> the hosts serving it, sorted."""
+        q = sa.select(t.network_hosts).order_by(t.network_hosts.c.network_id, t.network_hosts.c.host)
+        if network_id is not None:
+            q = q.where(t.network_hosts.c.network_id == network_id)
+        out: dict[str, list[str]] = {}
+        for h in conn.execute(q):
+            out.setdefault(h.network_id, []).append(h.host)
+        return out
+
+    # -- which nodes serve a network -------------------------------------------------------
+
+    def serve_network(self, network: str, host: str) -> bool:
+        """Record that ``host`` serves the network; False when it already did (no write,
+        so the revision does not move)."""
+        with self._read() as conn:
+            nid = self._resolve(conn, t.networks, network, "net").id
+            if host in self._hosts(conn, nid).get(nid, []):
+                return False
+        with self._write() as conn:
+            nid = self._resolve(conn, t.networks, network, "net").id
+            if host in self._hosts(conn, nid).get(nid, []):
+                return False
+            conn.execute(t.network_hosts.insert().values(network_id=nid, host=host,
+                                                         created_at=_now()))
+        return True
+
+    def unserve_network(self, network: str, host: str) -> bool:
+        """``host`` no longer serves the network; False when it did not."""
+        with self._read() as conn:
+            nid = self._resolve(conn, t.networks, network, "net").id
+            if host not in self._hosts(conn, nid).get(nid, []):
+                return False
+        with self._write() as conn:
+            res = conn.execute(t.network_hosts.delete().where(
+                t.network_hosts.c.network_id == nid, t.network_hosts.c.host == host))
+            return res.rowcount > 0
+
+    def served_networks(self, host: str) -> list[str]:
+        """Ids of the networks ``host`` serves."""
+        with self._read() as conn:
+            return list(conn.execute(sa.select(t.network_hosts.c.network_id)
+                                     .where(t.network_hosts.c.host == host)
+                                     .order_by(t.network_hosts.c.network_id)).scalars())
 
     # -- networks -----------------------------------------------------------------------
 
@@ -186,7 +234,9 @@ class Registry:
     def list_networks(self) -> list[model.Network]:
         with self._read() as conn:
             rows = conn.execute(sa.select(t.networks).order_by(t.networks.c.name, t.networks.c.id)).all()
-            return [self._network_view(conn, r, with_ports=False) for r in rows]
+            hosts = self._hosts(conn)
+            return [self._network_view(conn, r, with_ports=False, hosts=hosts.get(r.id, []))
+                    for r in rows]
 
     def networks_with_ports(self) -> tuple[int, list[model.Network]]:
         """(revision, every network with its subnets and ports), in one read transaction of
@@ -201,9 +251,10 @@ class Registry:
             ports: dict[str, list[model.Port]] = {}
             for p in self._ports(conn):
                 ports.setdefault(p.network_id, []).append(p)
+            hosts = self._hosts(conn)
         return revision, [model.Network(id=r.id, name=r.name, bridge=r.bridge, mtu=r.mtu,
                                         project_id=r.project_id, subnets=subs.get(r.id, []),
-                                        ports=ports.get(r.id, []))
+                                        ports=ports.get(r.id, []), hosts=hosts.get(r.id, []))
                           for r in rows]
 
     def get_network(self, ref: str) -> model.Network:
@@ -231,6 +282,7 @@ class Registry:
                 raise Conflict(f"network {r.name} ({r.id}) still has {n} port(s): delete them first "
                                "(mdtool port-list; disable-isolated-metadata removes the DHCP port)")
             net = self._network_view(conn, r, with_ports=False)
+            conn.execute(t.network_hosts.delete().where(t.network_hosts.c.network_id == r.id))
             conn.execute(t.subnets.delete().where(t.subnets.c.network_id == r.id))
             conn.execute(t.networks.delete().where(t.networks.c.id == r.id))
         return net

@@ -31,11 +31,27 @@ def _v1(conn: Connection) -> None:
     schema.metadata.create_all(conn)
 
 
+def _v2(conn: Connection) -> None:
+    """network_hosts: which nodes serve a network. A node that served a network before
+    (it holds a DHCP port there) keeps serving it."""
+    if sa.inspect(conn).has_table("network_hosts"):
+        return
+    schema.network_hosts.create(conn)
+    p = schema.ports
+    rows = conn.execute(sa.select(p.c.network_id, p.c.host).where(
+        p.c.device_owner == "network:dhcp", p.c.host != "").distinct()).all()
+    if rows:
+        import datetime as dt
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        conn.execute(schema.network_hosts.insert(), [
+            {"network_id": r.network_id, "host": r.host, "created_at": now} for r in rows])
+
+
 # Any constant: concurrent first starts on an empty PostgreSQL database take turns.
 _PG_UPGRADE_LOCK = 0x6D64746F6F6C  # "mdtool"
 
 # (version, step). Append new steps; never edit a released one.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

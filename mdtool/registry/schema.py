@@ -81,3 +81,14 @@ ip_allocations = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.PrimaryKeyConstraint("network_id", "ip_address", name="pk_ip_allocations"),
 )
+
+# Which nodes serve a network (DHCP and metadata): written by enable/disable-isolated-metadata,
+# followed by `mdtool node run` on each node, shown by net-show and inspect.
+network_hosts = sa.Table(
+    "network_hosts", metadata,
+    sa.Column("network_id", sa.String(36), sa.ForeignKey("networks.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("host", sa.String(255), nullable=False, index=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.PrimaryKeyConstraint("network_id", "host", name="pk_network_hosts"),
+)

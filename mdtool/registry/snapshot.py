@@ -19,7 +19,7 @@ from mdtool import model
 _READ_ONLY = frozenset({
     "revision", "list_networks", "list_subnets", "get_subnet", "list_ports", "get_port",
     "dhcp_ports", "list_instances", "get_instance", "changes", "wait_for_change",
-    "networks_with_ports",
+    "networks_with_ports", "served_networks",
 })
 MAX_RELOADS = 3
 

@@ -192,3 +192,16 @@ def test_instance_keeps_a_given_nova_uuid(run):
     assert r.exit_code == 0 and r.stdout.strip() == nova_id
     r = run("instance-create", "vm2", "--id", nova_id.upper())
     assert r.exit_code == 2 and "already exists" in r.stderr
+
+
+def test_net_show_names_the_nodes_serving_it(run, cli_db):
+    from mdtool.registry import open_registry
+    run("net-create", "n")
+    assert json.loads(run("net-show", "n", "-f", "json").stdout)["hosts"] == []
+    reg = open_registry(cli_db)
+    reg.serve_network("n", "node-b")
+    reg.serve_network("n", "node-a")
+    r = run("net-show", "n", "-f", "json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["hosts"] == ["node-a", "node-b"]
+    table = run("net-show", "n").stdout
+    assert "| hosts " in table and "node-a" in table and "node-b" in table

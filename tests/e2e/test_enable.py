@@ -72,6 +72,7 @@ def test_disable_leaves_nothing_behind(site):
     assert not processes_matching("dnsmasq", net)
     assert site.json("port-list") == []
     assert not (site.state_dir / "dhcp" / net).exists()
+    assert site.json("net-show", net)["hosts"] == []
     again = site.mdtool("disable-isolated-metadata", net)
     assert "already disabled" in again.stderr
 

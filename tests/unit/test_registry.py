@@ -78,3 +78,38 @@ def test_parallel_processes_allocate_distinct_ips(tmp_path, db_url):
                              capture_output=True, text=True).stdout
     ips = [p["fixed_ips"][0]["ip_address"] for p in json.loads(listing)]
     assert len(ips) == 80 and len(set(ips)) == 80
+
+
+def test_which_nodes_serve_a_network(db_url):
+    reg = Registry(db_url)
+    reg.create_network("n")
+    reg.create_network("m")
+    r0 = reg.revision()
+    assert reg.serve_network("n", "node1") and reg.serve_network("n", "node2")
+    assert not reg.serve_network("n", "node1")  # already: no write, the revision stays
+    assert reg.revision() == r0 + 2
+    n = reg.get_network("n")
+    assert n.hosts == ["node1", "node2"] and reg.get_network("m").hosts == []
+    assert {x.name: x.hosts for x in reg.list_networks()} == {"m": [], "n": ["node1", "node2"]}
+    assert {x.name: x.hosts for x in reg.networks_with_ports()[1]}["n"] == ["node1", "node2"]
+    assert reg.served_networks("node1") == [n.id] and reg.served_networks("node3") == []
+    assert reg.unserve_network("n", "node1") and not reg.unserve_network("n", "node1")
+    assert reg.get_network("n").hosts == ["node2"]
+    reg.delete_network("n")  # its serving records go with it
+    assert reg.served_networks("node2") == []
+
+
+def test_upgrade_from_v1_records_nodes_that_hold_a_dhcp_port(tmp_path):
+    url = f"sqlite:///{tmp_path}/old.db"
+    reg = Registry(url)
+    reg.create_network("n")
+    reg.create_subnet("n", "10.0.0.0/24", no_gateway=True)
+    reg.ensure_dhcp_port("n", "node1")
+    reg.engine.dispose()
+    eng = regdb.make_engine(url)
+    with eng.begin() as c:  # back to what 0.1.0 left: schema 1, no network_hosts
+        c.execute(sa.text("drop table network_hosts"))
+        c.execute(sa.text("update registry_state set schema_version = 1"))
+    eng.dispose()
+    reg = Registry(url)
+    assert reg.get_network("n").hosts == ["node1"]
