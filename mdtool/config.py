@@ -7,6 +7,7 @@ effective value remembers where it came from so ``mdtool config show`` can say s
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -22,127 +23,341 @@ DEFAULT_CONFIG_FILE = "/etc/mdtool/mdtool.ini"
 SECRET_FILE = "metadata_proxy_shared_secret"
 
 
-def _bool(value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
+# Types ------------------------------------------------------------------------------
+#
+# Every option has a strict type: its ``parse(text)`` returns the value or raises ValueError
+# saying what is expected. A value is checked when the configuration is loaded (every command,
+# and ``config check``), so nothing unchecked ever reaches dnsmasq's argv, a rendered file or a
+# unit: no type lets a control character (newline, NUL) through.
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_PATH_CHARS = re.compile(r"/[A-Za-z0-9._+@%=:/-]*")
+FQDN_MAX = 253
 
 
-def _int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        n = int(value.strip())
-        if not lo <= n <= hi:
-            raise ValueError(f"expected an integer from {lo} to {hi}")
-        return n
-
-    return parse
-
-
-def _float_pos(value: str) -> float:
-    f = float(value.strip())
-    if not f > 0:
-        raise ValueError("expected a positive number")
-    return f
-
-
-def _url(value: str) -> str:
-    v = value.strip()
-    if not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
-        raise ValueError("expected an http:// or https:// URL")
-    return v.rstrip("/")
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        v = value.strip().lower()
-        if v not in choices:
-            raise ValueError("expected one of " + ", ".join(choices))
-        return v
-
-    return parse
-
-
-def _str(value: str) -> str:
+def _printable(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("control characters (newline, tab, NUL...) are not allowed")
     return value.strip()
 
 
-def _list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+def dns_name(text: str, max_len: int = FQDN_MAX) -> str:
+    """A DNS name as RFC 1123 and Neutron's dns validators allow it, lower-cased, without a
+    trailing dot: labels of 1-63 letters, digits and inner hyphens; a top-level label is
+    not all digits. The one source of this rule (instance hostnames use it too)."""
+    name = _printable(text).lower()
+    name = name[:-1] if name.endswith(".") else name
+    if not name:
+        raise ValueError("expected a DNS name, got nothing")
+    if len(name) > max_len:
+        raise ValueError(f"expected a DNS name of at most {max_len} characters")
+    labels = name.split(".")
+    for label in labels:
+        if not _LABEL.fullmatch(label):
+            raise ValueError(f"label {label!r}: expected 1-63 letters, digits or inner hyphens "
+                             "(RFC 1123)")
+    if len(labels) > 1 and labels[-1].isdigit():
+        raise ValueError(f"the top-level label {labels[-1]!r} must not be all digits (RFC 1123)")
+    return name
+
+
+class Type:
+    """An option's type: ``parse(text) -> value`` (ValueError saying what is expected),
+    ``text(value)`` back to what a file or ``MDTOOL_*`` variable holds, ``describe`` for docs."""
+
+    describe = "text"
+
+    def parse(self, text: str) -> Any:
+        raise NotImplementedError
+
+    def text(self, value: Any) -> str:
+        return "" if value is None else str(value)
+
+    def __call__(self, text: str) -> Any:  # an Option's ``parse``
+        return self.parse(text)
+
+
+class Bool(Type):
+    describe = "bool"
+
+    def parse(self, text: str) -> bool:
+        v = _printable(text).lower()
+        if v in ("1", "true", "yes", "on"):
+            return True
+        if v in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+
+    def text(self, value: Any) -> str:
+        return "true" if value else "false"
+
+
+class Int(Type):
+    def __init__(self, lo: int, hi: int):
+        self.lo, self.hi = lo, hi
+        self.describe = f"integer {lo}-{hi}"
+
+    def parse(self, text: str) -> int:
+        try:
+            n = int(_printable(text))
+        except ValueError:
+            n = None
+        if n is None or not self.lo <= n <= self.hi:
+            raise ValueError(f"expected an integer from {self.lo} to {self.hi}")
+        return n
+
+
+class Float(Type):
+    """A positive number (seconds), at most ``hi``."""
+
+    def __init__(self, hi: float = 1e9):
+        self.hi = hi
+        self.describe = "positive number"
+
+    def parse(self, text: str) -> float:
+        try:
+            f = float(_printable(text))
+        except ValueError:
+            f = float("nan")
+        if not 0 < f <= self.hi:
+            raise ValueError("expected a positive number")
+        return f
+
+
+class Size(Type):
+    """A byte count: an integer with an optional K, M or G suffix (powers of 1024)."""
+
+    _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+    def __init__(self, lo: int, hi: int):
+        self.lo, self.hi = lo, hi
+        self.describe = f"size {lo}-{hi} bytes (K, M, G suffixes)"
+
+    def parse(self, text: str) -> int:
+        m = re.fullmatch(r"(\d+)\s*([kmg]?)(?:i?b)?", _printable(text).lower())
+        if not m:
+            raise ValueError("expected a size in bytes, e.g. 1048576, 512K, 10M, 1G")
+        n = int(m.group(1)) * self._UNITS[m.group(2)]
+        if not self.lo <= n <= self.hi:
+            raise ValueError(f"expected a size from {self.lo} to {self.hi} bytes")
+        return n
+
+
+class Choice(Type):
+    def __init__(self, *choices: str):
+        self.choices = choices
+        self.describe = "one of " + ", ".join(choices)
+
+    def parse(self, text: str) -> str:
+        v = _printable(text).lower()
+        if v not in self.choices:
+            raise ValueError("expected one of " + ", ".join(self.choices))
+        return v
+
+
+class DnsName(Type):
+    """A DNS name (RFC 1123, as Neutron validates ``dns_domain``); ``max_len`` leaves room
+    for what is put in front of it (dnsmasq's ``host-<ip>.`` names)."""
+
+    def __init__(self, max_len: int = FQDN_MAX):
+        self.max_len = max_len
+        self.describe = "DNS name"
+
+    def parse(self, text: str) -> str:
+        return dns_name(text, self.max_len)
+
+
+class IPAddress(Type):
+    describe = "IP address"
+
+    def parse(self, text: str) -> str:
+        try:
+            return str(ipaddress.ip_address(_printable(text)))
+        except ValueError:
+            raise ValueError(f"expected an IPv4 or IPv6 address, got {text.strip()!r}") from None
+
+
+class IPList(Type):
+    """Comma-separated IP addresses (empty: none)."""
+
+    describe = "IP addresses, comma-separated"
+
+    def parse(self, text: str) -> list[str]:
+        items = [v.strip() for v in _printable(text).split(",")]
+        return [IPAddress().parse(v) for v in items if v]
+
+    def text(self, value: Any) -> str:
+        return ",".join(value or [])
+
+
+class Host(Type):
+    """An IP address or a DNS name."""
+
+    describe = "IP address or DNS name"
+
+    def parse(self, text: str) -> str:
+        v = _printable(text)
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            pass
+        try:
+            return dns_name(v)
+        except ValueError:
+            raise ValueError(f"expected an IP address or a DNS name, got {v!r}") from None
+
+
+class AbsPath(Type):
+    """An absolute path of plain characters (letters, digits, ``._+@%=:/-``): no space,
+    comma or quote, so it is one argv element and one unit-file word as it is."""
+
+    describe = "absolute path"
+
+    def parse(self, text: str) -> str:
+        v = _printable(text)
+        if not _PATH_CHARS.fullmatch(v):
+            raise ValueError("expected an absolute path of letters, digits and ._+@%=:/- "
+                             f"(no spaces or commas), got {v!r}")
+        return os.path.normpath(v)
+
+
+class Url(Type):
+    """An http(s) URL with a valid host and port; no trailing slash."""
+
+    def __init__(self, schemes: tuple[str, ...] = ("http", "https")):
+        self.schemes = schemes
+        self.describe = "/".join(schemes) + " URL"
+
+    def parse(self, text: str) -> str:
+        from urllib.parse import urlsplit
+        v = _printable(text)
+        expected = f"expected a {' or '.join(s + '://' for s in self.schemes)} URL"
+        if re.search(r"[\s\"'\\<>]", v):
+            raise ValueError(f"{expected} without spaces or quotes")
+        try:
+            u = urlsplit(v)
+            port = u.port
+        except ValueError as e:
+            raise ValueError(f"{expected}: {e}") from None
+        if u.scheme not in self.schemes or not u.hostname:
+            raise ValueError(expected)
+        if port == 0:
+            raise ValueError(f"{expected}: port 0")
+        Host().parse(u.hostname)
+        return v.rstrip("/")
+
+
+class DbUrl(Type):
+    """The registry URL: sqlite:///PATH or postgresql://…, one printable word."""
+
+    describe = "database URL"
+
+    def parse(self, text: str) -> str:
+        v = _printable(text)
+        if not re.fullmatch(r"(sqlite|postgresql(\+\w+)?)://\S*", v):
+            raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB")
+        return v
+
+
+class Secret(Type):
+    """Free printable text (the shared secret): no control characters, 1-4096 characters."""
+
+    describe = "secret text"
+
+    def parse(self, text: str) -> str:
+        v = _printable(text)
+        if len(v) > 4096:
+            raise ValueError("expected at most 4096 characters")
+        return v
 
 
 @dataclass(frozen=True)
 class Option:
+    """One option. To add one: append an ``Option`` to OPTIONS below with a type from this
+    module (``Int``, ``Size``, ``Float``, ``Bool``, ``Choice``, ``DnsName``, ``Host``,
+    ``IPAddress``, ``IPList``, ``AbsPath``, ``Url``, ``Secret``; a new kind of value gets a new
+    ``Type`` subclass here), then regenerate docs/configuration.md. Read it with
+    ``config.get(name, section)``: the value is already parsed and checked."""
+
     section: str
     name: str
-    parse: Callable[[str], Any]
+    type: Type
     default: Any
     help: str
     secret: bool = False
 
+    def parse(self, text: str) -> Any:
+        return self.type.parse(text)
+
 
 OPTIONS: list[Option] = [
-    Option("DEFAULT", "metadata_proxy_shared_secret", _str, None,
+    Option("DEFAULT", "metadata_proxy_shared_secret", Secret(), None,
            "HMAC key shared by agent and metadata service (generated when unset)", secret=True),
-    Option("DEFAULT", "nova_metadata_url", _url, None,
+    Option("DEFAULT", "nova_metadata_url", Url(), None,
            "where the agent forwards signed requests (default from nova_metadata_host/port/protocol)"),
-    Option("DEFAULT", "nova_metadata_host", _str, "127.0.0.1", "Nova metadata host"),
-    Option("DEFAULT", "nova_metadata_port", _int_range(1, 65535), 8775, "Nova metadata port"),
-    Option("DEFAULT", "nova_metadata_protocol", _choice("http", "https"), "http",
+    Option("DEFAULT", "nova_metadata_host", Host(), "127.0.0.1", "Nova metadata host"),
+    Option("DEFAULT", "nova_metadata_port", Int(1, 65535), 8775, "Nova metadata port"),
+    Option("DEFAULT", "nova_metadata_protocol", Choice("http", "https"), "http",
            "Nova metadata protocol"),
-    Option("DEFAULT", "metadata_listen_host", _str, "127.0.0.1",
+    Option("DEFAULT", "metadata_listen_host", Host(), "127.0.0.1",
            "address `metadata run` listens on (loopback unless told otherwise)"),
-    Option("DEFAULT", "metadata_listen_port", _int_range(1, 65535), 8775,
+    Option("DEFAULT", "metadata_listen_port", Int(1, 65535), 8775,
            "port `metadata run` listens on"),
-    Option("DEFAULT", "dns_domain", _str, "openstacklocal", "domain handed out by dnsmasq"),
-    Option("DEFAULT", "dhcp_lease_duration", _int_range(120, 10**7), 86400,
+    # room for dnsmasq's longest name in front: "host-" + 39 characters of IPv6 + "."
+    Option("DEFAULT", "dns_domain", DnsName(FQDN_MAX - 45), "openstacklocal",
+           "domain handed out by dnsmasq"),
+    Option("DEFAULT", "dhcp_lease_duration", Int(120, 10**7), 86400,
            "DHCP lease time in seconds"),
-    Option("DEFAULT", "dnsmasq_dns_servers", _list, [], "DNS servers dnsmasq forwards to"),
-    Option("DEFAULT", "dnsmasq_lease_max", _int_range(1, 1 << 24), 16777216,
+    Option("DEFAULT", "dnsmasq_dns_servers", IPList(), [], "DNS servers dnsmasq forwards to"),
+    Option("DEFAULT", "dnsmasq_lease_max", Int(1, 1 << 24), 16777216,
            "--dhcp-lease-max of dnsmasq"),
-    Option("DEFAULT", "host", _str, None, "node identity (default: the hostname)"),
-    Option("DEFAULT", "http_tokens", _choice("optional", "required"), "optional",
+    Option("DEFAULT", "host", DnsName(), None, "node identity (default: the hostname)"),
+    Option("DEFAULT", "http_tokens", Choice("optional", "required"), "optional",
            "IMDSv2 session tokens: honoured (optional) or required"),
-    Option("DEFAULT", "http_put_response_hop_limit", _int_range(1, 64), 1,
+    Option("DEFAULT", "http_put_response_hop_limit", Int(1, 64), 1,
            "IP TTL of the token reply"),
-    Option("DEFAULT", "metrics_port_proxy", _int_range(0, 65535), 0,
+    Option("DEFAULT", "metrics_port_proxy", Int(0, 65535), 0,
            "loopback port for the proxy's Prometheus metrics (0: off)"),
-    Option("DEFAULT", "metrics_port_agent", _int_range(0, 65535), 0,
+    Option("DEFAULT", "metrics_port_agent", Int(0, 65535), 0,
            "loopback port for the agent's Prometheus metrics (0: off)"),
-    Option("DEFAULT", "metrics_port_metadata", _int_range(0, 65535), 0,
+    Option("DEFAULT", "metrics_port_metadata", Int(0, 65535), 0,
            "loopback port for the metadata service's Prometheus metrics (0: off)"),
-    Option("DEFAULT", "log_file", _str, None,
+    Option("DEFAULT", "log_file", AbsPath(), None,
            "daemon log file shared by the daemons (default: stderr; reopened after logrotate)"),
-    Option("DEFAULT", "log_dir", _str, None,
+    Option("DEFAULT", "log_dir", AbsPath(), None,
            "folder for one log file per daemon, mdtool-<daemon>.log (log_file wins when both are set)"),
-    Option("DEFAULT", "debug", _bool, False, "daemons log at debug level (as -vv does)"),
-    Option("DEFAULT", "use_journal", _choice("auto", "yes", "no"), "auto",
+    Option("DEFAULT", "debug", Bool(), False, "daemons log at debug level (as -vv does)"),
+    Option("DEFAULT", "use_journal", Choice("auto", "yes", "no"), "auto",
            "journald-style lines (<level> prefix, no timestamp); auto: when stderr is the journal"),
-    Option("metadata_rate_limiting", "rate_limit_enabled", _bool, False,
+    Option("metadata_rate_limiting", "rate_limit_enabled", Bool(), False,
            "limit requests per instance at the proxy"),
-    Option("metadata_rate_limiting", "base_window_duration", _int_range(1, 86400), 10,
+    Option("metadata_rate_limiting", "base_window_duration", Int(1, 86400), 10,
            "seconds of the base window"),
-    Option("metadata_rate_limiting", "base_query_rate_limit", _int_range(1, 10**6), 10,
+    Option("metadata_rate_limiting", "base_query_rate_limit", Int(1, 10**6), 10,
            "requests allowed in the base window"),
-    Option("metadata_rate_limiting", "burst_window_duration", _int_range(1, 86400), 10,
+    Option("metadata_rate_limiting", "burst_window_duration", Int(1, 86400), 10,
            "seconds of the burst window"),
-    Option("metadata_rate_limiting", "burst_query_rate_limit", _int_range(1, 10**6), 10,
+    Option("metadata_rate_limiting", "burst_query_rate_limit", Int(1, 10**6), 10,
            "requests allowed in the burst window"),
-    Option("metadata_haproxy", "timeout_http_request", _float_pos, 30.0,
+    Option("metadata_haproxy", "timeout_http_request", Float(), 30.0,
            "seconds a client may take to send a request head"),
-    Option("metadata_haproxy", "timeout_server", _float_pos, 32.0,
+    Option("metadata_haproxy", "timeout_server", Float(), 32.0,
            "seconds the proxy waits for the agent's answer"),
-    Option("metadata_haproxy", "timeout_http_keep_alive", _float_pos, 30.0,
+    Option("metadata_haproxy", "timeout_http_keep_alive", Float(), 30.0,
            "seconds an idle keep-alive connection stays open"),
-    Option("metadata_haproxy", "max_header_bytes", _int_range(1024, 1 << 20), 16384,
+    Option("metadata_haproxy", "max_header_bytes", Int(1024, 1 << 20), 16384,
            "largest request head the proxy accepts (431 beyond)"),
-    Option("metadata_haproxy", "max_header_count", _int_range(8, 1000), 100,
+    Option("metadata_haproxy", "max_header_count", Int(8, 1000), 100,
            "most header fields the proxy accepts (431 beyond)"),
-    Option("metadata_haproxy", "max_body_bytes", _int_range(0, 1 << 30), 1 << 20,
+    Option("metadata_haproxy", "max_body_bytes", Int(0, 1 << 30), 1 << 20,
            "largest request body the proxy accepts (413 beyond)"),
 ]
+
+# The global settings (command-line options and MDTOOL_* variables, not in the file).
+GLOBALS = {"state_dir": AbsPath(), "db": DbUrl(), "config_file": AbsPath()}
+GLOBAL_ENV = {"state_dir": "MDTOOL_STATE_DIR", "db": "MDTOOL_DB", "config_file": "MDTOOL_CONFIG"}
+GLOBAL_FLAG = {"state_dir": "--state-dir", "db": "--db", "config_file": "--config-file"}
 
 OPTION_INDEX = {(o.section, o.name): o for o in OPTIONS}
 SECTIONS = list(dict.fromkeys(o.section for o in OPTIONS))
@@ -225,17 +440,30 @@ def check_file(path: str | os.PathLike) -> list[str]:
     return sorted(errors, key=_line_of)
 
 
+def check_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """Every bad ``MDTOOL_*`` value of the environment, one line each naming the variable."""
+    env = os.environ if environ is None else environ
+    errors = []
+    for name, typ in GLOBALS.items():
+        var = GLOBAL_ENV[name]
+        if env.get(var):
+            try:
+                typ.parse(env[var])
+            except ValueError as e:
+                errors.append(f"environment {var}: bad value for {name}: {e}")
+    for opt in OPTIONS:
+        var = env_name(opt.section, opt.name)
+        if var in env:
+            try:
+                opt.parse(env[var])
+            except ValueError as e:
+                errors.append(f"environment {var}: bad value for {opt.name}: {e}")
+    return errors
+
+
 def _line_of(msg: str) -> int:
     m = re.match(r"^.*?:(\d+):", msg)
     return int(m.group(1)) if m else 0
-
-
-def _ini_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(value)
-    return "" if value is None else str(value)
 
 
 def sample_ini() -> str:
@@ -247,7 +475,8 @@ def sample_ini() -> str:
         lines += ["", f"[{section}]"]
         for o in OPTIONS:
             if o.section == section:
-                lines += [f"# {o.help}", f"#{o.name} = {_ini_value(o.default)}".rstrip()]
+                lines += [f"# {o.help} ({o.type.describe})",
+                          f"#{o.name} = {o.type.text(o.default)}".rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -267,9 +496,24 @@ class Config:
     def __init__(self, state_dir: str | None = None, db_url: str | None = None,
                  config_file: str | None = None, environ: dict[str, str] | None = None):
         env = os.environ if environ is None else environ
-        self.state_dir = Path(state_dir or env.get("MDTOOL_STATE_DIR") or DEFAULT_STATE_DIR)
-        self.db_url = db_url or env.get("MDTOOL_DB") or f"sqlite:///{self.state_dir}/mdtool.db"
-        cf = config_file or env.get("MDTOOL_CONFIG")
+
+        def setting(name: str, given: str | None) -> str | None:
+            """A global setting, checked; an error names the flag or the variable."""
+            var = GLOBAL_ENV[name]
+            raw = given or env.get(var) or None
+            if raw is None:
+                return None
+            # click folds the variable into the option: name the variable when it is the same
+            where = (f"environment {var}" if not given or given == env.get(var)
+                     else GLOBAL_FLAG[name])
+            try:
+                return GLOBALS[name].parse(raw)
+            except ValueError as e:
+                raise BadInput(f"{where}: bad value for {name}: {e}") from None
+
+        self.state_dir = Path(setting("state_dir", state_dir) or DEFAULT_STATE_DIR)
+        self.db_url = setting("db", db_url) or f"sqlite:///{self.state_dir}/mdtool.db"
+        cf = setting("config_file", config_file)
         if cf is None and Path(DEFAULT_CONFIG_FILE).exists():
             cf = DEFAULT_CONFIG_FILE
         self.config_file = Path(cf) if cf else None

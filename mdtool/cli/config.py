@@ -123,20 +123,23 @@ def show(ctx, option, fmt, columns):
 @click.argument("path", required=False, type=click.Path(dir_okay=False), metavar="[FILE]")
 @click.pass_obj
 def check(ctx, path):
-    """Validate a config file (default: the one in use); every problem is a line naming the
-    file and line, and the exit code is 2 when there is one."""
+    """Validate a config file (default: the one in use) and the MDTOOL_* environment; every
+    problem is a line naming the file and line or the variable, and the exit code is 2 when
+    there is one."""
     import os
 
-    from mdtool.config import DEFAULT_CONFIG_FILE, check_file
+    from mdtool.config import DEFAULT_CONFIG_FILE, check_environment, check_file
+    errors = check_environment()
     if path is None:
         # The global --config-file (click already folded MDTOOL_CONFIG into it).
         cf = click.get_current_context().find_root().params.get("config_file")
         if cf is None and os.path.exists(DEFAULT_CONFIG_FILE):
             cf = DEFAULT_CONFIG_FILE
-        if cf is None:
+        if cf is None and not errors:
             abort("no config file to check: give FILE, --config-file or MDTOOL_CONFIG", 2)
         path = cf
-    errors = check_file(path)
+    if path is not None:
+        errors += check_file(path)
     for e in errors:
         click.echo(f"mdtool: error: {e}", err=True)
     if errors:

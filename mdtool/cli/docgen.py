@@ -79,21 +79,29 @@ def config_reference() -> str:
            "`[DEFAULT]`), command-line options (`--host`, `metadata run --host/--port`).", "",
            "- `mdtool config show` prints every effective value and its source "
            "(`default`, `file:line`, `env NAME`, `--option`); the secret is masked.",
-           "- `mdtool config check [FILE]` lists every problem as `file:line: ...` and exits 2.",
+           "- `mdtool config check [FILE]` lists every problem as `file:line: ...` (or "
+           "`environment MDTOOL_X: ...` for the `MDTOOL_*` variables, checked too) and exits 2.",
            "- `mdtool config sample` prints a commented file with every default.",
            "- An unknown section or option, or a bad value, stops every command with exit 2 and "
-           "one line naming the file and line.",
+           "one line naming the file and line or the environment variable.",
+           "- Every option has a strict type (the `type` column): a value that is rendered into "
+           "dnsmasq's files or argv, a unit or an EnvironmentFile can carry no newline, comma or "
+           "other control character it should not. DNS names follow RFC 1123 as Neutron "
+           "validates them (labels of 1-63 letters, digits and inner hyphens; a top-level label "
+           "not all digits); `dns_domain` leaves room for dnsmasq's `host-<ip>.` names "
+           "(208 characters at most). Paths are absolute, without spaces or commas.",
            "",
            "Global settings outside the file: `--state-dir` (env `MDTOOL_STATE_DIR`, default "
            "`/var/lib/mdtool`), `--db` (env `MDTOOL_DB`, default "
-           "`sqlite:///<state_dir>/mdtool.db`).", ""]
+           "`sqlite:///<state_dir>/mdtool.db`); they are checked the same way (absolute "
+           "path; `sqlite://` or `postgresql://` URL).", ""]
     for section in SECTIONS:
-        out += [f"## [{section}]", "", "| option | default | environment | meaning |",
-                "|---|---|---|---|"]
+        out += [f"## [{section}]", "", "| option | type | default | environment | meaning |",
+                "|---|---|---|---|---|"]
         for o in OPTIONS:
             if o.section == section:
                 secret = " (secret: masked by `config show`)" if o.secret else ""
-                out.append(f"| `{o.name}` | `{_fmt_default(o)}` | `{env_name(o.section, o.name)}` | "
+                out.append(f"| `{o.name}` | {o.type.describe} | `{_fmt_default(o)}` | `{env_name(o.section, o.name)}` | "
                            f"{o.help.replace('|', '/')}{secret} |")
         out.append("")
     return "\n".join(out)

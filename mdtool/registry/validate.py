@@ -9,7 +9,6 @@ from mdtool.errors import BadInput
 
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2})([:-][0-9a-fA-F]{2}){5}$")
 _NAME_RE = re.compile(r"^[\w.@:+-][\w .@:+-]{0,254}$", re.UNICODE)
-_HOSTNAME_RE = re.compile(r"^(?!-)[a-zA-Z0-9-]{1,63}(?<!-)(\.(?!-)[a-zA-Z0-9-]{1,63}(?<!-))*$")
 _META_KEY_RE = re.compile(r"^[\w.:-]{1,255}$")
 
 
@@ -56,10 +55,12 @@ def name(text: str, what: str = "name") -> str:
 
 
 def hostname(text: str) -> str:
-    t = text.strip().lower()
-    if len(t) > 253 or not _HOSTNAME_RE.match(t):
-        raise BadInput(f"invalid hostname {text!r}: use letters, digits and - in dot-separated labels")
-    return t
+    """An instance's hostname: a DNS name as Neutron validates one (RFC 1123)."""
+    from mdtool.config import dns_name
+    try:
+        return dns_name(text)
+    except ValueError as e:
+        raise BadInput(f"invalid hostname {text!r}: {e}") from None
 
 
 def hostname_from_name(instance_name: str) -> str:

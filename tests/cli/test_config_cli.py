@@ -87,3 +87,49 @@ def test_sample(run):
     r = run("config", "sample")
     assert r.exit_code == 0
     assert "[metadata_haproxy]\n" in r.output and "#timeout_server = 32.0\n" in r.output
+
+
+def test_check_refuses_values_that_would_reach_dnsmasq(run, tmp_path):
+    """issue 13.2: these passed `config check` and then broke or subverted dnsmasq."""
+    ini = tmp_path / "mdtool.ini"
+    ini.write_text("[DEFAULT]\ndns_domain = x,ignore,y\ndnsmasq_dns_servers = notanip\n")
+    r = run("config", "check", ini)
+    assert r.exit_code == 2
+    lines = r.stderr.splitlines()
+    assert [l.split(": bad value for ")[0] for l in lines] == [
+        f"mdtool: error: {ini}:2", f"mdtool: error: {ini}:3"]
+    assert "dns_domain" in lines[0] and "dnsmasq_dns_servers" in lines[1]
+
+
+def test_check_also_checks_the_environment(run, tmp_path, monkeypatch):
+    ini = tmp_path / "mdtool.ini"
+    ini.write_text("[DEFAULT]\n")
+    monkeypatch.setenv("MDTOOL_DNS_DOMAIN", "openstacklocal\n--dhcp-script=/tmp/x")
+    r = run("config", "check", ini)
+    assert r.exit_code == 2
+    assert r.stderr.startswith("mdtool: error: environment MDTOOL_DNS_DOMAIN: bad value for dns_domain: ")
+    assert len(r.stderr.splitlines()) == 1
+
+
+def test_every_command_refuses_a_bad_environment_value(run, monkeypatch):
+    monkeypatch.setenv("MDTOOL_DNS_DOMAIN", "openstacklocal\n--dhcp-script=/tmp/x")
+    for argv in (["net-list"], ["config", "show"], ["dnsmasq", "render", "net1"]):
+        r = run(*argv)
+        assert r.exit_code == 2, argv
+        assert r.stderr.startswith(
+            "mdtool: error: environment MDTOOL_DNS_DOMAIN: bad value for dns_domain: "), r.stderr
+        assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+
+
+def test_instance_hostname_follows_rfc_1123(run, db_snapshot):
+    """issue 13.2: hostnames as Neutron validates them; a refused one changes nothing."""
+    for bad in ("vm.123", "vm_1", "-vm", "a" * 64, "vm\n--x", "vm,x"):
+        r = run("instance-create", "vm1", "--hostname", bad)
+        assert r.exit_code == 2, (bad, r.output)
+        assert r.stderr.startswith("mdtool: error: invalid hostname ") and len(r.stderr.splitlines()) == 1
+    snap = db_snapshot()
+    assert not any(rows for table, rows in snap.items() if table == "instances")
+    r = run("instance-create", "vm1", "--hostname", "VM-1.Example.org.", "-f", "value", "-c", "hostname")
+    assert (r.exit_code, r.stdout) == (0, "vm-1.example.org\n")
+    r = run("instance-update", "vm1", "--hostname", "x.42")
+    assert r.exit_code == 2 and "must not be all digits" in r.stderr
