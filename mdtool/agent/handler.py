@@ -1,7 +1,8 @@
 """The agent's request logic: find the instance, sign, forward to Nova, relay the answer.
 
-Whatever identity headers a client sent are dropped: the agent alone says which instance
-and project a request is for, and signs that. Lookups answer from an in-memory
+The upstream headers are built from the allow-list of :mod:`mdtool.http.headers`, as
+Neutron's agent builds them from scratch: the agent alone says which instance and project
+a request is for, and signs that. Lookups answer from an in-memory
 :class:`~mdtool.agent.index.PortIndex`; :class:`IndexFollower` rebuilds it off the event
 loop whenever the registry revision moves.
 """
@@ -18,19 +19,12 @@ from mdtool import model
 from mdtool.agent.index import Match, PortIndex
 from mdtool.agent.sign import sign_instance_id
 from mdtool.errors import NotFound
+from mdtool.http import headers as fields
 from mdtool.http.client import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from mdtool.http.headers import HOP_BY_HOP
 from mdtool.http.types import Request, Response
 
 log = logging.getLogger("mdtool.agent")
-
-# Never relayed in either direction: they describe one connection, not the message.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-                        "proxy-authorization", "te", "trailer", "trailers",
-                        "transfer-encoding", "upgrade", "content-length", "host"})
-# Identity is the agent's to assert; a client's own copy is always discarded.
-_IDENTITY = frozenset({"x-instance-id", "x-instance-id-signature", "x-tenant-id",
-                       "x-forwarded-for"})
-_IDENTITY_PREFIXES = ("x-neutron-", "x-quantum-")
 
 
 class AgentSource(Protocol):
@@ -63,16 +57,12 @@ def _text(status: int, text: str) -> Response:
 
 
 def forward_headers(req: Request, source_ip: str, match: Match, secret: str) -> list[tuple[str, str]]:
-    out = []
-    for k, v in req.headers:
-        lk = k.lower()
-        if lk in HOP_BY_HOP or lk in _IDENTITY or lk.startswith(_IDENTITY_PREFIXES):
-            continue
-        out.append((k, v))
-    out += [("X-Forwarded-For", source_ip),
-            ("X-Instance-ID", match.instance_id),
-            ("X-Tenant-ID", match.project_id),
-            ("X-Instance-ID-Signature", sign_instance_id(secret, match.instance_id))]
+    """Nova's headers for one request: the allowed end-to-end fields, then the identity."""
+    out = fields.end_to_end(req.headers)
+    out += [(fields.FORWARDED_FOR, source_ip),
+            (fields.INSTANCE_ID, match.instance_id),
+            (fields.TENANT_ID, match.project_id),
+            (fields.SIGNATURE, sign_instance_id(secret, match.instance_id))]
     return out
 
 
@@ -86,8 +76,8 @@ class AgentHandler:
 
     async def handle(self, req: Request) -> Response:
         start = time.monotonic()
-        network_id = _last_value(req, "X-Neutron-Network-ID")
-        source_ip = _last_value(req, "X-Forwarded-For")
+        network_id = _last_value(req, fields.NETWORK_ID)
+        source_ip = _last_value(req, fields.FORWARDED_FOR)
         instance_id = "-"
         try:
             resp, instance_id = await self._serve(req, network_id, source_ip)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from mdtool.http.headers import HOP_BY_HOP as _HOP_BY_HOP
 from mdtool.http.types import Response
 
 __all__ = ["UpstreamError", "UpstreamUnavailable", "UpstreamTimeout", "UpstreamPool"]
@@ -33,10 +34,6 @@ class UpstreamTimeout(UpstreamError):
 
 class _Stale(Exception):
     """A reused connection was closed by the peer before any byte came back."""
-
-
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
-                         "proxy-connection", "te", "trailer", "upgrade"})
 
 
 class _UpstreamConnection(asyncio.Protocol):

@@ -131,3 +131,74 @@ def test_wrong_secret_unknown_source_and_agent_down(site):
     res = site.curl(vm, "/openstack/latest/meta_data.json")
     code, body = http(res)
     assert code == 502, res.stdout + res.stderr
+
+
+class WsgiNova:
+    """Nova's metadata API as its WSGI server sees a request: ``X_Instance_ID`` and
+    ``X-Instance-ID`` land on one key (repeated keys joined by a comma), and
+    ``X-Metadata-Provider`` sends Nova down its load-balancer path. Answers 403 as Nova does
+    then, else 200 with the instance id. Records every header name it received."""
+
+    def __init__(self, secret: str):
+        import http.server
+        import threading
+
+        self.secret = secret
+        self.names: list[list[str]] = []
+        nova = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                environ: dict[str, str] = {}
+                for name, value in self.headers.items():
+                    key = "HTTP_" + name.upper().replace("-", "_")
+                    environ[key] = f"{environ[key]},{value}" if key in environ else value
+                nova.names.append([n for n in self.headers.keys()])
+                iid = environ.get("HTTP_X_INSTANCE_ID", "")
+                good = hmac.new(nova.secret.encode(), iid.encode(), hashlib.sha256).hexdigest()
+                if "HTTP_X_METADATA_PROVIDER" in environ or \
+                        environ.get("HTTP_X_INSTANCE_ID_SIGNATURE") != good:
+                    status, body = 403, b"Invalid proxy request signature."
+                else:
+                    status, body = 200, iid.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_instance_headers_never_reach_nova(site):
+    """#13.10: only the allow-list and the agent's identity reach Nova (proxy -> agent -> Nova)."""
+    secret = "wsgi-nova-secret"
+    nova = WsgiNova(secret)
+    site.cleanup.add("nova", nova.close)
+    site.env.update(MDTOOL_NOVA_METADATA_URL=f"http://127.0.0.1:{nova.port}",
+                    MDTOOL_METADATA_PROXY_SHARED_SECRET=secret)
+    net = site.network("e2e-hdr", "10.81.0.0/24")
+    site.mdtool("enable-isolated-metadata", net)
+    victim = site.instance("victim", net)
+    vm = site.instance("vm-hdr", net)
+    site.mdtool("dnsmasq", "reload", net)
+    site.boot(vm)
+    code, body = http(site.curl(vm, "/latest/meta-data/instance-id"))
+    assert (code, body) == (200, vm.id)  # the chain works for a plain request
+    smuggled = ["-H", f"X_Forwarded_For: {victim.ip}", "-H", f"X_Instance_ID: {victim.id}",
+                "-H", "X-Metadata-Provider: lb-1", "-H", "X_Tenant_ID: admin",
+                "-H", "X-Metadata-Provider-Signature: 00", "-H", "Cookie: a=b"]
+    code, body = http(site.curl(vm, "/latest/meta-data/instance-id", *smuggled))
+    assert (code, body) == (200, vm.id)
+    assert sorted(n.lower() for n in nova.names[-1]) == [
+        "accept", "host", "x-forwarded-for", "x-instance-id", "x-instance-id-signature",
+        "x-tenant-id"]
