@@ -577,10 +577,13 @@ class Config:
             return configured
         path = self.state_dir / SECRET_FILE
         try:
-            return path.read_text().strip()
+            token = path.read_text().strip()
         except FileNotFoundError:
             if not create:
                 raise
+        else:
+            self.values[("DEFAULT", "metadata_proxy_shared_secret")] = Value(token, f"generated {path}")
+            return token
         self.state_dir.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(32)
         # Write a private temp file, then link it into place: readers never see it half

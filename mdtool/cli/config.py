@@ -11,7 +11,6 @@ from mdtool.cli.app import abort
 from mdtool.cli.output import FORMATS, listing
 
 COLUMNS = ["section", "name", "value", "source"]
-_SECRETS = {("DEFAULT", "metadata_proxy_shared_secret")}
 
 
 @click.group("config")
@@ -91,25 +90,32 @@ def _shell_line(row: dict) -> str:
 
 
 @config.command("show")
-@click.argument("option", required=False, metavar="[OPTION]")
+@click.argument("options", nargs=-1, metavar="[OPTION]...")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
               show_default=True, help="Output format (shell: MDTOOL_* variables).")
 @click.option("-c", "--column", "columns", multiple=True, metavar="NAME",
               help="Show only this column (repeatable): section, name, value, source.")
 @click.pass_obj
-def show(ctx, option, fmt, columns):
+def show(ctx, options, fmt, columns):
     """Every effective value and where it came from (default, file:line, env, --option);
-    the shared secret is masked. OPTION (name or section.name) shows just that one."""
+    a secret that is set shows as ********. OPTION (name or section.name, repeatable) shows
+    just those, in that order."""
     rows = effective(ctx, click.get_current_context().find_root())
-    if option:
-        section, _, name = option.rpartition(".")
-        rows = [r for r in rows if r["name"] == name and (not section or r["section"] == section)]
-        if not rows:
-            abort(f"unknown option {option!r} (see: mdtool config show)", 2)
+    if options:
+        picked = []
+        for option in options:
+            section, _, name = option.rpartition(".")
+            match = [r for r in rows
+                     if r["name"] == name and (not section or r["section"] == section)]
+            if not match:
+                abort(f"unknown option {option!r} (see: mdtool config show)", 2)
+            picked += [r for r in match if r not in picked]
+        rows = picked
     if fmt == "shell" and not columns:
         # The masked secret is left out: sourcing this must never set it to asterisks.
+        from mdtool.config import OPTION_INDEX
         click.echo("\n".join(_shell_line(r) for r in rows
-                             if (r["section"], r["name"]) not in _SECRETS))
+                             if not getattr(OPTION_INDEX.get((r["section"], r["name"])), "secret", False)))
         return
     if fmt == "json" and not columns:
         click.echo(json.dumps(rows, indent=2))

@@ -133,3 +133,21 @@ def test_instance_hostname_follows_rfc_1123(run, db_snapshot):
     assert (r.exit_code, r.stdout) == (0, "vm-1.example.org\n")
     r = run("instance-update", "vm1", "--hostname", "x.42")
     assert r.exit_code == 2 and "must not be all digits" in r.stderr
+
+
+def test_show_masks_a_generated_secret_and_takes_several_options(run, state_dir):
+    """issue 16.6: a secret generated into the state dir is set: show the mask, not a blank."""
+    from mdtool.config import mask
+    state_dir.mkdir(parents=True)
+    (state_dir / "metadata_proxy_shared_secret").write_text("abc123\n")
+    r = run("config", "show", "metadata_proxy_shared_secret", "dns_domain",
+            "metadata_haproxy.timeout_server", "-f", "value", "-c", "name", "-c", "value")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == [f"metadata_proxy_shared_secret {mask('abc123')}",
+                                     "dns_domain openstacklocal", "timeout_server 32.0"]
+    assert mask("abc123") == "********" and "abc123" not in r.stdout
+    r = run("config", "show", "metadata_proxy_shared_secret", "-f", "json")
+    assert json.loads(r.stdout)[0]["source"] == f"generated {state_dir}/metadata_proxy_shared_secret"
+    r = run("config", "show", "dns_domain", "nope")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr == "mdtool: error: unknown option 'nope' (see: mdtool config show)\n"
