@@ -296,7 +296,7 @@ class Registry:
                       project_id: str | None = None) -> model.Subnet:
         if name:
             v.name(name, "subnet name")
-        net = v.cidr(cidr)
+        net = v.subnet_cidr(cidr)
         if ip_version is not None and ip_version != net.version:
             raise BadInput(f"--ip-version {ip_version} does not match {cidr} (IPv{net.version})")
         if net.num_addresses < 4 and net.version == 4:
@@ -485,7 +485,7 @@ class Registry:
                     sub = self._resolve(conn, t.subnets, spec["subnet"], "subnet")
                     if sub.network_id != nrow.id:
                         raise Conflict(f"subnet {spec['subnet']} is not on network {nrow.name}")
-                addr = v.ip(spec["ip_address"]) if spec.get("ip_address") else None
+                addr = v.fixed_ip(spec["ip_address"]) if spec.get("ip_address") else None
                 if sub is None:
                     if addr is None:
                         raise BadInput("--fixed-ip needs subnet=… or ip_address=…")

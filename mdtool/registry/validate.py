@@ -7,9 +7,28 @@ import re
 
 from mdtool.errors import BadInput
 
-_MAC_RE = re.compile(r"^([0-9a-fA-F]{2})([:-][0-9a-fA-F]{2}){5}$")
-_NAME_RE = re.compile(r"^[\w.@:+-][\w .@:+-]{0,254}$", re.UNICODE)
-_META_KEY_RE = re.compile(r"^[\w.:-]{1,255}$")
+# Matched with fullmatch: ``$`` would also match before a trailing newline.
+_MAC_RE = re.compile(r"([0-9a-fA-F]{2})([:-][0-9a-fA-F]{2}){5}")
+_NAME_RE = re.compile(r"[\w.@:+-][\w .@:+-]{0,254}", re.UNICODE)
+_META_KEY_RE = re.compile(r"[\w.:-]{1,255}")
+_PUBLIC_KEY_RE = re.compile(r"(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+( .*)?")
+
+# Ranges no instance subnet may touch: an address there is either not an instance's
+# (loopback, multicast, unspecified) or it would alias another one (an IPv4-mapped IPv6
+# address is that IPv4 address to every socket API), or it is the link-local range that
+# holds the metadata address itself.
+_RESERVED = [(ipaddress.ip_network(n), why) for n, why in (
+    ("0.0.0.0/8", "'this network' (0.0.0.0/8)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local (the metadata address lives there)"),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.255/32", "the limited broadcast address"),
+    ("::/128", "the unspecified address"),
+    ("::1/128", "loopback"),
+    ("::ffff:0:0/96", "IPv4-mapped (an address there is an IPv4 address in disguise)"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+)]
 
 
 def cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -28,6 +47,25 @@ def cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     raise BadInput(f"invalid CIDR {text!r}: host bits set; did you mean {loose}?")
 
 
+def subnet_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR an instance subnet may have: none of the reserved ranges above."""
+    net = cidr(text)
+    for reserved, why in _RESERVED:
+        if net.version == reserved.version and net.overlaps(reserved):
+            raise BadInput(f"invalid subnet {text.strip()!r}: it overlaps {reserved}, {why}; "
+                           "pick a private range such as 10.0.0.0/24 or fd00::/64")
+    return net
+
+
+def fixed_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A port's fixed IP; an IPv4-mapped IPv6 address is refused (it would alias an IPv4 one)."""
+    addr = ip(text)
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        raise BadInput(f"invalid fixed IP {text.strip()!r}: an IPv4-mapped address is "
+                       f"{addr.ipv4_mapped} to the metadata path; use {addr.ipv4_mapped} itself")
+    return addr
+
+
 def ip(text: str, what: str = "IP address") -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(text.strip())
@@ -37,7 +75,7 @@ def ip(text: str, what: str = "IP address") -> ipaddress.IPv4Address | ipaddress
 
 def mac(text: str) -> str:
     t = text.strip()
-    if not _MAC_RE.match(t):
+    if not _MAC_RE.fullmatch(t):
         raise BadInput(f"invalid MAC address {text!r}: expected six hex pairs like fa:16:3e:12:34:56")
     m = t.replace("-", ":").lower()
     if int(m[:2], 16) & 1:
@@ -48,7 +86,7 @@ def mac(text: str) -> str:
 
 
 def name(text: str, what: str = "name") -> str:
-    if not _NAME_RE.match(text) or text != text.strip():
+    if not _NAME_RE.fullmatch(text) or text != text.strip():
         raise BadInput(f"invalid {what} {text!r}: use 1-255 letters, digits, spaces or . _ - @ : +, "
                        "not starting with a space")
     return text
@@ -104,7 +142,7 @@ def key_values(text: str, keys: tuple[str, ...], option: str,
 
 def meta_item(text: str) -> tuple[str, str]:
     k, sep, v = text.partition("=")
-    if not sep or not _META_KEY_RE.match(k):
+    if not sep or not _META_KEY_RE.fullmatch(k):
         raise BadInput(f"invalid --meta {text!r}: expected KEY=VALUE with KEY of letters, digits, . _ : -")
     if len(v) > 255:
         raise BadInput(f"invalid --meta {text!r}: value longer than 255 characters")
@@ -119,7 +157,6 @@ def project_id(text: str) -> str:
 
 def public_key(text: str, source: str) -> str:
     key = text.strip()
-    if not re.match(r"^(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+( .*)?$", key) \
-            or "\n" in key:
+    if not _PUBLIC_KEY_RE.fullmatch(key) or "\n" in key:
         raise BadInput(f"{source} does not hold one OpenSSH public key (e.g. 'ssh-ed25519 AAAA… comment')")
     return key

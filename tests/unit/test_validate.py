@@ -32,3 +32,27 @@ def test_key_values():
 def test_hostname_from_name():
     assert v.hostname_from_name("My VM_1!") == "my-vm-1"
     assert v.hostname_from_name("!!!") == "instance"
+
+
+@pytest.mark.parametrize("text", ["k\n", "k\r", "k\x85", "k\u2028", "k\n=v"])
+def test_meta_keys_end_where_they_end(text):
+    """`$` matched before a trailing newline: `--meta $'k\\n=v'` stored a key 'k\\n'."""
+    key = text.partition("=")[0]
+    with pytest.raises(BadInput):
+        v.meta_item(f"{key}=v")
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("::ffff:0:0/96", "IPv4-mapped"), ("::/0", "overlaps"), ("0.0.0.0/0", "overlaps"),
+    ("127.0.0.0/8", "loopback"), ("224.0.0.0/4", "multicast"), ("169.254.0.0/16", "link-local"),
+    ("fe80::/10", "link-local"), ("ff00::/8", "multicast"), ("255.255.255.255/32", "broadcast")])
+def test_reserved_ranges_are_no_instance_subnet(text, reason):
+    with pytest.raises(BadInput, match=reason):
+        v.subnet_cidr(text)
+    v.cidr(text)  # still a CIDR: host routes may name such ranges
+
+
+def test_an_ipv4_mapped_fixed_ip_is_refused():
+    with pytest.raises(BadInput, match="use 10.11.0.5 itself"):
+        v.fixed_ip("::ffff:10.11.0.5")
+    assert str(v.fixed_ip("fd00::5")) == "fd00::5"
