@@ -195,6 +195,9 @@ class MetadataService:
     async def _set_password(self, docs: InstanceDocs, body: bytes) -> Response:
         if len(body) > MAX_PASSWORD_BYTES:
             return _text(400, f"Password data larger than {MAX_PASSWORD_BYTES} bytes.")
+        if not body:
+            # Stored, an empty password would look unset yet block every later POST.
+            return _text(400, "Password data is empty.")
         if docs.instance.password:
             return _text(409, "A password is already set for this instance.")
         try:

@@ -734,6 +734,16 @@ class Registry:
                 t.instances.c.id == instance_id, t.instances.c.password.is_(None)).values(password=password))
             return res.rowcount == 1
 
+    def clear_instance_password(self, ref: str) -> tuple[model.Instance, bool]:
+        """Forget the stored password (Nova's clear-password): the instance may POST a new
+        one. Returns the instance and whether a password was set."""
+        with self._write() as conn:
+            r = self._resolve(conn, t.instances, ref, "instance")
+            if r.password is None:
+                return self._instance_view(r), False
+            conn.execute(t.instances.update().where(t.instances.c.id == r.id).values(password=None))
+            return self._instance_view(r), True
+
 
 _REGISTRIES: dict[str, Registry] = {}
 

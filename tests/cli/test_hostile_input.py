@@ -46,3 +46,23 @@ def test_a_private_ipv6_subnet_and_ipv4_subnets_still_pass(run):
     for cidr in ("fd00:1::/64", "10.0.0.0/24", "192.168.7.0/24", "100.64.0.0/24"):
         r = run("subnet-create", "n", cidr)
         assert r.exit_code == 0, r.stderr
+
+
+def test_clear_password_lets_the_instance_post_again(run):
+    """Nova's clear-password: the operator forgets the stored password (and saying so
+    twice is no error)."""
+    iid = json.loads(run("instance-create", "vm", "-f", "json").stdout)["id"]
+    from mdtool.config import Config
+    from mdtool.registry import open_registry
+    reg = open_registry(Config().db_url)
+    assert reg.set_instance_password(iid, "c2VjcmV0")
+    assert not reg.set_instance_password(iid, "other")
+    r = run("instance-clear-password", "vm")
+    assert r.exit_code == 0 and r.stdout == f"Cleared the password of instance vm ({iid})\n"
+    assert reg.get_instance(iid).password is None
+    assert reg.set_instance_password(iid, "bmV3")
+    run("instance-clear-password", iid)
+    r = run("instance-clear-password", "vm")
+    assert r.exit_code == 0 and "nothing to clear" in r.stdout
+    r = run("instance-clear-password", "ghost")
+    assert r.exit_code == 2 and "no instance named" in r.stderr

@@ -444,3 +444,10 @@ def test_random_probing_does_not_grow_cache_unbounded(svc):
         call(svc, f"/latest/meta-data/x{i}")
     docs = svc._docs[IID]
     assert len(docs._cache) <= 256
+
+
+def test_an_empty_password_post_is_400_and_stores_nothing(svc, reg):
+    """Stored, '' looked unset yet made every later POST a 409: locked for good."""
+    assert call(svc, "/openstack/latest/password", "POST", body=b"").status == 400
+    assert reg.instances[IID].password is None
+    assert call(svc, "/openstack/latest/password", "POST", body=b"c2VjcmV0").status == 200

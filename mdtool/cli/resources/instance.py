@@ -140,4 +140,17 @@ def instance_delete(ctx, instances):
     delete_each(ctx, "instance", instances, delete)
 
 
-COMMANDS = [instance_create, instance_list, instance_show, instance_update, instance_delete]
+@click.command("instance-clear-password")
+@click.argument("instance", shell_complete=complete.instances)
+@pass_ctx
+def instance_clear_password(ctx, instance):
+    """Forget the password the instance posted (Nova's clear-password), so it may post a new one."""
+    i, was_set = ctx.registry.clear_instance_password(instance)
+    if was_set:
+        click.echo(f"Cleared the password of instance {i.name} ({i.id})")
+    else:
+        click.echo(f"Instance {i.name} ({i.id}) has no password: nothing to clear")
+
+
+COMMANDS = [instance_create, instance_list, instance_show, instance_update, instance_delete,
+            instance_clear_password]
