@@ -116,9 +116,13 @@ def _error_bytes(status: int, text: str) -> bytes:
 
 
 def _peer_host(addr: Any) -> str:
+    """The client's address; an IPv4-mapped IPv6 peer (dual-stack socket) is its IPv4
+    address, so one instance has one identity whichever socket it came in on."""
     if isinstance(addr, tuple) and addr:
         host = addr[0]
         if isinstance(host, str):
+            if host.startswith("::ffff:") and "." in host:
+                return host[7:]
             return host.split("%", 1)[0]
     return ""
 

@@ -331,3 +331,24 @@ def test_serialize_response_owns_framing_headers():
     assert raw == (b"HTTP/1.1 200 OK\r\nX-A: b\r\nContent-Length: 2\r\n"
                    b"Connection: close\r\n\r\nhi")
     assert serialize_response(Response(204, b"x")) == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+def test_an_ipv4_mapped_peer_is_its_ipv4_address():
+    """On a dual-stack socket an IPv4 client arrives as ::ffff:a.b.c.d: one instance, one
+    identity, whichever socket it came in on."""
+    async def main():
+        h = Echo()
+        server = HttpServer(h)
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        s.listen(8)
+        await server.add_socket(s)
+        r, w = await asyncio.open_connection("127.0.0.1", s.getsockname()[1])
+        w.write(b"GET /m HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(r))[0] == 200
+        assert h.requests[0].peer == "127.0.0.1"
+        w.close()
+        await server.close(1)
+
+    run(main())
