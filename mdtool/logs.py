@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,31 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
              logging.CRITICAL: 2}
 
 
-class JournalFormatter(logging.Formatter):
+# Everything a reader could take for a line break (str.splitlines() breaks on C1's NEL and
+# on U+2028/U+2029 too) or a terminal control: an instance must never forge or split a
+# log line through a path or a header it sent.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(m: re.Match) -> str:
+    c = m.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: CR, LF, NEL, U+2028, U+2029 and other controls escaped."""
+    return _UNSAFE.sub(_escape_one, text) if _UNSAFE.search(text) else text
+
+
+class _OneLine:
+    """The message part of a record is always one line; only a traceback spans several."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape(super().formatMessage(record))  # type: ignore[misc]
+
+
+class JournalFormatter(_OneLine, logging.Formatter):
     """``<6>mdtool.agent: message``; a multi-line message (a traceback) keeps the prefix."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -59,7 +84,7 @@ def cli_verbosity() -> int:
         return 0
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_OneLine, logging.Formatter):
     """``TEXT_FORMAT`` exactly, with the timestamp's strftime done once per second: the
     daemons log every request, and formatting the time was a visible part of that."""
 

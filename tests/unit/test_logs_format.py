@@ -20,3 +20,22 @@ def test_same_text_as_the_stock_formatter_across_seconds():
                     1700000000.002):
         rec = _record(created)
         assert ours.format(rec) == stock.format(_record(created))
+
+
+def test_a_message_is_one_line_whatever_an_instance_sent():
+    """CR, LF, NEL (U+0085), U+2028, U+2029 and other controls are escaped: str.splitlines
+    (what log readers use) must see one line; a traceback still spans lines."""
+    from mdtool.logs import JOURNAL_FORMAT, JournalFormatter
+    path = "/a\r\nb\x85c\u2028d\u2029e\x1b[2Jf\x00"
+    rec = logging.LogRecord("mdtool.proxy.access", logging.INFO, __file__, 1, "src=%s GET %s 404",
+                            ("10.0.0.5", path), None)
+    for fmt in (TextFormatter(), JournalFormatter(JOURNAL_FORMAT)):
+        text = fmt.format(rec)
+        assert len(text.splitlines()) == 1, text
+        assert "/a\\r\\nb\\x85c\\u2028d\\u2029e\\x1b[2Jf\\x00 404" in text
+    try:
+        raise ValueError("x")
+    except ValueError:
+        import sys
+        rec = logging.LogRecord("mdtool", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert "Traceback" in TextFormatter().format(rec).splitlines()[1]
