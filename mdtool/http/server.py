@@ -14,9 +14,12 @@ time per connection; reading pauses when too many are queued.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import signal
 import socket
+import struct
+import termios
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -135,6 +138,16 @@ def _local_host(addr: Any) -> str:
     return ""
 
 
+def _send_queue(sock: Any) -> int:
+    """Bytes in the kernel's send queue, not yet sent or not yet acknowledged (SIOCOUTQ);
+    -1 when it cannot be read."""
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, AttributeError, ValueError):
+        return -1
+    return struct.unpack("i", buf)[0]
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parse, queue, answer in order."""
 
@@ -164,7 +177,7 @@ class _Connection(asyncio.Protocol):
         self.expect_continue = False
         self.pending_error: bytes | None = None
         self.completed_in_chunk = False
-        self.hops_set = False  # a reply changed the socket's IP TTL / hop limit
+        self.hops: int | None = None  # the IP TTL / hop limit a reply set (None: default)
 
     # asyncio callbacks --------------------------------------------------------------
 
@@ -374,7 +387,21 @@ class _Connection(asyncio.Protocol):
                     log.exception("bad response from handler: %s %s", req.method, req.target)
                     data = _error_bytes(500, "Internal Server Error")
                     keep_alive = False
-                if resp.hop_limit is not None or self.hops_set:
+                if resp.hop_limit != self.hops:
+                    if self.hops is not None and (resp.hop_limit is None
+                                                  or resp.hop_limit > self.hops):
+                        # A segment takes the TTL of the moment it is (re)transmitted: the
+                        # limited reply must be out and acknowledged before the limit goes
+                        # up. A client that does not read loses the connection instead.
+                        if not await self._all_acknowledged(self.limits.keepalive_timeout):
+                            self.closing = True
+                            self.queue.clear()
+                            if self.transport is not None:
+                                self.transport.close()
+                            return
+                        transport = self.transport
+                        if transport is None:
+                            return
                     if not self._set_hop_limit(resp.hop_limit) and resp.hop_limit is not None:
                         # Never let a reply meant to stay on the link leave without its limit.
                         data = _error_bytes(500, "Internal Server Error")
@@ -403,6 +430,24 @@ class _Connection(asyncio.Protocol):
         else:
             self._arm(self.limits.keepalive_timeout, self._on_idle_timeout)
 
+    async def _all_acknowledged(self, timeout: float) -> bool:
+        """Wait until every byte written so far has left the transport's buffer and the
+        peer has acknowledged it (the kernel's send queue is empty); False on timeout."""
+        loop = self.loop
+        deadline = loop.time() + timeout
+        delay = 0.001
+        while True:
+            transport = self.transport
+            if transport is None:
+                return False
+            sock = transport.get_extra_info("socket")
+            if transport.get_write_buffer_size() == 0 and _send_queue(sock) == 0:
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
     def _set_hop_limit(self, hops: int | None) -> bool:
         """IP TTL (and IPv6 hop limit) of what is written next; None: the system default."""
         sock = self.transport.get_extra_info("socket") if self.transport else None
@@ -422,7 +467,7 @@ class _Connection(asyncio.Protocol):
         except OSError as e:
             log.warning("cannot set the hop limit of a reply to %s: %s", self.peer, e)
             return False
-        self.hops_set = hops is not None
+        self.hops = hops
         return True
 
     def _stop_reading_after_queue(self):

@@ -25,6 +25,7 @@ import random
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -357,3 +358,124 @@ def test_proxy_survives_hostile_http_and_keeps_serving(env):
 def test_proxy_survives_hostile_http_long(env):
     fuzz(env, random_inputs=5000, pipelined=16, loris=900, loris_seconds=45,
          seed=int(time.time()))
+
+
+# the IMDSv2 hop limit under pipelining --------------------------------------------------
+
+@dataclass
+class Segment:
+    seq: int
+    ttl: int
+    flags: int
+    length: int
+
+
+def capture_from_proxy(ns: str, stop: threading.Event, out: list[Segment], ready: threading.Event,
+                       port_box: list[int]) -> None:
+    """Every TCP segment 169.254.169.254:80 sends into ``ns`` (to the port in port_box),
+    with the TTL it arrived with: a raw socket sees each one, retransmissions included."""
+    raw = switch.run_in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW,
+                                                        socket.IPPROTO_TCP))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    raw.settimeout(0.1)
+    ready.set()
+    try:
+        while not stop.is_set():
+            try:
+                pkt = raw.recv(65535)
+            except socket.timeout:
+                continue
+            ihl = (pkt[0] & 0x0F) * 4
+            if socket.inet_ntoa(pkt[12:16]) != MD[0]:
+                continue
+            sport, dport, seq = struct.unpack("!HHI", pkt[ihl:ihl + 8])
+            if sport != 80 or not port_box or dport != port_box[0]:
+                continue
+            doff = (pkt[ihl + 12] >> 4) * 4
+            total = struct.unpack("!H", pkt[2:4])[0]
+            out.append(Segment(seq, pkt[8], pkt[ihl + 13], total - ihl - doff))
+    finally:
+        raw.close()
+
+
+def read_responses(sock: socket.socket, n: int, chunk: int, pause: float) -> list[tuple[int, int, bytes]]:
+    """Read ``n`` responses slowly; (start offset, end offset, bytes) of each in the stream."""
+    data = b""
+    out = []
+    pos = 0
+    deadline = time.monotonic() + 60
+    while len(out) < n and time.monotonic() < deadline:
+        got = sock.recv(chunk)
+        if not got:
+            break
+        data += got
+        while True:
+            head_end = data.find(b"\r\n\r\n", pos)
+            if head_end < 0:
+                break
+            m = re.search(rb"\r\nContent-Length: (\d+)\r\n", data[pos:head_end + 2])
+            end = head_end + 4 + int(m.group(1))
+            if len(data) < end:
+                break
+            out.append((pos, end, data[pos:end]))
+            pos = end
+        time.sleep(pause)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_token_reply_never_leaves_above_the_hop_limit_under_pipelining(env):
+    """40 pipelined GETs, the token PUT, one more GET, from a client that reads slowly
+    through a small receive window: every segment carrying a byte of the token reply
+    arrives with TTL <= http_put_response_hop_limit (1), and the reply after it with the
+    default again. The token used to wait in the send buffer while the TTL was set back."""
+    stop, ready = threading.Event(), threading.Event()
+    segments: list[Segment] = []
+    port_box: list[int] = []
+    cap = threading.Thread(target=capture_from_proxy,
+                           args=(env.bad_ns, stop, segments, ready, port_box), daemon=True)
+    cap.start()
+    assert ready.wait(5)
+    (s,) = sockets_in(env.bad_ns, 1)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        s.settimeout(10)
+        s.bind(("0.0.0.0", 0))
+        port_box.append(s.getsockname()[1])
+        s.connect(MD)
+        get = b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"
+        put = (b"PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+               b"X-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n")
+        sender = threading.Thread(target=s.sendall, args=(get * 40 + put + get,), daemon=True)
+        sender.start()
+        time.sleep(1.0)  # nothing read: replies pile up in the proxy's buffers
+        replies = read_responses(s, 42, 1024, 0.001)
+        sender.join(10)
+    finally:
+        s.close()
+        time.sleep(0.2)
+        stop.set()
+        cap.join(5)
+    assert len(replies) == 42, f"{len(replies)} replies"
+    tok_start, tok_end, tok = replies[40]
+    assert tok.startswith(b"HTTP/1.1 200") and b"\r\n\r\nv1." in tok, tok[:200]
+    syn = [g for g in segments if g.flags & 0x12 == 0x12]
+    assert syn, "the SYN-ACK was not captured"
+    isn = syn[0].seq
+
+    def overlapping(start: int, end: int) -> list[Segment]:
+        hits = []
+        for g in segments:
+            off = (g.seq - isn - 1) % (1 << 32)
+            if g.length and off < end and off + g.length > start:
+                hits.append(g)
+        return hits
+
+    carrying = overlapping(tok_start, tok_end)
+    assert carrying, "no captured segment carried the token reply"
+    assert {g.ttl for g in carrying} == {1}, sorted({g.ttl for g in carrying})
+    after = overlapping(*replies[41][:2])
+    assert after and max(g.ttl for g in after) > 1, "the default TTL never came back"
+    _count("token replies checked", 1)
+    print(f"\nproxy-hop-limit: {len(carrying)} segments of the token reply, all TTL 1; "
+          f"{len(segments)} segments captured")
