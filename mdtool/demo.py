@@ -182,6 +182,9 @@ def destroy(config: Config, registry: Registry, demo: Demo, say) -> None:
         registry.delete_port(p.id)
     if _exists(registry, demo.network_id):
         registry.delete_network(demo.network_id)
+    # disable keeps dnsmasq's log for the operator; the demo leaves nothing of its own behind.
+    from mdtool.dnsmasq import control
+    control.paths(config, demo.network_id).log.unlink(missing_ok=True)
     state_file(config).unlink(missing_ok=True)
     say(f"removed demo network {demo.network_name}, its instances, namespaces and daemons")
 

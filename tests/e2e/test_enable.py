@@ -115,7 +115,11 @@ def test_demo_runs_and_cleans_up(site):
     res = site.mdtool("demo", timeout=180)
     assert "both instances received their own metadata" in res.stdout, res.stdout + res.stderr
     assert res.stdout.count("demo-vm") >= 4
+    # The inspect view its --help promises (it was silently skipped by a swallowed ImportError).
+    assert "mdtool inspect demo" in res.stdout and "route -n" in res.stdout, res.stdout
     assert "removed demo network" in res.stderr
+    logs = site.state_dir / "log"
+    assert not logs.exists() or not [p.name for p in logs.iterdir() if p.name.startswith("dnsmasq-")]
     assert site.json("net-list") == [] and site.json("instance-list") == []
     assert not processes_matching(str(site.state_dir))
     left = [n for n in os.listdir("/run/netns") if n.startswith("demo-vm")] if os.path.isdir("/run/netns") else []
