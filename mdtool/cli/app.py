@@ -38,11 +38,21 @@ class Ctx:
     @cached_property
     def console(self):
         """Messages and progress go to stderr; stdout stays for machine-readable output."""
-        from rich.console import Console
-        return Console(stderr=True, highlight=False, soft_wrap=True, quiet=self.quiet)
+        return make_console(stderr=True, quiet=self.quiet)
 
     def say(self, msg: str) -> None:
         self.console.print(msg)
+
+
+def make_console(**options):
+    """Every rich console of the CLI. NO_COLOR (https://no-color.org: set and not empty) turns
+    off every style, bold and dim included, not only colours as rich's own handling does."""
+    from rich.console import Console
+    options.setdefault("highlight", False)
+    options.setdefault("soft_wrap", True)
+    if os.environ.get("NO_COLOR"):
+        options["color_system"] = None
+    return Console(**options)
 
 
 def abort(msg: str, code: int = 1) -> NoReturn:
@@ -62,7 +72,22 @@ def _emit(msg: str, code: int) -> int:
     return code
 
 
-class MdtoolGroup(click.Group):
+class HelpGroup(click.Group):
+    """A group whose --help lists each command with its whole first sentence, wrapped to the
+    terminal, instead of click's summary cut at 45 characters with '...'."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class MdtoolGroup(HelpGroup):
     """A group whose standalone run turns every failure into one line and an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -89,7 +114,7 @@ def run_main(cli: click.Group, argv: list[str] | None = None, prog_name: str = "
     except click.ClickException as e:
         code = _emit(e.format_message(), e.exit_code)
     except MdtoolError as e:
-        if verbose:
+        if verbose and e.exit_code != 2:  # bad input is the user's, not a fault to trace
             traceback.print_exc()
         code = _emit(str(e), e.exit_code)
     except KeyboardInterrupt:

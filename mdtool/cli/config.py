@@ -7,13 +7,13 @@ import shlex
 
 import click
 
-from mdtool.cli.app import abort
+from mdtool.cli.app import HelpGroup, abort
 from mdtool.cli.output import FORMATS, listing
 
 COLUMNS = ["section", "name", "value", "source"]
 
 
-@click.group("config")
+@click.group("config", cls=HelpGroup)
 def config():
     """Show and check mdtool's configuration (INI file, environment, command line)."""
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from mdtool.cli.app import HelpGroup
 
-@click.group("proxy")
+
+@click.group("proxy", cls=HelpGroup)
 def proxy():
     """The metadata proxy: 169.254.169.254:80 in each DHCP namespace -> the agent's Unix socket."""
 
@@ -31,7 +33,7 @@ def proxy_run(ctx, networks):
     os.execv(sys.executable, argv(str(cfg.state_dir), ids, cfg.config_file, ctx.verbose))
 
 
-@click.group("agent")
+@click.group("agent", cls=HelpGroup)
 def agent():
     """The metadata agent: finds the instance behind a request, signs it, forwards it to Nova."""
 
@@ -44,7 +46,7 @@ def agent_run(ctx):
     raise SystemExit(run(ctx.config))
 
 
-@click.group("metadata")
+@click.group("metadata", cls=HelpGroup)
 def metadata():
     """The Nova-compatible metadata service (OpenStack and EC2 trees) served from the registry."""
 

@@ -13,13 +13,14 @@ import click
 def demo(ctx, keep, cleanup):
     """Create an isolated network (no gateway) and two instances, enable isolated metadata, let
     each instance get DHCP and read 169.254.169.254, show what they received and the inspect view."""
-    from rich.console import Console
     from rich.table import Table
+
+    from mdtool.cli.app import make_console
 
     from mdtool import demo as d
     from mdtool.errors import BadInput, MdtoolError
 
-    out = Console(highlight=False, soft_wrap=True)
+    out = make_console()
     say = lambda msg: ctx.console.print(f"[dim]{msg}[/dim]")  # noqa: E731
     cfg, reg = ctx.config, ctx.registry
     saved = d.state_file(cfg)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from mdtool.cli import complete
-from mdtool.cli.app import node, report
+from mdtool.cli.app import HelpGroup, node, report
 
 
-@click.group("dnsmasq")
+@click.group("dnsmasq", cls=HelpGroup)
 def dnsmasq():
     """dnsmasq of a network, with Neutron's host, opts and addn_hosts files."""
 

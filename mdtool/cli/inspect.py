@@ -8,7 +8,7 @@ import sys
 import click
 
 from mdtool.cli import complete
-from mdtool.cli.app import abort
+from mdtool.cli.app import abort, make_console
 
 
 @click.command("inspect")
@@ -43,9 +43,7 @@ def inspect(ctx, network, port_ref, fmt):
         data = [to_dict(r) for r in reports]
         click.echo(json.dumps(data[0] if network else data, indent=2))
     else:
-        from rich.console import Console
-        console = Console(highlight=False, soft_wrap=True,
-                          width=None if sys.stdout.isatty() else 160)
+        console = make_console(width=None if sys.stdout.isatty() else 160)
         for r in reports:
             _show(console, r)
     failed = [c for r in reports for c in r.checks if not c.ok]

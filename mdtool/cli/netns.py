@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from mdtool.cli import complete
-from mdtool.cli.app import node, report
+from mdtool.cli.app import HelpGroup, node, report
 from mdtool.cli.output import format_options, listing
 
 
-@click.group("netns")
+@click.group("netns", cls=HelpGroup)
 def netns():
     """The DHCP namespace of a network: qdhcp-<network_id>, its DHCP port and 169.254.169.254."""
 
@@ -19,7 +19,7 @@ def netns():
 @click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
 @click.pass_obj
 def up(ctx, network, dry_run):
-    """Create the bridge, namespace and DHCP port veth of NETWORK (completes a half-built one)."""
+    """Create the bridge, namespace and DHCP port veth of NETWORK (completes one left half built)."""
     report(ctx, f"netns up {network}", node(ctx).netns_up(network, dry_run=dry_run), dry_run)
 
 

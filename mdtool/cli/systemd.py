@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from mdtool.cli.app import report
+from mdtool.cli.app import HelpGroup, report
 
 
-@click.group("systemd")
+@click.group("systemd", cls=HelpGroup)
 def systemd():
     """systemd units for the proxy, agent and metadata daemons."""
 
@@ -19,9 +19,14 @@ def systemd():
               help="mdtool executable for ExecStart (default: the one running now).")
 @click.pass_obj
 def render(ctx, output_dir, mdtool_path):
-    """Write mdtool-proxy.service, mdtool-agent.service and mdtool-metadata.service
-    (hardened: read-only system, only the capabilities each daemon needs); says what changed.
-    Then: systemctl daemon-reload && systemctl enable --now mdtool-metadata mdtool-agent mdtool-proxy"""
+    """Write the units of the proxy, agent and metadata service (hardened: read-only
+    system, only the capabilities each daemon needs); says what changed.
+
+    \b
+    Then:
+      systemctl daemon-reload
+      systemctl enable --now mdtool-metadata mdtool-agent mdtool-proxy
+    """
     from mdtool import systemd as units
     db = click.get_current_context().find_root().params.get("db_url")  # only when given
     changes = units.write_units(ctx.config, output_dir, units.mdtool_executable(mdtool_path),

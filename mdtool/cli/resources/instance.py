@@ -58,7 +58,8 @@ def _meta(items) -> dict[str, str]:
 
 @click.command("instance-create")
 @click.argument("name")
-@click.option("--project-id", default="admin", show_default=True, metavar="P")
+@click.option("--project-id", default="admin", show_default=True, metavar="P",
+              help="Project (tenant) of the instance; its ports default to it.")
 @click.option("--hostname", metavar="H", help="Default: derived from NAME.")
 @click.option("--user-data", metavar="FILE", help="User-data file (kept as bytes; 64 KiB at most).")
 @click.option("--key-name", metavar="K", help="Name of the SSH key (with --public-key).")
@@ -102,11 +103,12 @@ def instance_show(ctx, instance, fmt, columns):
 @click.command("instance-update")
 @click.argument("instance", shell_complete=complete.instances)
 @click.option("--name", help="New name.")
-@click.option("--hostname", metavar="H")
+@click.option("--hostname", metavar="H", help="New hostname (meta_data.json, EC2 hostname).")
 @click.option("--user-data", metavar="FILE", help="Replace the user-data.")
 @click.option("--no-user-data", is_flag=True, help="Remove the user-data.")
 @click.option("--key-name", metavar="K", help="Add an SSH key (with --public-key).")
-@click.option("--public-key", metavar="FILE")
+@click.option("--public-key", metavar="FILE",
+              help="OpenSSH public key file, added under the --key-name given.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Set a metadata item (repeatable).")
 @click.option("--unset-meta", multiple=True, metavar="KEY", help="Remove a metadata item.")
 @click.option("--vendor-data", metavar="FILE", help="Replace the vendor data (JSON object).")

@@ -14,8 +14,10 @@ from mdtool.cli.resources.common import delete_each, emit_list, emit_one, pass_c
 @click.argument("name")
 @click.option("--bridge", metavar="BR", help="Linux bridge of the network (default brq<id[:11]>; "
               "an existing bridge, e.g. libvirt's virbr0, is used as it is).")
-@click.option("--mtu", type=click.IntRange(68, 65535), default=1500, show_default=True)
-@click.option("--project-id", default="admin", show_default=True, metavar="P")
+@click.option("--mtu", type=click.IntRange(68, 65535), default=1500, show_default=True,
+              help="MTU that DHCP hands out (option 26) and the DHCP port uses.")
+@click.option("--project-id", default="admin", show_default=True, metavar="P",
+              help="Project (tenant) that owns the network.")
 @format_options
 @pass_ctx
 def net_create(ctx, name, bridge, mtu, project_id, fmt, columns):

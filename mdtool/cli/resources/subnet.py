@@ -28,7 +28,12 @@ from mdtool.cli.resources.common import delete_each, emit_list, emit_one, parse_
 @pass_ctx
 def subnet_create(ctx, network, cidr, name, no_gateway, gateway, pools, dns, routes, disable_dhcp,
                   ip_version, project_id, fmt, columns):
-    """Create a subnet on NETWORK, e.g. `subnet-create net1 172.17.17.0/24 --no-gateway --name=sub1`."""
+    """Create a subnet on NETWORK.
+
+    \b
+    An isolated subnet, as in the story (metadata via DHCP option 121):
+      mdtool subnet-create net1 172.17.17.0/24 --no-gateway --name=sub1
+    """
     pool_specs = [(p["start"], p["end"]) for p in parse_pairs(pools, ("start", "end"), "--allocation-pool")]
     route_specs = [(r["destination"], r["nexthop"])
                    for r in parse_pairs(routes, ("destination", "nexthop"), "--host-route")]
