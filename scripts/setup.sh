@@ -2,7 +2,8 @@
 # Set up mdtool on a fresh Debian 12 machine, as root: system packages, a virtualenv in
 # ./.venv with mdtool installed (editable), and /usr/local/bin/mdtool.
 #   scripts/setup.sh          what the demo needs
-#   scripts/setup.sh --test   also the test tools and a local PostgreSQL server
+#   scripts/setup.sh --test   also the test tools, a local PostgreSQL server and the
+#                             interop tier's side virtualenv .venv-openstack (Neutron, Nova)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -46,5 +47,21 @@ ln -sf "$PWD/.venv/bin/mdtool" /usr/local/bin/mdtool
 
 if [ "$want_test" = 1 ]; then
   scripts/postgres.sh start
+  # The interop tier (tests/interop) runs Neutron's and Nova's own code against mdtool.
+  # They live in a side virtualenv so their pins never meet mdtool's; it is reused while
+  # it was built from the same requirements file (0.5 to 2 min to build with a cold pip cache here).
+  osreq=tests/interop/requirements.txt
+  if ! cmp -s "$osreq" .venv-openstack/requirements.txt 2>/dev/null; then
+    echo "setup: building .venv-openstack (neutron and nova for the interop tests)" >&2
+    rm -rf .venv-openstack
+    ospy=/usr/bin/python3
+    [ -x "$ospy" ] || ospy=$py
+    "$ospy" -m venv .venv-openstack
+    .venv-openstack/bin/pip install -q --disable-pip-version-check -r "$osreq" 2>&1 \
+      | grep -v "^WARNING: Location" >&2 || true
+    .venv-openstack/bin/python -W ignore -c "import neutron.agent.linux.dhcp, nova.api.metadata.handler" \
+      || { echo "setup: neutron/nova did not install in .venv-openstack" >&2; exit 1; }
+    cp "$osreq" .venv-openstack/requirements.txt
+  fi
 fi
 echo "setup: mdtool $(.venv/bin/mdtool --version | awk '{print $3}') ready: /usr/local/bin/mdtool" >&2
