@@ -29,7 +29,9 @@ def up(ctx, network, dry_run):
 @click.pass_obj
 def down(ctx, network, dry_run):
     """Remove the namespace, both veth ends, and the bridge if mdtool created it and it is idle."""
-    report(ctx, f"netns down {network}", node(ctx).netns_down(network, dry_run=dry_run), dry_run)
+    from mdtool.teardown import netns_down
+    report(ctx, f"netns down {network}",
+           netns_down(ctx.config, ctx.registry, network, dry_run=dry_run), dry_run)
 
 
 @netns.command("list")

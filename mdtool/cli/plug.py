@@ -23,12 +23,12 @@ def _check_namespace_name(name: str) -> None:
 @click.pass_obj
 def port_plug(ctx, port, namespace, ifname, dry_run):
     """Create NAMESPACE attached to PORT's network with the port's MAC (then run a DHCP client)."""
-    from mdtool.netns import plug
+    from mdtool import plugs
     _check_namespace_name(namespace)
     p = ctx.registry.get_port(port)
     net = ctx.registry.get_network(p.network_id)
     report(ctx, f"port-plug {port} {namespace}",
-           [a.text for a in plug.plug(p, net, namespace, ifname=ifname, dry_run=dry_run)], dry_run)
+           plugs.plug(ctx.config, p, net, namespace, ifname=ifname, dry_run=dry_run), dry_run)
 
 
 @click.command("port-unplug")
@@ -37,8 +37,8 @@ def port_plug(ctx, port, namespace, ifname, dry_run):
 @click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
 @click.pass_obj
 def port_unplug(ctx, port, namespace, dry_run):
-    """Remove NAMESPACE and both ends of its veth to PORT."""
-    from mdtool.netns import plug
-    p = ctx.registry.get_port(port)
+    """Remove NAMESPACE, both ends of its veth to PORT, and the network's bridge when mdtool
+    created it and PORT was the last it carried."""
+    from mdtool.teardown import unplug_port
     report(ctx, f"port-unplug {port} {namespace}",
-           [a.text for a in plug.unplug(p.id, namespace, dry_run=dry_run)], dry_run)
+           unplug_port(ctx.config, ctx.registry, port, namespace, dry_run=dry_run), dry_run)

@@ -16,6 +16,19 @@ class Action:
         return self.text
 
 
+def delete_idle_bridge(bridge: str | None, link, network_id: str, ports: list[str],
+                       removed: set[str]) -> list[Action]:
+    """Pure: delete ``bridge`` when mdtool created it for ``network_id`` (its alias says so)
+    and it carries no port once ``removed`` are gone: the bridge goes with its last port."""
+    from mdtool.netns import names
+    if not bridge or link is None or link.alias != names.bridge_alias(network_id):
+        return []
+    if any(p not in removed for p in ports):
+        return []
+    return [Action(f"delete bridge {bridge} (created by mdtool)", "delete_link",
+                   {"ifname": bridge})]
+
+
 def apply(actions: list[Action]) -> list[Action]:
     """Run the actions in order; stops at the first failure (OperationFailed)."""
     from mdtool.netns import ip_lib

@@ -14,7 +14,7 @@ from typing import Iterable
 from mdtool import model
 from mdtool.errors import BadInput
 from mdtool.netns import ip_lib, names
-from mdtool.netns.actions import Action, apply
+from mdtool.netns.actions import Action, apply, delete_idle_bridge
 from mdtool.netns.ip_lib import Address, Link
 
 METADATA_V4 = model.METADATA_IPV4 + "/32"
@@ -224,13 +224,8 @@ def plan_down(network_id: str, bridge_name: str | None, observed: Observed) -> l
         actions.append(Action(f"delete veth end {link.ifname}", "delete_link",
                               {"ifname": link.ifname}))
         removed.add(link.ifname)
-    br = observed.bridge
-    if bridge_name and br is not None and br.alias == names.bridge_alias(network_id):
-        others = [p for p in observed.bridge_ports if p not in removed]
-        if not others:
-            actions.append(Action(f"delete bridge {bridge_name} (created by mdtool)",
-                                  "delete_link", {"ifname": bridge_name}))
-    return actions
+    return actions + delete_idle_bridge(bridge_name, observed.bridge, network_id,
+                                        observed.bridge_ports, removed)
 
 
 def down(network_id: str, bridge_name: str | None, *, dry_run: bool = False,

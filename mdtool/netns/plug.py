@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mdtool import model
 from mdtool.netns import ip_lib, names
-from mdtool.netns.actions import Action, apply
+from mdtool.netns.actions import Action, apply, delete_idle_bridge
 
 
 def plan_plug(port: model.Port, network: model.Network, ns_name: str, ifname: str,
@@ -88,9 +88,12 @@ def plug(port: model.Port, network: model.Network, ns_name: str, *, ifname: str 
     return actions if dry_run else apply(actions)
 
 
-def unplug(port_id: str, ns_name: str, *, dry_run: bool = False) -> list[Action]:
-    """Remove both veth ends and the namespace; [] when nothing was there."""
+def unplug(port_id: str, ns_name: str, *, bridge: str | None = None,
+           network_id: str | None = None, dry_run: bool = False) -> list[Action]:
+    """Remove both veth ends and the namespace, and ``bridge`` when mdtool created it for
+    ``network_id`` and this port was the last it carried; [] when nothing was there."""
     actions: list[Action] = []
+    removed: set[str] = set()
     host_end_name = names.tap_name(port_id)
     if ip_lib.namespace_exists(ns_name):
         for link in ip_lib.list_links(ns_name):
@@ -101,4 +104,10 @@ def unplug(port_id: str, ns_name: str, *, dry_run: bool = False) -> list[Action]
     if ip_lib.get_link(host_end_name) is not None:
         actions.append(Action(f"delete veth end {host_end_name}", "delete_link",
                               {"ifname": host_end_name}))
+    removed.add(host_end_name)
+    if bridge and network_id:
+        links = ip_lib.host_links_matching(names=(bridge,), master=bridge)
+        br = next((l for l in links if l.ifname == bridge), None)
+        actions += delete_idle_bridge(bridge, br, network_id,
+                                      [l.ifname for l in links if l.master == bridge], removed)
     return actions if dry_run else apply(actions)

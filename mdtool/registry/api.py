@@ -276,11 +276,17 @@ class Registry:
     def delete_network(self, ref: str) -> model.Network:
         with self._write() as conn:
             r = self._resolve(conn, t.networks, ref, "net")
-            n = conn.execute(sa.select(sa.func.count()).select_from(t.ports)
-                             .where(t.ports.c.network_id == r.id)).scalar_one()
-            if n:
-                raise Conflict(f"network {r.name} ({r.id}) still has {n} port(s): delete them first "
-                               "(mdtool port-list; disable-isolated-metadata removes the DHCP port)")
+            ports = conn.execute(sa.select(t.ports.c.id, t.ports.c.device_owner, t.ports.c.host)
+                                 .where(t.ports.c.network_id == r.id)).all()
+            hosts = sorted({p.host for p in ports if p.device_owner == model.DHCP_OWNER})
+            if hosts:
+                raise Conflict(f"network {r.name} ({r.id}) is still served by host(s) "
+                               f"{', '.join(hosts)}: mdtool disable-isolated-metadata {ref} "
+                               "(on each of them), then net-delete again")
+            if ports:
+                ids = " ".join(p.id for p in ports[:5]) + (" …" if len(ports) > 5 else "")
+                raise Conflict(f"network {r.name} ({r.id}) still has {len(ports)} port(s): "
+                               f"mdtool port-delete {ids}")
             net = self._network_view(conn, r, with_ports=False)
             conn.execute(t.network_hosts.delete().where(t.network_hosts.c.network_id == r.id))
             conn.execute(t.subnets.delete().where(t.subnets.c.network_id == r.id))

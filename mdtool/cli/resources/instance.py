@@ -133,10 +133,13 @@ def instance_update(ctx, instance, name, hostname, user_data, no_user_data, key_
                 shell_complete=complete.instances)
 @pass_ctx
 def instance_delete(ctx, instances):
-    """Delete instances and, as Nova does, their compute ports."""
+    """Delete instances and, as Nova does, their compute ports (a plugged port is unplugged
+    first)."""
+    from mdtool.teardown import delete_instance
+
     def delete(ref: str) -> list[str]:
-        i, ports = ctx.registry.delete_instance(ref)
-        return [f"Deleted instance: {i.name} ({i.id})"] + [
+        i, ports, unplugged = delete_instance(ctx.config, ctx.registry, ref)
+        return [f"unplug: {c}" for c in unplugged] + [f"Deleted instance: {i.name} ({i.id})"] + [
             f"Deleted port: {p.name or p.id} ({', '.join(f.ip_address for f in p.fixed_ips)})"
             for p in ports]
     delete_each(ctx, "instance", instances, delete)

@@ -61,9 +61,11 @@ def net_update(ctx, network, name, mtu, fmt, columns):
                 shell_complete=complete.networks)
 @pass_ctx
 def net_delete(ctx, networks):
-    """Delete networks and their subnets (each refused while it has ports)."""
+    """Delete networks and their subnets (each refused while it has ports or is served)."""
+    from mdtool.teardown import delete_network
+
     def delete(ref: str) -> list[str]:
-        n = ctx.registry.delete_network(ref)
+        n = delete_network(ctx.config, ctx.registry, ref)
         return [f"Deleted network: {n.name} ({n.id})"]
     delete_each(ctx, "network", networks, delete)
 

@@ -71,10 +71,14 @@ def port_update(ctx, port, name, device_id, fixed_ips, mac_address, fmt, columns
 @click.argument("ports", nargs=-1, required=True, metavar="PORT...", shell_complete=complete.ports)
 @pass_ctx
 def port_delete(ctx, ports):
-    """Delete ports; `dnsmasq reload NETWORK` stops their leases."""
+    """Delete ports (a plugged port is unplugged first); `dnsmasq reload NETWORK` stops
+    their leases."""
+    from mdtool.teardown import delete_port
+
     def delete(ref: str) -> list[str]:
-        p = ctx.registry.delete_port(ref)
-        return [f"Deleted port: {p.name or p.id} ({', '.join(f.ip_address for f in p.fixed_ips)})"]
+        p, unplugged = delete_port(ctx.config, ctx.registry, ref)
+        ips = ", ".join(f.ip_address for f in p.fixed_ips)
+        return [f"unplug: {c}" for c in unplugged] + [f"Deleted port: {p.name or p.id} ({ips})"]
     delete_each(ctx, "port", ports, delete)
 
 
