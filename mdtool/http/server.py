@@ -44,6 +44,46 @@ class Limits:
     handler_timeout: float | None = None  # handler still running after this: 504
     max_pipeline: int = 16  # parsed-ahead requests before reading pauses
     max_connections: int | None = None  # beyond: 503 and close (haproxy's maxconn)
+    # Request bodies held in memory by the whole process (every server in it), received
+    # or waiting for their answer; beyond: 503 and close. None: no cap.
+    max_buffered_body_bytes: int | None = None
+
+
+class _BodyBuffer:
+    """What the process holds in request bodies right now (one count for every server)."""
+
+    __slots__ = ("used", "peak", "refused")
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.peak = 0
+        self.refused = 0
+
+
+BODY_BUFFER = _BodyBuffer()
+_TRIM_AFTER = 8 << 20  # a burst of bodies this large is worth handing back
+
+
+def release_body_memory() -> bool:
+    """Once a burst of request bodies is mostly gone, hand the freed heap back to the
+    system (glibc keeps it otherwise: the socket reads that made the bodies sit between
+    longer-lived objects). Cheap to call every second; True when it trimmed."""
+    buf = BODY_BUFFER
+    if buf.peak < _TRIM_AFTER or buf.used > buf.peak // 4:
+        return False
+    buf.peak = buf.used
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        return False
+    return True
+
+
+_libc = None
 
 
 class _Reject(Exception):
@@ -174,6 +214,7 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[str, str]] = []
         self.body: list[bytes] = []
         self.body_len = 0
+        self.charged = 0  # body bytes of this connection counted in BODY_BUFFER
         self.expect_continue = False
         self.pending_error: bytes | None = None
         self.completed_in_chunk = False
@@ -200,6 +241,14 @@ class _Connection(asyncio.Protocol):
         self._disarm()
         self.closing = True
         self.transport = None
+        BODY_BUFFER.used -= self.charged
+        self.charged = 0
+        # The parser holds this protocol and this protocol the parser: a cycle the
+        # collector cannot see through httptools, so nothing of it (bodies included)
+        # was ever freed. Cut it, and drop what was buffered.
+        self.parser = None
+        self.body = []
+        self.queue.clear()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.write_paused is not None and not self.write_paused.done():
@@ -318,9 +367,19 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes):
-        self.body_len += len(body)
+        n = len(body)
+        self.body_len += n
         if self.body_len > self.limits.max_body_bytes:
             raise _Reject(413, "Content Too Large")
+        cap = self.limits.max_buffered_body_bytes
+        if cap is not None and BODY_BUFFER.used + n > cap:
+            BODY_BUFFER.refused += 1
+            self.body = []
+            raise _Reject(503, "Service Unavailable: too many request bodies in progress")
+        BODY_BUFFER.used += n
+        self.charged += n
+        if BODY_BUFFER.used > BODY_BUFFER.peak:
+            BODY_BUFFER.peak = BODY_BUFFER.used
         self.body.append(body)
 
     def on_message_complete(self):
@@ -371,6 +430,10 @@ class _Connection(asyncio.Protocol):
                 except Exception:
                     log.exception("handler failed: %s %s", req.method, req.target)
                     resp = Response.text(500, "Internal Server Error\n")
+                if req.body:  # answered: its body no longer counts
+                    n = min(len(req.body), self.charged)
+                    self.charged -= n
+                    BODY_BUFFER.used -= n
                 if self.server._closing and not self.queue:
                     keep_alive = False
                 for name, value in resp.headers:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from mdtool.config import Config
 from mdtool.http.client import UpstreamPool
-from mdtool.http.server import HttpServer, Limits, run_daemon
+from mdtool.http.server import HttpServer, Limits, release_body_memory, run_daemon
 from mdtool.model import METADATA_IPV4, METADATA_IPV6
 from mdtool.netns import switch
 from mdtool.proxy.handler import LATENCY_BUCKETS, ProxyHandler
@@ -42,6 +42,7 @@ def limits_from_config(config: Config) -> Limits:
         max_header_bytes=config.get("max_header_bytes", sect),
         max_header_count=config.get("max_header_count", sect),
         max_body_bytes=config.get("max_body_bytes", sect),
+        max_buffered_body_bytes=config.get("max_buffered_body_bytes", sect),
         # The upstream timeout answers 504 first; this only catches a wedged handler.
         handler_timeout=config.get("timeout_server", sect) + 5.0,
         max_connections=MAX_CONNECTIONS_PER_NETWORK,
@@ -167,6 +168,7 @@ class ProxyDaemon:
                     await self._bind_missing(site)
             if site.limiter is not None:
                 site.limiter.prune()
+        release_body_memory()
 
     async def _bind_missing(self, site: _Site) -> None:
         port = self.port

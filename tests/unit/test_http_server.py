@@ -352,3 +352,62 @@ def test_an_ipv4_mapped_peer_is_its_ipv4_address():
         await server.close(1)
 
     run(main())
+
+
+def test_request_bodies_held_by_the_process_are_capped_and_freed_with_the_connection():
+    """Unfinished uploads: beyond max_buffered_body_bytes (all servers of the process
+    together) a connection gets 503 and is closed; a closed connection is freed at once,
+    bodies included (the parser <-> protocol cycle kept them for ever)."""
+    import gc
+    import weakref
+
+    from mdtool.http import server as srv_mod
+
+    async def main():
+        limits = Limits(max_body_bytes=1 << 20, max_buffered_body_bytes=300_000)
+        server_a, port_a = await serve(Echo(), limits)
+        server_b, port_b = await serve(Echo(), limits)
+        head = b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n"
+        r1, w1 = await connect(port_a)
+        w1.write(head + b"x" * 150_000)
+        await w1.drain()
+        for _ in range(200):
+            if srv_mod.BODY_BUFFER.used == 150_000:
+                break
+            await asyncio.sleep(0.01)
+        assert srv_mod.BODY_BUFFER.used == 150_000
+        r2, w2 = await connect(port_b)
+        w2.write(head + b"y" * 160_000)  # 310,000 > 300,000: refused
+        status, _, _ = await read_response(r2)
+        assert status == 503
+        assert await r2.read() == b""
+        for _ in range(50):
+            if not server_b._connections:
+                break
+            await asyncio.sleep(0.01)
+        assert srv_mod.BODY_BUFFER.used == 150_000
+        (conn,) = server_a._connections
+        ref = weakref.ref(conn)
+        del conn
+        w1.close()
+        for _ in range(50):
+            if not server_a._connections:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+        gc.disable()  # freed by reference counting alone, not by a collector pass
+        try:
+            assert ref() is None
+        finally:
+            gc.enable()
+        assert srv_mod.BODY_BUFFER.used == 0
+        # answered bodies stop counting too
+        r3, w3 = await connect(port_a)
+        w3.write(b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        assert (await read_response(r3))[2] == b"POST /u 5"
+        assert srv_mod.BODY_BUFFER.used == 0
+        w3.close()
+        await server_a.close(1)
+        await server_b.close(1)
+
+    run(main())
