@@ -323,6 +323,8 @@ OPTIONS: list[Option] = [
            "loopback port for the agent's Prometheus metrics (0: off)"),
     Option("DEFAULT", "metrics_port_metadata", Int(0, 65535), 0,
            "loopback port for the metadata service's Prometheus metrics (0: off)"),
+    Option("DEFAULT", "metrics_port_node", Int(0, 65535), 0,
+           "loopback port for `node run`'s Prometheus metrics (0: off)"),
     Option("DEFAULT", "log_file", AbsPath(), None,
            "daemon log file shared by the daemons (default: stderr; reopened after logrotate)"),
     Option("DEFAULT", "log_dir", AbsPath(), None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -60,3 +62,20 @@ def ensure_dir(path: str | os.PathLike, mode: int = 0o755) -> Path:
     except OSError as e:
         raise OperationFailed(f"cannot create directory {path}: {e.strerror}") from None
     return path
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike):
+    """Hold an exclusive ``flock`` on ``path`` (created 0600) for the block; waits for the
+    holder. The kernel drops it when the holder dies, so a crash never leaves it taken."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise OperationFailed(f"cannot open lock file {path}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

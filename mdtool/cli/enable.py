@@ -45,6 +45,7 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
 
     from mdtool.errors import MdtoolError
     from mdtool.netns import ip_lib
+    from mdtool.node import node_lock
     from mdtool.registry.snapshot import SnapshotRegistry
     # One registry read and one host netlink socket for the whole batch; each network
     # is still observed in full (kernel, files, processes) and repaired where it drifted.
@@ -66,7 +67,8 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
 
             try:
                 registry.refresh()
-                fn(ctx.config, registry, net, dry_run=dry_run, on_step=on_step)
+                with node_lock(ctx.config):
+                    fn(ctx.config, registry, net, dry_run=dry_run, on_step=on_step)
             except MdtoolError as e:
                 failed.append(net)
                 progress.console.print(f"[red]✗[/red] {net}: {e}")
@@ -91,8 +93,10 @@ def _run(ctx, action: str, fn, networks, all_: bool, dry_run: bool, done: str) -
         _many(ctx, action, fn, targets, dry_run)
         return
     network = targets[0]
+    from mdtool.node import node_lock
     on_step, counter = _printer(ctx, dry_run)
-    fn(ctx.config, ctx.registry, network, dry_run=dry_run, on_step=on_step)
+    with node_lock(ctx.config):  # a `node run` of this node waits, and so do we
+        fn(ctx.config, ctx.registry, network, dry_run=dry_run, on_step=on_step)
     if dry_run:
         ctx.say(f"dry run: {counter['changes']} change(s) planned, nothing changed")
     elif counter["changes"]:
