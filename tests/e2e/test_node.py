@@ -20,27 +20,29 @@ import threading
 import pytest
 
 from tests.e2e.conftest import http
+from tests.e2e.test_multinode import two_nodes  # noqa: F401 (a fixture)
 from tests.e2e.helpers import _kill, requires, wait_for, wait_for_log
 
 pytestmark = [pytest.mark.e2e, requires("ip", "dnsmasq", "udhcpc", "curl")]
 
 
 class NodeRun:
-    """`mdtool node run` in the background for one site, stopped in teardown."""
+    """`mdtool node run` in the background, stopped by ``cleanup`` (also on failure)."""
 
-    def __init__(self, site, *args: str, prefix: list[str] | None = None, env=None,
-                 state_dir=None):
-        self.state_dir = state_dir or site.state_dir
-        self.log = self.state_dir / "node-run.log"
+    def __init__(self, cleanup, state_dir, env: dict, *args: str, prefix: list[str] | None = None):
+        self.log = state_dir / "node-run.log"
         self.out = open(self.log, "ab")
         self.offset = self.out.tell()
         argv = (prefix or []) + [sys.executable, "-m", "mdtool", "node", "run",
                                  "--resync-interval", "2", *args]
         self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL,
-                                     env=env or {**os.environ, **site.env})
-        (site.cleanup if hasattr(site, "cleanup") else site).add("node run", self.kill)
+                                     stdin=subprocess.DEVNULL, env=env)
+        cleanup.add("node run", self.kill)
         wait_for_log(self.log, "resync (start)", 30, self.offset)
+
+    @classmethod
+    def on(cls, site, *args: str) -> "NodeRun":
+        return cls(site.cleanup, site.state_dir, {**os.environ, **site.env}, *args)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -82,7 +84,7 @@ def served_net(site):
 
 
 def test_port_create_reaches_dnsmasq_and_port_delete_leaves_it(site, served_net):
-    node = NodeRun(site)
+    node = NodeRun.on(site)
     vm = site.instance("vm-node", served_net)        # port-create, nothing else
     site.plug(vm)
     assert _quick_lease(site, vm), site.dhcp.output("udhcpc") + node.text()
@@ -99,7 +101,7 @@ def _sigkill(pid: int) -> None:
 
 
 def test_killed_processes_are_started_again_under_load(site, served_net):
-    node = NodeRun(site)
+    node = NodeRun.on(site)
     vm = site.instance("vm-kill", served_net)
     site.boot(vm)
     stop = threading.Event()
@@ -130,7 +132,7 @@ def test_killed_processes_are_started_again_under_load(site, served_net):
 
 
 def test_deleted_agent_socket_is_repaired(site, served_net):
-    node = NodeRun(site)
+    node = NodeRun.on(site)
     vm = site.instance("vm-sock", served_net)
     site.boot(vm)
     (site.state_dir / "metadata_proxy").unlink()
@@ -139,7 +141,7 @@ def test_deleted_agent_socket_is_repaired(site, served_net):
 
 
 def test_resync_repairs_drift(site, served_net):
-    node = NodeRun(site)
+    node = NodeRun.on(site)
     vm = site.instance("vm-drift", served_net)
     site.boot(vm)
     host = site.state_dir / "dhcp" / served_net / "host"
@@ -164,17 +166,39 @@ def _tap(ns: str) -> str:
 
 
 def test_sigterm_leaves_the_data_path_serving_and_cleanup_tears_it_down(site, served_net):
-    node = NodeRun(site)
+    node = NodeRun.on(site)
     vm = site.instance("vm-term", served_net)
     site.boot(vm)
     assert node.terminate() == 0
     assert "keep serving" in node.text()
     assert _quick_lease(site, vm), site.dhcp.output("udhcpc")   # renews
     assert _served(site, vm)
-    node = NodeRun(site, "--cleanup")
+    node = NodeRun.on(site, "--cleanup")
     assert node.terminate() == 0
     assert not os.path.exists(f"/run/netns/qdhcp-{served_net}")
     assert all(site.pid(r) is None for r in ("proxy", "agent", "metadata"))
     assert site.json("net-show", served_net)["hosts"]  # still wanted: the next start restores
-    NodeRun(site)
+    NodeRun.on(site)
     wait_for(lambda: _quick_lease(site, vm) and _served(site, vm), 10, "served again")
+
+
+def test_two_nodes_on_postgresql_both_follow_a_port(two_nodes):
+    """Node B in its own /run/netns view (see test_multinode.py); a port created through
+    node A reaches both nodes' dnsmasq, and its deletion leaves both."""
+    a, b, dhcp, cleanup, networks = two_nodes
+    net = a.mdtool("net-create", "node-mn", "-f", "value", "-c", "id").stdout.strip()
+    networks.append(net)
+    a.mdtool("subnet-create", net, "10.95.0.0/24", "--no-gateway")
+    for n in (a, b):
+        n.mdtool("enable-isolated-metadata", net)
+    assert sorted(a.json("net-show", net)["hosts"]) == sorted([a.host, b.host])
+    for n in (a, b):
+        NodeRun(cleanup, n.state_dir, n.environ(), prefix=n.prefix)
+    port = a.json("port-create", net)
+    mac = port["mac_address"]
+    for n in (a, b):
+        wait_for(lambda: mac in _host_file(n.state_dir, net), 2, f"the port in {n.host}'s host file")
+    a.mdtool("port-delete", port["id"])
+    for n in (a, b):
+        wait_for(lambda: mac not in _host_file(n.state_dir, net), 2,
+                 f"the port to leave {n.host}'s host file")
