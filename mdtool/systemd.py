@@ -35,6 +35,14 @@ UNITS = (
     Unit("proxy", "mdtool metadata proxy (169.254.169.254:80 in every qdhcp- namespace)",
          ("CAP_SYS_ADMIN", "CAP_NET_BIND_SERVICE"),
          ("AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"), ("mdtool-agent.service",)),
+    # `node run`: namespaces, veths, bridges and addresses (SYS_ADMIN, NET_ADMIN), dnsmasq
+    # (NET_BIND_SERVICE, NET_RAW for DHCP, SETUID/SETGID to drop to its user), signals
+    # to the processes it supervises (KILL), the state dir owned by another user (DAC_*).
+    Unit("node", "mdtool node: dnsmasq, metadata, agent and proxy kept converged to the registry",
+         ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW",
+          "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_CHOWN",
+          "CAP_FOWNER"),
+         ("AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET")),
 )
 
 
@@ -82,7 +90,7 @@ def render_unit(unit: Unit, config, mdtool: str, db_url: str | None = None) -> s
 
 def write_units(config, output_dir: str | os.PathLike, mdtool: str,
                 db_url: str | None = None) -> list[str]:
-    """Write the three units atomically; returns what changed (nothing when up to date)."""
+    """Write the units atomically; returns what changed (nothing when up to date)."""
     from mdtool.files import write_atomic
     changes = []
     for unit in UNITS:

@@ -9,7 +9,7 @@ from mdtool.cli.app import HelpGroup, report
 
 @click.group("systemd", cls=HelpGroup)
 def systemd():
-    """systemd units for the proxy, agent and metadata daemons."""
+    """systemd units for the proxy, agent and metadata daemons, and for `node run`."""
 
 
 @systemd.command("render")
@@ -20,11 +20,14 @@ def systemd():
 @click.pass_obj
 def render(ctx, output_dir, mdtool_path):
     """Write the units of the proxy, agent and metadata service (hardened: read-only
-    system, only the capabilities each daemon needs); says what changed.
+    system, only the capabilities each daemon needs) and of `node run` (which starts and
+    supervises dnsmasq and those three itself); says what changed.
 
     \b
-    Then:
+    Then either the node:
       systemctl daemon-reload
+      systemctl enable --now mdtool-node
+    or the three daemons alone (not both):
       systemctl enable --now mdtool-metadata mdtool-agent mdtool-proxy
     """
     from mdtool import systemd as units

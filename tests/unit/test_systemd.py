@@ -33,7 +33,7 @@ def rendered(tmp_path):
     cfg = Config(state_dir="/var/lib/mdtool", config_file=str(ini), environ={})
     out = tmp_path / "units"
     changes = units.write_units(cfg, out, "/usr/local/bin/mdtool")
-    assert changes == [f"wrote {out}/mdtool-{r}.service" for r in ("metadata", "agent", "proxy")]
+    assert changes == [f"wrote {out}/mdtool-{r}.service" for r in ("metadata", "agent", "proxy", "node")]
     assert units.write_units(cfg, out, "/usr/local/bin/mdtool") == []
     return ini, out
 
@@ -84,8 +84,22 @@ def test_cli_render(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli, ["--state-dir", str(tmp_path / "s"), "systemd", "render",
                                  "--output-dir", str(tmp_path / "u"), "--mdtool", "/opt/bin/mdtool"])
     assert r.exit_code == 0, r.output
-    assert r.stderr.splitlines()[-1] == f"systemd render {tmp_path}/u: 3 change(s) done"
+    assert r.stderr.splitlines()[-1] == f"systemd render {tmp_path}/u: 4 change(s) done"
     text = (tmp_path / "u" / "mdtool-agent.service").read_text()
     assert f"ExecStart=/opt/bin/mdtool --state-dir {tmp_path}/s agent run\n" in text
     r = CliRunner().invoke(cli, ["systemd", "render", "--output-dir", str(tmp_path), "--mdtool", "rel"])
     assert r.exit_code == 2 and "absolute path" in r.stderr
+
+
+def test_node_unit_leaves_the_data_path_running_on_stop(rendered):
+    ini, out = rendered
+    u = parse_unit((out / "mdtool-node.service").read_text())
+    s = u["Service"]
+    assert s["ExecStart"] == [f"/usr/local/bin/mdtool --state-dir /var/lib/mdtool "
+                              f"--config-file {ini} node run"]
+    assert s["KillMode"] == ["process"]  # SIGTERM to node run only: dnsmasq and daemons stay
+    # namespaces it creates must be the host's: no private mount namespace
+    for key in ("ProtectSystem", "PrivateTmp", "PrivateDevices", "PrivateMounts", "ReadWritePaths"):
+        assert key not in s, key
+    caps = s["CapabilityBoundingSet"][0].split()
+    assert {"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_KILL"} <= set(caps)
