@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -113,34 +114,64 @@ def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def _found_version(conn: Connection) -> int:
+    if not sa.inspect(conn).has_table("registry_state"):
+        return 0
+    return conn.execute(sa.select(schema.registry_state.c.schema_version)).scalar() or 0
+
+
+def _upgrade_locked(engine: Engine) -> int:
+    with engine.connect().execution_options(mdtool_write=True) as conn:
+        with conn.begin():
+            if is_postgresql(engine):
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_UPGRADE_LOCK})
+            current = _found_version(conn)  # again, under the lock: another process may have won
+            if current > SCHEMA_VERSION:
+                raise OperationFailed(
+                    f"the registry has schema version {current}, newer than this mdtool "
+                    f"({SCHEMA_VERSION}): upgrade mdtool")
+            for version, step in MIGRATIONS:
+                if version > current:
+                    step(conn)
+            if current == 0:
+                conn.execute(schema.registry_state.insert().values(
+                    id=1, schema_version=SCHEMA_VERSION, revision=1))
+            elif current < SCHEMA_VERSION:
+                conn.execute(schema.registry_state.update().values(schema_version=SCHEMA_VERSION))
+            return current
+
+
+def _busy(e: sa.exc.OperationalError) -> bool:
+    """SQLite's 'database is locked'/'busy': returned at once, without the busy handler, while
+    another connection recovers a WAL left by a killed writer or changes the journal mode."""
+    msg = str(getattr(e, "orig", e)).lower()
+    return "database is locked" in msg or "database is busy" in msg
+
+
 def upgrade(engine: Engine) -> int:
-    """Bring the schema to SCHEMA_VERSION; returns the version found before."""
-    try:
-        with engine.connect().execution_options(mdtool_write=True) as conn:
-            with conn.begin():
-                if is_postgresql(engine):
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_UPGRADE_LOCK})
-                insp = sa.inspect(conn)
-                if insp.has_table("registry_state"):
-                    current = conn.execute(sa.select(schema.registry_state.c.schema_version)).scalar() or 0
-                else:
-                    current = 0
-                if current > SCHEMA_VERSION:
-                    raise OperationFailed(
-                        f"the registry has schema version {current}, newer than this mdtool "
-                        f"({SCHEMA_VERSION}): upgrade mdtool")
-                for version, step in MIGRATIONS:
-                    if version > current:
-                        step(conn)
-                if current == 0:
-                    conn.execute(schema.registry_state.insert().values(
-                        id=1, schema_version=SCHEMA_VERSION, revision=1))
-                elif current < SCHEMA_VERSION:
-                    conn.execute(schema.registry_state.update().values(schema_version=SCHEMA_VERSION))
+    """Bring the schema to SCHEMA_VERSION; returns the version found before.
+
+    Opening never writes when the schema is current (the common case: every CLI call, every
+    TAB completion): one read transaction checks the version, and only an old or empty
+    database takes the write lock. A busy SQLite is retried with backoff for up to the busy
+    timeout, as the write path waits for its lock, instead of failing the command.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            with engine.connect() as conn, conn.begin():
+                current = _found_version(conn)
+            if current == SCHEMA_VERSION:
                 return current
-    except sa.exc.OperationalError as e:
-        raise OperationFailed(f"cannot open the registry database: {_short(e)}"
-                              f"{_full_hint(engine)}") from None
+            return _upgrade_locked(engine)
+        except sa.exc.OperationalError as e:
+            if _busy(e) and time.monotonic() + delay < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                continue
+            raise OperationFailed(f"cannot open the registry database: {_short(e)}"
+                                  f"{_full_hint(engine)}") from None
 
 
 def _full_hint(engine: Engine) -> str:
