@@ -354,6 +354,9 @@ OPTIONS: list[Option] = [
            "most header fields the proxy accepts (431 beyond)"),
     Option("metadata_haproxy", "max_body_bytes", Int(0, 1 << 30), 1 << 20,
            "largest request body the proxy accepts (413 beyond)"),
+    Option("metadata_haproxy", "max_connections_per_source", Int(1, 100000), 100,
+           "open connections one instance may hold on its network (503 beyond); the "
+           "network's own cap is 1024, as Neutron's haproxy maxconn"),
     Option("metadata_haproxy", "max_buffered_body_bytes", Size(1 << 20, 1 << 34), 64 << 20,
            "request bodies the proxy holds in memory at once, all networks together "
            "(503 and close beyond)"),

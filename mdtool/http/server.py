@@ -44,6 +44,9 @@ class Limits:
     handler_timeout: float | None = None  # handler still running after this: 504
     max_pipeline: int = 16  # parsed-ahead requests before reading pauses
     max_connections: int | None = None  # beyond: 503 and close (haproxy's maxconn)
+    # Connections of one client address on this server (one network); beyond: 503 and
+    # close, so one instance cannot take its network's connections. None: no cap.
+    max_connections_per_source: int | None = None
     # Request bodies held in memory by the whole process (every server in it), received
     # or waiting for their answer; beyond: 503 and close. None: no cap.
     max_buffered_body_bytes: int | None = None
@@ -61,6 +64,22 @@ class _BodyBuffer:
 
 
 BODY_BUFFER = _BodyBuffer()
+
+
+class _OpenConnections:
+    """Client connections the process holds, every server together. ``limit`` (set by
+    the daemon from RLIMIT_NOFILE, less what it needs for everything else) keeps accept()
+    clear of EMFILE: beyond it a connection gets 503 and is closed at once."""
+
+    __slots__ = ("count", "limit", "refused")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.limit: int | None = None
+        self.refused = 0
+
+
+OPEN_CONNECTIONS = _OpenConnections()
 _TRIM_AFTER = 8 << 20  # a burst of bodies this large is worth handing back
 
 
@@ -215,6 +234,7 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_len = 0
         self.charged = 0  # body bytes of this connection counted in BODY_BUFFER
+        self.counted = False  # counted in OPEN_CONNECTIONS and the server's per-source map
         self.expect_continue = False
         self.pending_error: bytes | None = None
         self.completed_in_chunk = False
@@ -224,20 +244,41 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        conns = self.server._connections
-        limit = self.limits.max_connections
-        if limit is not None and len(conns) >= limit:
+        server = self.server
+        conns = server._connections
+        limits = self.limits
+        peer = _peer_host(transport.get_extra_info("peername"))
+        per_source = server._per_source
+        if (limits.max_connections is not None and len(conns) >= limits.max_connections) \
+                or (OPEN_CONNECTIONS.limit is not None
+                    and OPEN_CONNECTIONS.count >= OPEN_CONNECTIONS.limit) \
+                or (limits.max_connections_per_source is not None and peer
+                    and per_source.get(peer, 0) >= limits.max_connections_per_source):
+            OPEN_CONNECTIONS.refused += 1
+            server.refused += 1
             self.closing = True
             transport.write(_error_bytes(503, "Service Unavailable: too many connections"))
             transport.close()
             return
-        self.peer = _peer_host(transport.get_extra_info("peername"))
+        self.peer = peer
         self.local = _local_host(transport.get_extra_info("sockname"))
         conns.add(self)
+        per_source[peer] = per_source.get(peer, 0) + 1
+        OPEN_CONNECTIONS.count += 1
+        self.counted = True
         self._arm(self.limits.head_timeout, self._on_idle_timeout)
 
     def connection_lost(self, exc):
         self.server._connections.discard(self)
+        if self.counted:
+            self.counted = False
+            OPEN_CONNECTIONS.count -= 1
+            per_source = self.server._per_source
+            left = per_source.get(self.peer, 1) - 1
+            if left > 0:
+                per_source[self.peer] = left
+            else:
+                per_source.pop(self.peer, None)
         self._disarm()
         self.closing = True
         self.transport = None
@@ -601,6 +642,8 @@ class HttpServer:
         self._servers: dict[int, asyncio.AbstractServer] = {}
         self._next_key = 0
         self._connections: set[_Connection] = set()
+        self._per_source: dict[str, int] = {}  # open connections by client address
+        self.refused = 0  # connections refused by a connection cap (503)
         self._closing = False
         self._drained: asyncio.Future | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -13,13 +13,15 @@ import asyncio
 import errno
 import logging
 import os
+import resource
 import signal
 import socket
 from dataclasses import dataclass, field
 
 from mdtool.config import Config
 from mdtool.http.client import UpstreamPool
-from mdtool.http.server import HttpServer, Limits, release_body_memory, run_daemon
+from mdtool.http.server import (OPEN_CONNECTIONS, HttpServer, Limits, release_body_memory,
+                                run_daemon)
 from mdtool.model import METADATA_IPV4, METADATA_IPV6
 from mdtool.netns import switch
 from mdtool.proxy.handler import LATENCY_BUCKETS, ProxyHandler
@@ -32,6 +34,26 @@ NETNS_PREFIX = "qdhcp-"
 DEFAULT_PORT = 80
 MAX_CONNECTIONS_PER_NETWORK = 1024  # Neutron's haproxy: maxconn 1024 per network
 V6_CHECK_EVERY = 5  # rounds between looks for fe80::a9fe:a9fe once IPv4 is served
+FD_RESERVE = 64  # descriptors kept for everything but client connections (logs, netns, ...)
+EMFILE_REPORT_EVERY = 60.0  # seconds between two reports of running out of descriptors
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """RLIMIT_NOFILE's soft limit up to the hard one (systemd and shells start at 1024);
+    returns (before, now)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft, soft
+        return soft, hard
+    return soft, soft
+
+
+def connection_budget(nofile: int, pool_size: int, listeners: int) -> int:
+    """Client connections the process may hold without accept() ever meeting EMFILE."""
+    return max(16, nofile - pool_size - listeners - FD_RESERVE)
 
 
 def limits_from_config(config: Config) -> Limits:
@@ -42,6 +64,7 @@ def limits_from_config(config: Config) -> Limits:
         max_header_bytes=config.get("max_header_bytes", sect),
         max_header_count=config.get("max_header_count", sect),
         max_body_bytes=config.get("max_body_bytes", sect),
+        max_connections_per_source=config.get("max_connections_per_source", sect),
         max_buffered_body_bytes=config.get("max_buffered_body_bytes", sect),
         # The upstream timeout answers 504 first; this only catches a wedged handler.
         handler_timeout=config.get("timeout_server", sect) + 5.0,
@@ -116,6 +139,9 @@ class ProxyDaemon:
         self._retired_durations: dict[str, float] = {}
         self._retired_latency = [0] * (len(LATENCY_BUCKETS) + 1)
         self._missing_reported: set[str] = set()
+        self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self._emfile_last = -EMFILE_REPORT_EVERY
+        self._emfile_suppressed = 0
 
     # what should be served -----------------------------------------------------------
 
@@ -169,6 +195,22 @@ class ProxyDaemon:
             if site.limiter is not None:
                 site.limiter.prune()
         release_body_memory()
+        OPEN_CONNECTIONS.limit = connection_budget(
+            self.nofile, self.pool.size, sum(s.listening for s in self.sites.values()))
+
+    def _out_of_descriptors(self, error: OSError) -> None:
+        """EMFILE/ENFILE: one line per EMFILE_REPORT_EVERY, never a traceback per round."""
+        now = asyncio.get_running_loop().time()
+        if now - self._emfile_last < EMFILE_REPORT_EVERY:
+            self._emfile_suppressed += 1
+            return
+        more = (f"; {self._emfile_suppressed} more times since the last report"
+                if self._emfile_suppressed else "")
+        self._emfile_last = now
+        self._emfile_suppressed = 0
+        log.warning("out of file descriptors (%s): %d client connections open, open-file "
+                    "limit %d; raise LimitNOFILE%s", error.strerror or error, OPEN_CONNECTIONS.count,
+                    self.nofile, more)
 
     async def _bind_missing(self, site: _Site) -> None:
         port = self.port
@@ -284,6 +326,11 @@ class ProxyDaemon:
                 wake.clear()
                 try:
                     await self.reconcile()
+                except OSError as e:
+                    if e.errno not in (errno.EMFILE, errno.ENFILE):
+                        log.exception("proxy reconcile round failed")
+                    else:
+                        self._out_of_descriptors(e)
                 except Exception:
                     log.exception("proxy reconcile round failed")
                 waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
@@ -319,6 +366,7 @@ def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEF
         verbose: int | None = None) -> int:
     """Run the proxy in the foreground until SIGTERM/SIGINT; returns the exit code (0)."""
     _setup_logging(config, verbose)
+    before, nofile = raise_nofile_limit()
 
     async def main(stop: asyncio.Event) -> int:
         daemon = ProxyDaemon(pool_from_config(config), limits_from_config(config), network_ids,
@@ -333,6 +381,8 @@ def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEF
                 f"every {netns_prefix}* namespace with a {config.state_dir}/dhcp/<id> dir")
         log.info("metadata proxy started (pid %d): %s -> unix:%s", os.getpid(), what,
                  config.agent_socket)
+        if nofile != before:
+            log.info("open-file limit raised from %d to %d", before, nofile)
         metrics = None
         metrics_port = config.get("metrics_port_proxy")
         if metrics_port:

@@ -110,12 +110,16 @@ class AgentThread:
 class ProxyProcess:
     """``mdtool.proxy.daemon.run`` in a child process; its stderr lines are queued."""
 
-    def __init__(self, state_dir: Path, network_ids: list[str], prefix: str = "qdhcp-"):
+    def __init__(self, state_dir: Path, network_ids: list[str], prefix: str = "qdhcp-", *,
+                 environ: dict[str, str] | None = None, nofile: int | None = None):
+        """``environ``: MDTOOL_* options; ``nofile``: the process's open-file limit (soft
+        and hard, as ``ulimit -n`` sets it)."""
         code = ("import sys; from mdtool.config import Config; "
                 "from mdtool.proxy.daemon import run; "
-                f"sys.exit(run(Config(state_dir={str(state_dir)!r}, environ={{}}), "
+                f"sys.exit(run(Config(state_dir={str(state_dir)!r}, environ={environ or {}!r}), "
                 f"{network_ids!r}, poll_interval=0.2, netns_prefix={prefix!r}))")
-        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
+        limit = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
+        self.proc = subprocess.Popen(limit + [sys.executable, "-c", code], cwd=ROOT,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -139,6 +143,14 @@ class ProxyProcess:
             if text in line:
                 return line
         raise AssertionError(f"no log line with {text!r}; got:\n" + "\n".join(self.seen))
+
+    def drain(self) -> list[str]:
+        """Every line logged so far (also those no wait_for looked at)."""
+        while True:
+            try:
+                self.seen.append(self.lines.get_nowait())
+            except queue.Empty:
+                return self.seen
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -411,3 +411,31 @@ def test_request_bodies_held_by_the_process_are_capped_and_freed_with_the_connec
         await server_b.close(1)
 
     run(main())
+
+
+def test_one_source_gets_503_beyond_its_cap_and_others_still_connect():
+    async def main():
+        server, port = await serve(Echo(), Limits(max_connections_per_source=2,
+                                                  max_connections=10))
+        held = [await connect(port) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        r, w = await connect(port)  # a third from 127.0.0.1
+        assert (await read_response(r))[0] == 503
+        assert await r.read() == b""
+        assert server.refused == 1
+        # another source address (127.0.0.2 is loopback too) is not affected
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+        w2.write(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(r2))[0] == 200
+        # a closed connection frees its place
+        held[0][1].close()
+        await asyncio.sleep(0.05)
+        r3, w3 = await connect(port)
+        w3.write(b"GET /y HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(r3))[0] == 200
+        for _, wr in held[1:] + [(r2, w2), (r3, w3), (r, w)]:
+            wr.close()
+        await server.close(1)
+        assert server._per_source == {}
+
+    run(main())
