@@ -592,12 +592,14 @@ class Config:
         else:
             self.values[("DEFAULT", "metadata_proxy_shared_secret")] = Value(token, f"generated {path}")
             return token
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        from mdtool.files import PRIVATE_MODE, make_dirs
+        make_dirs(self.state_dir)
         token = secrets.token_hex(32)
         # Write a private temp file, then link it into place: readers never see it half
         # written, and when two processes race the loser adopts the winner's secret.
         tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
+        os.fchmod(fd, PRIVATE_MODE)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         try:

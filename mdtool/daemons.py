@@ -12,6 +12,7 @@ from pathlib import Path
 from mdtool import process
 from mdtool.config import Config
 from mdtool.errors import OperationFailed
+from mdtool.files import ensure_dir
 
 ROLES = ("metadata", "agent", "proxy")  # start order: upstream first
 READY_TIMEOUT = 10.0
@@ -48,7 +49,7 @@ def start(config: Config, role: str) -> int | None:
     if running(config, role) is not None:
         return None
     log = logfile(config, role)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(log.parent)
     offset = log.stat().st_size if log.exists() else 0
     env = {"MDTOOL_DB": config.db_url, "MDTOOL_HOST": config.host, "PYTHONUNBUFFERED": "1"}
     pid = process.spawn(argv(config, role), pidfile=pidfile(config, role), logfile=log, env=env)

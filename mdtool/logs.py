@@ -112,6 +112,19 @@ def destination(config, role: str) -> Path | None:
     return None
 
 
+class ModeFileHandler(logging.handlers.WatchedFileHandler):
+    """A log file reopened after logrotate, created (and reopened) with files.LOG_MODE,
+    never the umask's mode; missing folders get files.DIR_MODE."""
+
+    def _open(self):
+        import io
+
+        from mdtool.files import open_append
+        # logging flushes after every record
+        return io.TextIOWrapper(io.BufferedWriter(open_append(self.baseFilename)),
+                                encoding=self.encoding or "utf-8", errors=self.errors)
+
+
 def setup(config, role: str, verbose: int | None = None, stream=None) -> logging.Handler:
     """Configure the root logger for daemon ``role``; returns the handler installed."""
     verbose = cli_verbosity() if verbose is None else verbose
@@ -119,8 +132,7 @@ def setup(config, role: str, verbose: int | None = None, stream=None) -> logging
     path = destination(config, role)
     handler: logging.Handler
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(path)
+        handler = ModeFileHandler(path)
         journal = config.get("use_journal") == "yes"
     else:
         stream = sys.stderr if stream is None else stream

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mdtool.errors import OperationFailed
+from mdtool.files import FILE_MODE, make_dirs, open_append, write_atomic
 
 NETNS_RUN_DIR = "/run/netns"
 
@@ -131,10 +132,9 @@ def spawn(argv: Sequence[str], *, pidfile: str | os.PathLike,
     pidfile = Path(pidfile)
     out = None
     try:
-        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(pidfile.parent)
         if logfile is not None:
-            Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-            out = open(logfile, "ab", buffering=0)
+            out = open_append(logfile)
         proc = subprocess.Popen(
             full,
             stdin=subprocess.DEVNULL,
@@ -151,14 +151,11 @@ def spawn(argv: Sequence[str], *, pidfile: str | os.PathLike,
             out.close()
     # Detach the Popen object: the daemon outlives it; _reap() collects it later.
     proc.returncode = 0
-    tmp = pidfile.with_name(f".{pidfile.name}.{os.getpid()}")
     try:
-        tmp.write_text(f"{proc.pid}\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, pidfile)
-    except OSError as e:
+        write_atomic(pidfile, f"{proc.pid}\n", FILE_MODE)
+    except OperationFailed as e:
         signal_pid(proc.pid, signal.SIGKILL)
-        raise OperationFailed(f"cannot write pid file {pidfile}: {e.strerror}") from None
+        raise OperationFailed(f"pid file of {argv[0]}: {e}") from None
     return proc.pid
 
 

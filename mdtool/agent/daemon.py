@@ -18,7 +18,8 @@ UPSTREAM_TIMEOUT = 30.0  # below the proxy's timeout_server (32 s), so the proxy
 
 def bind_unix(path: Path, mode: int = SOCKET_MODE) -> socket.socket:
     """Listen on ``path``; a stale socket file is removed, a live one is an error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from mdtool.files import make_dirs
+    make_dirs(path.parent)
     if path.exists() or path.is_symlink():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import re
 import time
-from pathlib import Path
 from typing import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mdtool.errors import BadInput, OperationFailed
+from mdtool.files import create_private
 from mdtool.registry import schema
 
 BUSY_TIMEOUT_MS = 60_000
@@ -65,7 +65,8 @@ def make_engine(url: str) -> Engine:
         u = pg_url(u)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            # private from its first byte: SQLite gives -wal and -shm the file's mode
+            create_private(u.database)
         engine = sa.create_engine(u, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
                                   poolclass=sa.pool.NullPool if u.database in (None, "", ":memory:") else None)
 
