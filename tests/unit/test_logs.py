@@ -41,7 +41,16 @@ def test_journal_format_and_debug(tmp_path):
     logs.setup(cfg(tmp_path, use_journal="yes", debug="true"), "proxy", verbose=0, stream=buf)
     logging.getLogger("mdtool.proxy").debug("d")
     logging.getLogger("mdtool.proxy").warning("w\nsecond line")
-    assert buf.getvalue() == "<7>mdtool.proxy: d\n<4>mdtool.proxy: w\n<4>second line\n"
+    # A message is one line (its newline escaped); only a traceback spans lines, each
+    # with the prefix.
+    assert buf.getvalue() == "<7>mdtool.proxy: d\n<4>mdtool.proxy: w\\nsecond line\n"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("mdtool.proxy").exception("failed")
+    tb = buf.getvalue().splitlines()[2:]
+    assert tb[0] == "<3>mdtool.proxy: failed" and tb[1] == "<3>Traceback (most recent call last):"
+    assert all(line.startswith("<3>") for line in tb)
 
 
 def test_verbose_is_debug_and_log_dir(tmp_path):
