@@ -59,6 +59,7 @@ def _register() -> None:
         ("mdtool.cli.daemons", ["proxy", "agent", "metadata"]),
         ("mdtool.cli.enable", ["enable_isolated_metadata", "disable_isolated_metadata"]),
         ("mdtool.cli.inspect", ["inspect"]),
+        ("mdtool.cli.logs", ["logs"]),
         ("mdtool.cli.node", ["node"]),
         ("mdtool.cli.demo", ["demo"]),
         ("mdtool.cli.config", ["config"]),
