@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from mdtool.cli.app import HelpGroup
 
-@click.group("node")
+
+@click.group("node", cls=HelpGroup)
 def node():
     """This network node: keep what the registry says it serves converged."""
 
