@@ -1,18 +1,16 @@
 """mdtool's own daemons (proxy, agent, metadata) in the background: pid files and logs
-under the state dir, judged running by pid + cmdline like dnsmasq."""
+under the state dir, each a ``process.ProcessManager`` (exact argv, and the agent's socket
+or the metadata service's port held by that very process)."""
 
 from __future__ import annotations
 
 import signal
-import socket
 import sys
-import time
 from pathlib import Path
 
 from mdtool import process
 from mdtool.config import Config
 from mdtool.errors import OperationFailed
-from mdtool.files import ensure_dir
 
 ROLES = ("metadata", "agent", "proxy")  # start order: upstream first
 READY_TIMEOUT = 10.0
@@ -26,7 +24,10 @@ def logfile(config: Config, role: str) -> Path:
     return config.state_dir / "log" / f"{role}.log"
 
 
-def _must_contain(config: Config, role: str) -> list[str]:
+def identity(config: Config, role: str) -> list[str]:
+    """argv elements that mark this state dir's ``role`` whatever its other options."""
+    if role == "proxy":
+        return ["mdtool.proxy", str(config.state_dir), "run"]
     return ["mdtool", str(config.state_dir), role, "run"]
 
 
@@ -40,55 +41,34 @@ def argv(config: Config, role: str) -> list[str]:
     return a + [role, "run"]
 
 
-def running(config: Config, role: str) -> int | None:
-    return process.is_running(pidfile(config, role), _must_contain(config, role))
-
-
-def start(config: Config, role: str) -> int | None:
-    """Start ``role`` unless it runs; returns the new pid, or None when it already ran."""
-    if running(config, role) is not None:
-        return None
-    log = logfile(config, role)
-    ensure_dir(log.parent)
-    offset = log.stat().st_size if log.exists() else 0
-    env = {"MDTOOL_DB": config.db_url, "MDTOOL_HOST": config.host, "PYTHONUNBUFFERED": "1"}
-    pid = process.spawn(argv(config, role), pidfile=pidfile(config, role), logfile=log, env=env)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.exited(pid):
-            tail = log.read_bytes()[offset:].decode(errors="replace").strip().splitlines()
-            detail = tail[-1] if tail else "no output"
-            raise OperationFailed(f"mdtool {role} exited at start: {detail} (log: {log})")
-        if ready(config, role) and process.pid_matches(pid, _must_contain(config, role)):
-            return pid
-        time.sleep(0.05)
-    raise OperationFailed(f"mdtool {role} did not become ready in {READY_TIMEOUT:.0f}s (log: {log})")
-
-
-def ready(config: Config, role: str) -> bool:
-    """Does the daemon answer HTTP where it should? (A port merely accepting connections
-    may belong to someone else.) The proxy is judged by enable, in each namespace."""
+def listeners(config: Config, role: str) -> list[process.Listener]:
+    """What ``role`` must hold to count as serving. The proxy's listeners live in each
+    network's namespace and come and go with the networks: enable judges them there."""
     if role == "agent":
-        return answers_http(socket.AF_UNIX, str(config.agent_socket))
+        return [process.Listener.unix(config.agent_socket)]
     if role == "metadata":
-        host = config.get("metadata_listen_host")
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return answers_http(fam, (host if host not in ("0.0.0.0", "::") else "127.0.0.1",
-                                  config.get("metadata_listen_port")))
-    return True
+        return [process.Listener.tcp(config.get("metadata_listen_host"),
+                                     config.get("metadata_listen_port"))]
+    return []
 
 
-def answers_http(family, addr, timeout: float = 0.5) -> bool:
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(addr)
-        s.sendall(b"GET / HTTP/1.0\r\nHost: mdtool\r\n\r\n")
-        return s.recv(5) == b"HTTP/"
-    except OSError:
-        return False
-    finally:
-        s.close()
+def manager(config: Config, role: str) -> process.ProcessManager:
+    """The ProcessManager of this state dir's ``role`` (metadata, agent or proxy)."""
+    env = {"MDTOOL_DB": config.db_url, "MDTOOL_HOST": config.host, "PYTHONUNBUFFERED": "1"}
+    return process.ProcessManager(
+        f"mdtool {role}", argv(config, role), pidfile=pidfile(config, role),
+        identity=identity(config, role), logfile=logfile(config, role), env=env,
+        listeners=listeners(config, role), start_timeout=READY_TIMEOUT)
+
+
+def running(config: Config, role: str) -> int | None:
+    """The pid of ``role`` when it runs with exactly our argv."""
+    return manager(config, role).pid
+
+
+def start(config: Config, role: str) -> list[str]:
+    """Start (or repair) ``role``; what was done, [] when it already ran as asked."""
+    return manager(config, role).enable()
 
 
 def wake_proxy(config: Config) -> bool:
@@ -101,4 +81,4 @@ def wake_proxy(config: Config) -> bool:
 
 
 def stop(config: Config, role: str) -> bool:
-    return process.stop(pidfile(config, role), _must_contain(config, role), timeout=10)
+    return bool(manager(config, role).disable())

@@ -138,13 +138,13 @@ def enable(config: Config, registry: Registry, network_ref: str, *, dry_run: boo
             continue
 
         def start(role=role) -> Step:
-            if daemons.running(config, role) is not None:
-                return Step(role)
-            if dry_run:
-                return Step(role, [f"start mdtool {role}"])
-            pid = daemons.start(config, role)
-            return Step(role, [f"start mdtool {role} (pid {pid}, log {daemons.logfile(config, role)})"],
-                        undo=lambda: daemons.stop(config, role))
+            pm = daemons.manager(config, role)
+            st = pm.check()
+            planned = pm.plan(st)
+            if dry_run or not planned:
+                return Step(role, planned)
+            done = pm.enable()
+            return Step(role, done, undo=pm.disable if st.pid is None else None)
 
         run(role if role != "metadata" else "metadata service", start)
 

@@ -101,29 +101,11 @@ class Node:
         return [f"write {n}" for n in changed]
 
     def dnsmasq_start(self, network_ref: str) -> list[str]:
+        """Start dnsmasq; restart it when its command line changed (SIGHUP re-reads files,
+        not the command line: MTU, ranges)."""
         from mdtool.dnsmasq import control
         st = self._dnsmasq_state(network_ref)
-        pid = control.running_pid(self.config, st.network.id)
-        if pid is not None and self._dnsmasq_argv_stale(st, pid):
-            return self._dnsmasq_restart(st)
-        if control.start(self.config, st.network, st.port):
-            return [f"start dnsmasq for {st.network.name} "
-                    f"(pid {control.running_pid(self.config, st.network.id)})"]
-        return []
-
-    def _dnsmasq_argv_stale(self, st: DhcpState, pid: int) -> bool:
-        from mdtool import process
-        from mdtool.dnsmasq import control
-        running = process.cmdline(pid) or []
-        want = control.argv(self.config, st.network, st.port)
-        return running[-len(want):] != want
-
-    def _dnsmasq_restart(self, st: DhcpState) -> list[str]:
-        """SIGHUP re-reads files, not the command line (MTU, ranges): that needs a restart."""
-        from mdtool.dnsmasq import control
-        control.stop(self.config, st.network.id)
-        control.start(self.config, st.network, st.port)
-        return [f"restart dnsmasq for {st.network.name} (its command line changed)"]
+        return control.start(self.config, st.network, st.port)
 
     def dnsmasq_stop(self, network_ref: str) -> list[str]:
         from mdtool.dnsmasq import control
@@ -134,12 +116,12 @@ class Node:
         """Re-render; SIGHUP when a file changed; restart when the command line changed."""
         from mdtool.dnsmasq import control
         st = self._dnsmasq_state(network_ref)
-        pid = control.running_pid(self.config, st.network.id)
-        if pid is None:
+        status = control.manager(self.config, st.network, st.port).check()
+        if status.pid is None:
             raise BadInput(f"dnsmasq is not running for {st.network.name}: "
                            f"mdtool dnsmasq start {st.network.name}")
-        if self._dnsmasq_argv_stale(st, pid):
-            return self._dnsmasq_restart(st)
+        if not status.active:
+            return control.start(self.config, st.network, st.port)
         changed = control.reload(self.config, st.network, st.port)
         return [f"write {n}" for n in changed] + (["send SIGHUP to dnsmasq"] if changed else [])
 

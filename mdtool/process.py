@@ -1,22 +1,29 @@
 """The one place that spawns, signals and judges processes.
 
-A process counts as running only when its pid is alive, is not a zombie, and its
-``/proc/<pid>/cmdline`` carries every string the caller expects (for dnsmasq: the
-network id). A stale pid file whose number was recycled by another program therefore
-never fools it (Neutron's rule).
+``ProcessManager`` (Neutron's ``external_process``) manages one long-running process: it
+is ours only when its pid is alive, its ``/proc/<pid>/cmdline`` is exactly the argv we
+start, and, for a listener, the listening socket belongs to that very pid. A pid file
+recycled by another program never fools it, and an address held by anything else is an
+error naming the holder (``held_by_other``, the sentence inspect prints too). ``run``
+runs one-shot commands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import signal
+import socket
+import struct
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from mdtool.errors import OperationFailed
-from mdtool.files import FILE_MODE, make_dirs, open_append, write_atomic
+from mdtool.files import FILE_MODE, locked, make_dirs, open_append, write_atomic
 
 NETNS_RUN_DIR = "/run/netns"
 
@@ -111,14 +118,6 @@ def catches(pid: int, sig: int) -> bool:
     return False
 
 
-def is_running(pidfile: str | os.PathLike, must_contain: Sequence[str]) -> int | None:
-    """The pid from ``pidfile`` when that process runs and is the one we mean, else None."""
-    pid = read_pid(pidfile)
-    if pid is None:
-        return None
-    return pid if pid_matches(pid, must_contain) else None
-
-
 def spawn(argv: Sequence[str], *, pidfile: str | os.PathLike,
           logfile: str | os.PathLike | None = None, netns: str | None = None,
           env: dict[str, str] | None = None) -> int:
@@ -169,49 +168,6 @@ def signal_pid(pid: int, sig: int) -> bool:
     return True
 
 
-def signal_process(pidfile: str | os.PathLike, must_contain: Sequence[str],
-                   sig: int = signal.SIGHUP) -> bool:
-    """Send ``sig`` to the process of ``pidfile`` if it is the one we mean; False if not running."""
-    pid = is_running(pidfile, must_contain)
-    if pid is None:
-        return False
-    return signal_pid(pid, sig)
-
-
-def wait_gone(pid: int, must_contain: Sequence[str], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while time.monotonic() < deadline:
-        if not pid_matches(pid, must_contain):
-            return True
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-    return not pid_matches(pid, must_contain)
-
-
-def stop(pidfile: str | os.PathLike, must_contain: Sequence[str], timeout: float = 5) -> bool:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL; remove the pid file.
-
-    Returns False when nothing of ours was running (a stale pid file is removed too).
-    """
-    pid = is_running(pidfile, must_contain)
-    stopped = False
-    if pid is not None:
-        signal_pid(pid, signal.SIGTERM)
-        if not wait_gone(pid, must_contain, timeout):
-            signal_pid(pid, signal.SIGKILL)
-            if not wait_gone(pid, must_contain, 5):
-                raise OperationFailed(f"process {pid} ({pidfile}) survived SIGKILL")
-        stopped = True
-    try:
-        Path(pidfile).unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise OperationFailed(f"cannot remove pid file {pidfile}: {e.strerror}") from None
-    return stopped
-
-
 def run(argv: Sequence[str], check: bool = True, netns: str | None = None,
         timeout: float | None = 60, input: str | None = None) -> subprocess.CompletedProcess:
     """Run a one-shot command and capture its output (text).
@@ -233,3 +189,473 @@ def run(argv: Sequence[str], check: bool = True, netns: str | None = None,
         detail = msg[-1] if msg else f"exit status {res.returncode}"
         raise OperationFailed(f"{' '.join(argv)} failed: {detail}")
     return res
+
+
+# -- who holds a listening address ---------------------------------------------------------
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """An address a managed process must hold: TCP ``host:port`` (inside namespace ``netns``,
+    or the host's when None) or a Unix socket ``path``."""
+
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+    netns: str | None = None
+
+    @classmethod
+    def tcp(cls, host: str, port: int, netns: str | None = None) -> "Listener":
+        return cls(host=host.strip("[]"), port=int(port), netns=netns)
+
+    @classmethod
+    def unix(cls, path: str | os.PathLike) -> "Listener":
+        return cls(path=str(path))
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return self.path
+        host = f"[{self.host}]" if ":" in (self.host or "") else self.host
+        return f"{host}:{self.port}" + (f" in {self.netns}" if self.netns else "")
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process holding a listening socket: pid (None when this node cannot see it, e.g.
+    in another pid namespace), the socket owner's uid, and the process's argv."""
+
+    pid: int | None
+    uid: int | None
+    argv: tuple[str, ...] = ()
+
+    @property
+    def user(self) -> str:
+        if self.uid is None:
+            return "?"
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return str(self.uid)
+
+    def describe(self) -> str:
+        if self.pid is None:
+            return f"a process of user {self.user} that this node cannot see"
+        cmd = " ".join(" ".join(a.split()) for a in self.argv) or "?"  # one line
+        if len(cmd) > 160:
+            cmd = cmd[:157] + "..."
+        return f"pid {self.pid} (user {self.user}: {cmd})"
+
+
+def held_sentence(listener: Listener, holder: Holder, owner: str = "mdtool") -> str:
+    """The one sentence for "someone else has our address", used by enable, the node's
+    monitor and inspect: ``127.0.0.1:8775 is held by pid 4242 (user nobody: python3
+    fake.py), not by mdtool``."""
+    return f"{listener} is held by {holder.describe()}, not by {owner}"
+
+
+def _holder(pid: int | None, uid: int | None) -> Holder:
+    if not pid:
+        return Holder(None, uid)
+    return Holder(pid, uid, tuple(cmdline(pid) or ()))
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds open (``/proc/<pid>/fd``)."""
+    out: set[int] = set()
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:  # gone
+        return out
+    for fd in fds:
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(int(target[8:-1]))
+    return out
+
+
+def _tcp_listening(listener: Listener) -> list:
+    """The LISTEN sockets that take connections for ``listener`` (same address or a
+    wildcard on either side, same port) in its namespace."""
+    from mdtool.inspect import procnet
+    if listener.netns is None:
+        sockets = procnet.read_sockets()
+    else:
+        from mdtool.netns.switch import run_in_netns
+        sockets = run_in_netns(listener.netns, procnet.read_sockets)
+    return [s for s in sockets if s.listening and s.local_port == listener.port and
+            (s.local_address == listener.host or s.local_address in WILDCARDS or
+             listener.host in WILDCARDS)]
+
+
+def _unix_peer(path: str) -> tuple[int, int] | None:
+    """(pid, uid) of the process that listens on Unix socket ``path`` (SO_PEERCRED of a
+    connection: exact even when a deleted socket file was bound again), None when nobody
+    listens there."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2.0)
+    try:
+        s.connect(path)
+        pid, uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+        return pid, uid
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise OperationFailed(f"cannot tell who listens on {path}: {e.strerror or e}") from None
+    finally:
+        s.close()
+
+
+def listener_holders(listener: Listener, pid: int | None = None) -> tuple[bool, list[Holder]]:
+    """(does ``pid`` hold ``listener``, the other processes that hold it). Judged by the
+    listening socket's inode in ``/proc/<pid>/fd`` (TCP: ``/proc/net/tcp{,6}`` of the
+    namespace) or, for a Unix socket, by the credentials of whoever accepts on the path."""
+    if listener.path is not None:
+        peer = _unix_peer(listener.path)
+        if peer is None:
+            return False, []
+        if pid is not None and peer[0] == pid:
+            return True, []
+        return False, [_holder(peer[0], peer[1])]
+    found = _tcp_listening(listener)
+    if not found:
+        return False, []
+    mine = socket_inodes(pid) if pid is not None else set()
+    ours = any(s.inode in mine for s in found)
+    others = [s for s in found if s.inode not in mine]
+    if not others:
+        return ours, []
+    from mdtool.inspect import procnet
+    owners = procnet.socket_owners(s.inode for s in others)
+    holders = list(dict.fromkeys(_holder(owners.get(s.inode), s.uid) for s in others))
+    return ours, holders
+
+
+def held_by_other(listener: Listener, pid: int | None = None,
+                  owner: str = "mdtool") -> str | None:
+    """The sentence naming who holds ``listener`` when it is not (only) ``pid``; None when
+    it is free or held by ``pid`` alone. What inspect prints and enable fails with."""
+    _ours, others = listener_holders(listener, pid)
+    return held_sentence(listener, others[0], owner) if others else None
+
+
+# -- the process manager -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Status:
+    """What ``ProcessManager.check()`` observed (read only).
+
+    ``pid``: our process (its argv is exactly ours, or it is an older argv of this same
+    manager: ``current`` False); ``recorded``: the pid in the pid file; ``missing``: our
+    listeners that our process does not hold; ``blocked``: sentences naming other processes
+    that hold our addresses."""
+
+    name: str
+    pid: int | None
+    recorded: int | None
+    current: bool = True
+    missing: tuple[Listener, ...] = ()
+    blocked: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        """Runs exactly as asked, holds every address, and the pid file says so."""
+        return (self.pid is not None and self.current and not self.missing and
+                not self.blocked and self.recorded == self.pid)
+
+    @property
+    def state(self) -> str:
+        """One word: running, blocked, outdated, deaf (alive without its socket), unrecorded
+        (running, but the pid file names another pid), died (the pid file names a process
+        that is gone or a stranger) or stopped (no pid file)."""
+        if self.blocked:
+            return "blocked"
+        if self.pid is None:
+            return "stopped" if self.recorded is None else "died"
+        if not self.current:
+            return "outdated"
+        if self.missing:
+            return "deaf"
+        if self.recorded != self.pid:
+            return "unrecorded"
+        return "running"
+
+    def problem(self) -> str | None:
+        """Why it is not active, in words; None when it is."""
+        s = self.state
+        if s == "running":
+            return None
+        if s == "blocked":
+            return self.blocked[0]
+        if s == "stopped":
+            return f"{self.name} is not running"
+        if s == "died":
+            return f"{self.name} died (its pid file names pid {self.recorded}, which is gone " \
+                   "or another program)"
+        if s == "outdated":
+            return f"{self.name} (pid {self.pid}) runs with an older command line"
+        if s == "deaf":
+            return f"{self.name} (pid {self.pid}) no longer holds " + \
+                ", ".join(map(str, self.missing))
+        return f"{self.name} runs as pid {self.pid}, but its pid file names " + \
+            (f"pid {self.recorded}" if self.recorded else "nothing")
+
+
+class ProcessManager:
+    """One managed process (Neutron's ``external_process.ProcessManager``): its exact argv,
+    pid file, log, namespace, and the addresses it must hold.
+
+    A process is ours only when its pid is alive, its ``/proc/<pid>/cmdline`` is exactly
+    ``argv`` and it holds the listening sockets of ``listeners``. ``identity`` (argv
+    elements) recognises this manager's process started with an older argv, so it is
+    restarted, never duplicated. Starting and stopping happen under ``flock`` on
+    ``<pidfile>.lock``: concurrent commands never start two.
+
+        pm = ProcessManager("mdtool agent", argv, pidfile=..., identity=[...],
+                            listeners=[Listener.unix(sock)])
+        pm.check().state    # running / stopped / died / deaf / outdated / blocked / ...
+        pm.enable()         # -> what it did (list of text); OperationFailed naming a holder
+        pm.disable()        # -> what it did
+    """
+
+    def __init__(self, name: str, argv: Sequence[str] | None, *, pidfile: str | os.PathLike,
+                 identity: Sequence[str], logfile: str | os.PathLike | None = None,
+                 netns: str | None = None, env: dict[str, str] | None = None,
+                 listeners: Sequence[Listener] = (), ready_marker: bytes | None = None,
+                 start_timeout: float = 10.0, stop_timeout: float = 10.0):
+        """A start is complete once the process runs ``argv`` exactly, holds every listener
+        and (with ``ready_marker``) has written that marker to its log; without either, once
+        it runs ``argv``."""
+        self.name = name
+        self.argv = None if argv is None else [str(a) for a in argv]
+        self.pidfile = Path(pidfile)
+        self.identity = [str(i) for i in identity]
+        self.logfile = Path(logfile) if logfile is not None else None
+        self.netns = netns
+        self.env = env
+        self.listeners = tuple(listeners)
+        self.ready_marker = ready_marker
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+
+    # -- observing (read only) ---------------------------------------------------------
+
+    def _judge(self, pid: int) -> str | None:
+        """"exact", "older" (this manager's process with another argv) or None."""
+        _reap(pid)
+        if _proc_state(pid) in (None, "Z", "X"):
+            return None
+        argv = cmdline(pid)
+        if not argv:
+            return None
+        if self.argv is not None and argv == self.argv:
+            return "exact"
+        return "older" if all(i in argv for i in self.identity) else None
+
+    def _find(self) -> tuple[int | None, bool]:
+        """Our process when the pid file does not name it (a pid file overwritten or
+        deleted): exact argv first, then an older argv of this manager."""
+        exact = None if self.argv is None else b"\0".join(a.encode() for a in self.argv) + b"\0"
+        older = None
+        me = os.getpid()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            if raw == exact and self._judge(int(entry)) == "exact":
+                return int(entry), True
+            if older is None and raw and self._judge(int(entry)) == "older":
+                older = int(entry)
+        return older, False
+
+    def check(self) -> Status:
+        """Observe: is our process running, exactly as asked, holding its addresses?"""
+        recorded = read_pid(self.pidfile)
+        pid, current = None, True
+        if recorded is not None:
+            judged = self._judge(recorded)
+            if judged is not None:
+                pid, current = recorded, judged == "exact"
+        if pid is None:
+            pid, current = self._find()
+        missing, blocked = [], []
+        for listener in self.listeners:
+            ours, others = listener_holders(listener, pid)
+            if others:
+                blocked.append(held_sentence(listener, others[0]))
+            elif not ours and pid is not None:
+                missing.append(listener)
+        return Status(self.name, pid, recorded, current, tuple(missing), tuple(blocked))
+
+    @property
+    def pid(self) -> int | None:
+        """Our running process (exact argv), or None."""
+        st = self.check()
+        return st.pid if st.pid is not None and st.current else None
+
+    @property
+    def active(self) -> bool:
+        return self.check().active
+
+    # -- planning (pure) -----------------------------------------------------------------
+
+    def plan(self, status: Status) -> list[str]:
+        """What ``enable`` would do from ``status``, in words (each a kind of action).
+        A blocked address is an error, never a plan."""
+        if status.blocked:
+            raise OperationFailed(status.blocked[0])
+        if self.argv is None:
+            raise OperationFailed(f"cannot start {self.name}: its command line is unknown")
+        if status.pid is None:
+            return [f"start {self.name}"]
+        if not status.current:
+            return [f"restart {self.name}: its command line changed"]
+        if status.missing:
+            return [f"restart {self.name}: pid {status.pid} no longer holds "
+                    f"{', '.join(map(str, status.missing))}"]
+        if status.recorded != status.pid:
+            return [f"record pid {status.pid} of {self.name} in {self.pidfile}: it named "
+                    f"{'pid ' + str(status.recorded) if status.recorded else 'nothing'}"]
+        return []
+
+    # -- acting --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, create: bool = True):
+        """Exclusive ``flock`` on ``<pidfile>.lock`` for a check-then-act sequence.
+        ``create=False`` (stopping): no folder is made for it; a missing folder means
+        nothing was recorded there to race on."""
+        path = self.pidfile.with_name(self.pidfile.name + ".lock")
+        if not create and not path.parent.is_dir():
+            yield
+            return
+        with locked(path):
+            yield
+
+    def enable(self) -> list[str]:
+        """Make it run exactly as asked (start, restart, or re-record its pid); under the
+        lock. Returns what was done; [] when it already ran. OperationFailed when an
+        address is held by another process (naming it), or it dies or stalls at start."""
+        with self.lock():
+            st = self.check()
+            texts = self.plan(st)
+            if not texts:
+                return []
+            if st.pid is not None and st.current and not st.missing:
+                self._record(st.pid)
+                return texts
+            if st.pid is not None:
+                self._stop(st.pid)
+            pid = self._start()
+            return [f"{t} (pid {pid})" for t in texts]  # the plan's text + what it got
+
+    def disable(self) -> list[str]:
+        """Stop our process (SIGTERM, then SIGKILL) and remove the pid file; a stranger
+        named by the pid file is never signalled. Returns what was done."""
+        with self.lock(create=False):
+            st = self.check()
+            done = []
+            if st.pid is not None:
+                self._stop(st.pid)
+                done.append(f"stop {self.name} (pid {st.pid})")
+            self._remove_pidfile()
+            return done
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` to our process when it runs exactly as asked; False otherwise."""
+        pid = self.pid
+        return pid is not None and signal_pid(pid, sig)
+
+    def _record(self, pid: int) -> None:
+        write_atomic(self.pidfile, f"{pid}\n", FILE_MODE)
+
+    def _remove_pidfile(self) -> None:
+        try:
+            self.pidfile.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise OperationFailed(f"cannot remove pid file {self.pidfile}: {e.strerror}") from None
+
+    def _log_tail(self, offset: int) -> str:
+        if self.logfile is None:
+            return ""
+        try:
+            with open(self.logfile, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "; ".join([ln for ln in text.splitlines() if ln.strip()][-3:])
+
+    def _ready(self, pid: int, offset: int) -> bool:
+        if cmdline(pid) != self.argv:  # still execing (ip netns exec)
+            return False
+        for listener in self.listeners:
+            if not listener_holders(listener, pid)[0]:
+                return False
+        if self.ready_marker is not None and self.logfile is not None:
+            try:
+                with open(self.logfile, "rb") as f:
+                    f.seek(offset)
+                    return self.ready_marker in f.read()
+            except OSError:
+                return False
+        return True
+
+    def _start(self) -> int:
+        offset = 0
+        if self.logfile is not None:
+            try:
+                offset = self.logfile.stat().st_size
+            except FileNotFoundError:
+                pass
+        pid = spawn(self.argv, pidfile=self.pidfile, logfile=self.logfile, netns=self.netns,
+                    env=self.env)
+        log = f" (log: {self.logfile})" if self.logfile else ""
+        deadline = time.monotonic() + self.start_timeout
+        delay = 0.01
+        while time.monotonic() < deadline:
+            if exited(pid):
+                self._remove_pidfile()
+                # Someone may have taken an address between our check and its bind.
+                blocked = [s for s in (held_by_other(l, None) for l in self.listeners) if s]
+                detail = blocked[0] if blocked else (self._log_tail(offset) or "no output")
+                raise OperationFailed(f"{self.name} exited at start: {detail}{log}")
+            if self._ready(pid, offset):
+                return pid
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        self._stop(pid)
+        self._remove_pidfile()
+        raise OperationFailed(f"{self.name} did not become ready in {self.start_timeout:.0f}s"
+                              f"{log}")
+
+    def _alive(self, pid: int) -> bool:
+        return self._judge(pid) is not None or (
+            self.argv is not None and cmdline(pid) == ["ip", "netns", "exec", self.netns or "",
+                                                        *self.argv])
+
+    def _stop(self, pid: int) -> None:
+        signal_pid(pid, signal.SIGTERM)
+        for sig, timeout in ((signal.SIGKILL, self.stop_timeout), (None, 5.0)):
+            deadline = time.monotonic() + timeout
+            delay = 0.01
+            while time.monotonic() < deadline and self._alive(pid):
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            if not self._alive(pid):
+                return
+            if sig is None:
+                raise OperationFailed(f"{self.name} (pid {pid}) survived SIGKILL")
+            signal_pid(pid, sig)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +42,31 @@ def argv(config: Config, network: model.Network, dhcp_port: model.Port,
                         dns_servers=config.get("dnsmasq_dns_servers"), **_render_kwargs(config))
 
 
-def _must_contain(network_id: str) -> list[str]:
-    return ["dnsmasq", network_id]
+def _identity(config: Config, network_id: str) -> list[str]:
+    """argv elements that mark this network's dnsmasq of this state dir, whatever its
+    other options (its pid file is ours alone)."""
+    return ["dnsmasq", f"--pid-file={paths(config, network_id).pid}"]
+
+
+def manager(config: Config, network: model.Network,
+            dhcp_port: model.Port) -> process.ProcessManager:
+    """The ProcessManager of this network's dnsmasq: exact argv, in ``qdhcp-<id>``."""
+    p = paths(config, network.id)
+    return process.ProcessManager(
+        f"dnsmasq for {network.name or network.id}", argv(config, network, dhcp_port),
+        pidfile=p.pid, identity=_identity(config, network.id), logfile=p.log,
+        netns=names.namespace_name(network.id), ready_marker=b"started, version",
+        start_timeout=STARTUP_TIMEOUT)
 
 
 def running_pid(config: Config, network_id: str) -> int | None:
-    """The pid of this network's dnsmasq, when it runs (pid file + cmdline check)."""
-    return process.is_running(paths(config, network_id).pid, _must_contain(network_id))
+    """The pid of this network's dnsmasq as its pid file names it (for readers without the
+    model, e.g. inspect); with the model, ``manager(...).check()`` is exact."""
+    pid = process.read_pid(paths(config, network_id).pid)
+    if pid is None or not process.pid_matches(pid, []):
+        return None
+    argv = process.cmdline(pid) or []
+    return pid if all(i in argv for i in _identity(config, network_id)) else None
 
 
 def render_to_disk(config: Config, network: model.Network, dhcp_port: model.Port, *,
@@ -83,60 +100,28 @@ def _check_reachable(path: Path) -> None:
                 f"(mode {stat.S_IMODE(mode):04o}); chmod o+x {d} or use another --state-dir")
 
 
-def _log_tail(path: Path, offset: int, lines: int = 3) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    tail = [l for l in text.splitlines() if l.strip()][-lines:]
-    return "; ".join(tail)
-
-
-def start(config: Config, network: model.Network, dhcp_port: model.Port) -> bool:
-    """Start dnsmasq in ``qdhcp-<network_id>``; False when it already runs."""
-    if running_pid(config, network.id) is not None:
-        return False
+def start(config: Config, network: model.Network, dhcp_port: model.Port) -> list[str]:
+    """Start dnsmasq in ``qdhcp-<network_id>`` (restart it when its argv changed); what was
+    done, [] when it already ran as asked."""
     ns = names.namespace_name(network.id)
     if not ip_lib.namespace_exists(ns):
         raise OperationFailed(f"namespace {ns} does not exist; run `mdtool netns up {network.id}` first")
     p = paths(config, network.id)
     ensure_dir(p.log.parent, 0o755)
-    render_to_disk(config, network, dhcp_port)
-    _check_reachable(p.host.parent)
-    try:
-        offset = p.log.stat().st_size
-    except FileNotFoundError:
-        offset = 0
-    pid = process.spawn(argv(config, network, dhcp_port), pidfile=p.pid, logfile=p.log, netns=ns)
-    # Wait until dnsmasq says it started, or died trying (bad option, address in use...).
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    delay = 0.02
-    while time.monotonic() < deadline:
-        if process.exited(pid):
-            try:
-                p.pid.unlink()
-            except FileNotFoundError:
-                pass
-            detail = _log_tail(p.log, offset) or "no output"
-            raise OperationFailed(f"dnsmasq for network {network.id} exited at start: {detail} "
-                                  f"(log: {p.log})")
-        try:
-            with open(p.log, "rb") as f:
-                f.seek(offset)
-                if b"started, version" in f.read():
-                    break
-        except OSError:
-            pass
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-    return True
+    pm = manager(config, network, dhcp_port)
+    if pm.check().pid is None:
+        render_to_disk(config, network, dhcp_port)
+        _check_reachable(p.host.parent)
+    return pm.enable()
 
 
 def stop(config: Config, network_id: str) -> bool:
-    """Stop this network's dnsmasq; False when it was not running."""
-    return process.stop(paths(config, network_id).pid, _must_contain(network_id))
+    """Stop this network's dnsmasq; False when it was not running. Judged by identity (the
+    model may be gone already), so an orphan whose pid file was overwritten goes too."""
+    pm = process.ProcessManager(f"dnsmasq for {network_id}", None,
+                                pidfile=paths(config, network_id).pid,
+                                identity=_identity(config, network_id))
+    return bool(pm.disable())
 
 
 def reload(config: Config, network: model.Network, dhcp_port: model.Port) -> list[str]:
@@ -144,8 +129,7 @@ def reload(config: Config, network: model.Network, dhcp_port: model.Port) -> lis
     dhcp-hostsfile, dhcp-optsfile and addn-hosts on SIGHUP (not its command line)."""
     changed = render_to_disk(config, network, dhcp_port)
     if changed:
-        process.signal_process(paths(config, network.id).pid, _must_contain(network.id),
-                               signal.SIGHUP)
+        manager(config, network, dhcp_port).signal(signal.SIGHUP)
     return changed
 
 

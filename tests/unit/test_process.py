@@ -1,4 +1,4 @@
-"""process.py: a process runs only when its pid file, liveness and cmdline agree."""
+"""process.py: a process runs only when its pid file, liveness and exact argv agree."""
 
 from __future__ import annotations
 
@@ -34,16 +34,21 @@ def test_read_pid(tmp_path):
     assert process.read_pid(f) == 1234
 
 
+def _manager(tmp_path, marker, argv=None, **kw) -> process.ProcessManager:
+    return process.ProcessManager("sleeper", argv or _sleeper(marker), pidfile=tmp_path / "pid",
+                                  identity=[marker], logfile=tmp_path / "log", **kw)
+
+
 def test_stale_pid_file_with_a_recycled_pid_is_not_running(tmp_path, marker):
     # the pid belongs to a live process, but not to the one we mean
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        f = tmp_path / "pid"
-        f.write_text(f"{other.pid}\n")
-        assert process.is_running(f, ["dnsmasq", marker]) is None
-        assert process.stop(f, ["dnsmasq", marker]) is False
-        assert other.poll() is None, "stop() must not kill a stranger"
-        assert not f.exists(), "a stale pid file is removed"
+        pm = _manager(tmp_path, marker)
+        pm.pidfile.write_text(f"{other.pid}\n")
+        assert pm.check().pid is None and pm.check().state == "died"
+        assert pm.disable() == []
+        assert other.poll() is None, "disable() must not kill a stranger"
+        assert not pm.pidfile.exists(), "a stale pid file is removed"
     finally:
         other.kill()
         other.wait()
@@ -52,24 +57,25 @@ def test_stale_pid_file_with_a_recycled_pid_is_not_running(tmp_path, marker):
 def test_dead_pid_is_not_running(tmp_path, marker):
     p = subprocess.Popen(["true"])
     p.wait()
-    f = tmp_path / "pid"
-    f.write_text(f"{p.pid}\n")
-    assert process.is_running(f, [marker]) is None
+    pm = _manager(tmp_path, marker)
+    pm.pidfile.write_text(f"{p.pid}\n")
+    assert pm.check().state == "died"
 
 
 def test_zombie_is_not_running(tmp_path, marker):
-    p = subprocess.Popen([sys.executable, "-c", "pass", marker])
+    argv = [sys.executable, "-c", "pass", marker]
+    p = subprocess.Popen(argv)
     try:
-        # not waited for: it stays a zombie of ours until is_running reaps it
-        f = tmp_path / "pid"
-        f.write_text(f"{p.pid}\n")
+        # not waited for: it stays a zombie of ours until check() reaps it
+        pm = _manager(tmp_path, marker, argv)
+        pm.pidfile.write_text(f"{p.pid}\n")
         import time
         deadline = time.monotonic() + 30
         # Wait for the zombie state itself: an empty cmdline alone also happens mid-exec.
         while time.monotonic() < deadline and process._proc_state(p.pid) != "Z":
             time.sleep(0.01)
         assert process._proc_state(p.pid) == "Z"
-        assert process.is_running(f, [marker]) is None
+        assert pm.check().pid is None
     finally:
         try:
             p.wait(timeout=5)
@@ -77,19 +83,21 @@ def test_zombie_is_not_running(tmp_path, marker):
             pass
 
 
-def test_spawn_is_running_signal_stop(tmp_path, marker):
-    pidfile, log = tmp_path / "run" / "x.pid", tmp_path / "log" / "x.log"
-    pid = process.spawn(_sleeper(marker), pidfile=pidfile, logfile=log)
+def test_spawn_check_signal_stop(tmp_path, marker):
+    pm = _manager(tmp_path, marker)
+    pm.pidfile = tmp_path / "run" / "x.pid"
+    done = pm.enable()
+    pid = process.read_pid(pm.pidfile)
     try:
-        assert process.read_pid(pidfile) == pid
-        assert process.is_running(pidfile, [marker]) == pid
-        assert process.is_running(pidfile, [marker, "something-else"]) is None
+        assert done == [f"start sleeper (pid {pid})"]
+        assert pm.pid == pid and pm.active
         assert os.getsid(pid) == pid, "started in its own session"
-        assert process.signal_process(pidfile, [marker], 0) is True
-        assert process.stop(pidfile, [marker], timeout=5) is True
-        assert process.is_running(pidfile, [marker]) is None
-        assert not pidfile.exists()
-        assert process.stop(pidfile, [marker]) is False
+        assert pm.signal(0) is True
+        assert pm.disable() == [f"stop sleeper (pid {pid})"]
+        assert pm.pid is None
+        assert not pm.pidfile.exists()
+        assert pm.disable() == []
+        assert pm.signal(0) is False
     finally:
         try:
             os.kill(pid, 9)
@@ -99,15 +107,12 @@ def test_spawn_is_running_signal_stop(tmp_path, marker):
 
 def test_stop_escalates_to_sigkill(tmp_path, marker):
     code = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
-    pidfile, log = tmp_path / "pid", tmp_path / "log"
-    pid = process.spawn([sys.executable, "-c", code, marker], pidfile=pidfile, logfile=log)
-    import time
-    deadline = time.monotonic() + 10
-    while b"ready" not in (log.read_bytes() if log.exists() else b""):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert process.stop(pidfile, [marker], timeout=0.3) is True
-    assert process.is_running(pidfile, [marker]) is None
+    pm = _manager(tmp_path, marker, [sys.executable, "-c", code, marker], ready_marker=b"ready",
+                  stop_timeout=0.3)
+    pm.enable()
+    pid = pm.pid
+    assert pm.disable() == [f"stop sleeper (pid {pid})"]
+    assert pm.pid is None
     assert not process.pid_matches(pid, [marker])
 
 
