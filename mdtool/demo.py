@@ -9,14 +9,12 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import secrets
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mdtool import model, process
+from mdtool import model
 from mdtool.config import Config
 from mdtool.errors import OperationFailed
 from mdtool.registry import Registry
@@ -108,25 +106,6 @@ def _create(config: Config, registry: Registry, say, made: list) -> Demo:
     Node(config, registry).dnsmasq_reload(net.id)
     say(f"$ mdtool dnsmasq reload {net_name}")
     return demo
-
-
-def dhcp(config: Config, inst: DemoInstance) -> list[str]:
-    """Run udhcpc in the instance namespace with our own hook; return its routes."""
-    script_dir = Path(tempfile.mkdtemp(prefix="mdtool-demo-"))
-    script = script_dir / "udhcpc.sh"
-    script.write_text(render("demo/udhcpc.sh.j2", namespace=inst.namespace))
-    os.chmod(script, 0o755)
-    try:
-        res = process.run(["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-O", "staticroutes",
-                           "-s", str(script), "-t", "6", "-T", "1", "-A", "1"],
-                          netns=inst.namespace, check=False, timeout=30)
-        if res.returncode != 0:
-            raise OperationFailed(f"no DHCP lease for {inst.name}: {res.stderr.strip()[-200:]}")
-        routes = process.run(["ip", "-4", "route"], netns=inst.namespace).stdout.strip().splitlines()
-    finally:
-        script.unlink(missing_ok=True)
-        script_dir.rmdir()
-    return routes
 
 
 def http_get(namespace: str, path: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -18,6 +18,7 @@ def demo(ctx, keep, cleanup):
     from mdtool.cli.app import make_console
 
     from mdtool import demo as d
+    from mdtool.dhcpclient import lease
     from mdtool.errors import BadInput, MdtoolError
 
     out = make_console()
@@ -36,7 +37,7 @@ def demo(ctx, keep, cleanup):
     try:
         demo_ = d.create(cfg, reg, say)
         for inst in demo_.instances:
-            routes = d.dhcp(cfg, inst)
+            routes = lease(inst.namespace)
             say(f"$ ip netns exec {inst.namespace} udhcpc -i eth0 -O staticroutes -s <own hook>")
             for r in routes:
                 say(f"    {r}")

@@ -19,16 +19,23 @@ def _check_namespace_name(name: str) -> None:
 @click.argument("port", shell_complete=complete.ports)
 @click.argument("namespace")
 @click.option("--ifname", default="eth0", show_default=True, help="Interface name in NAMESPACE.")
+@click.option("--dhcp", is_flag=True, help="Then get a lease in NAMESPACE (udhcpc with option "
+              "121 and mdtool's own hook, which never touches the host's resolv.conf).")
 @click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
 @click.pass_obj
-def port_plug(ctx, port, namespace, ifname, dry_run):
-    """Create NAMESPACE attached to PORT's network with the port's MAC (then run a DHCP client)."""
+def port_plug(ctx, port, namespace, ifname, dhcp, dry_run):
+    """Create NAMESPACE attached to PORT's network with the port's MAC; with --dhcp, also
+    configure it by DHCP, as an instance booting."""
     from mdtool import plugs
     _check_namespace_name(namespace)
     p = ctx.registry.get_port(port)
     net = ctx.registry.get_network(p.network_id)
     report(ctx, f"port-plug {port} {namespace}",
            plugs.plug(ctx.config, p, net, namespace, ifname=ifname, dry_run=dry_run), dry_run)
+    if dhcp and not dry_run:
+        from mdtool.dhcpclient import lease
+        for route in lease(namespace, ifname):
+            ctx.say(f"  {namespace}: {route}")
 
 
 @click.command("port-unplug")
