@@ -27,15 +27,10 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = FILE_MO
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
-    try:
-        if path.read_bytes() == raw:
-            if (path.stat().st_mode & 0o777) != mode:
-                os.chmod(path, mode)
-            return False
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise OperationFailed(f"cannot read {path}: {e.strerror}") from None
+    if _same_bytes(path, raw):
+        if (path.stat().st_mode & 0o777) != mode:
+            os.chmod(path, mode)
+        return False
     tmp = None
     try:
         make_dirs(path.parent)
@@ -58,6 +53,23 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = FILE_MO
             except OSError:
                 pass
     return True
+
+
+def _same_bytes(path: Path, raw: bytes) -> bool:
+    try:
+        return path.read_bytes() == raw
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise OperationFailed(f"cannot read {path}: {e.strerror}") from None
+
+
+def unchanged(path: str | os.PathLike, data: str | bytes, mode: int = FILE_MODE) -> bool:
+    """True when ``path`` holds exactly ``data`` with ``mode`` (what write_atomic would
+    leave alone): the plan of a dry run."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    return _same_bytes(path, raw) and (path.stat().st_mode & 0o777) == mode
 
 
 def make_dirs(path: str | os.PathLike, mode: int = DIR_MODE) -> Path:

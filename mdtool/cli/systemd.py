@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mdtool.cli.app import HelpGroup, report
+from mdtool.cli.app import HelpGroup, abort, report
 
 
 @click.group("systemd", cls=HelpGroup)
@@ -13,15 +13,22 @@ def systemd():
 
 
 @systemd.command("render")
-@click.option("--output-dir", default="/etc/systemd/system", show_default=True, metavar="DIR",
-              help="Where the .service files go.")
+@click.option("--output-dir", metavar="DIR",
+              help="Write the .service files and their EnvironmentFile here (e.g. "
+                   "/etc/systemd/system); without it they are printed, secrets masked.")
+@click.option("--env-file", metavar="PATH",
+              help="The EnvironmentFile the units read (default: DIR/mdtool.env), mode 0600.")
+@click.option("--dry-run", is_flag=True, help="Say what would be written, write nothing.")
 @click.option("--mdtool", "mdtool_path", metavar="PATH",
               help="mdtool executable for ExecStart (default: the one running now).")
 @click.pass_obj
-def render(ctx, output_dir, mdtool_path):
-    """Write the units of the proxy, agent and metadata service (hardened: read-only
-    system, only the capabilities each daemon needs) and of `node run` (which starts and
-    supervises dnsmasq and those three itself); says what changed.
+def render(ctx, output_dir, env_file, dry_run, mdtool_path):
+    """The units of the proxy, agent and metadata service (hardened: read-only system,
+    only the capabilities each daemon needs) and of `node run` (which starts and supervises
+    dnsmasq and those three itself), with the effective configuration (state dir, --db,
+    --config-file, MDTOOL_* variables) in an EnvironmentFile of mode 0600: no password or
+    secret on a command line or in a unit. Printed, or written to --output-dir (says what
+    changed).
 
     \b
     Then either the node:
@@ -31,7 +38,18 @@ def render(ctx, output_dir, mdtool_path):
       systemctl enable --now mdtool-metadata mdtool-agent mdtool-proxy
     """
     from mdtool import systemd as units
-    db = click.get_current_context().find_root().params.get("db_url")  # only when given
-    changes = units.write_units(ctx.config, output_dir, units.mdtool_executable(mdtool_path),
-                                db_url=db)
-    report(ctx, f"systemd render {output_dir}", changes)
+    mdtool = units.mdtool_executable(mdtool_path)
+    if env_file and not env_file.startswith("/"):
+        abort(f"--env-file must be an absolute path, got {env_file!r}", 2)
+    for warning in units.hidden_paths(ctx.config, mdtool):
+        ctx.say(f"[yellow]warning:[/yellow] {warning}")
+    if output_dir is None:
+        if dry_run:
+            abort("--dry-run needs --output-dir (without it nothing is written anyway)", 2)
+        shown = units.render_all(ctx.config, mdtool, units.DEFAULT_OUTPUT_DIR, env_file,
+                                 masked=True)
+        click.echo("\n".join(f"# ---- {path} (mode {mode:04o}) ----\n{text}"
+                              for path, text, mode in shown), nl=False)
+        return
+    changes = units.write_units(ctx.config, output_dir, mdtool, env_file, dry_run=dry_run)
+    report(ctx, f"systemd render {output_dir}", changes, dry_run=dry_run)
