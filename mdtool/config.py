@@ -168,6 +168,18 @@ class DnsName(Type):
         return dns_name(text, self.max_len)
 
 
+class HostDomain(Type):
+    """A node's name as oslo.config's HostDomainOpt takes Neutron's ``host``: DNS labels
+    that may also hold ``_``, case kept (it must match what the registry recorded)."""
+
+    describe = "host name"
+
+    def parse(self, text: str) -> str:
+        v = _printable(text)
+        dns_name(v.replace("_", "-"))
+        return v[:-1] if v.endswith(".") else v
+
+
 class IPAddress(Type):
     describe = "IP address"
 
@@ -275,9 +287,9 @@ class Secret(Type):
 @dataclass(frozen=True)
 class Option:
     """One option. To add one: append an ``Option`` to OPTIONS below with a type from this
-    module (``Int``, ``Size``, ``Float``, ``Bool``, ``Choice``, ``DnsName``, ``Host``,
-    ``IPAddress``, ``IPList``, ``AbsPath``, ``Url``, ``Secret``; a new kind of value gets a new
-    ``Type`` subclass here), then regenerate docs/configuration.md. Read it with
+    module (``Int``, ``Size``, ``Float``, ``Bool``, ``Choice``, ``DnsName``, ``HostDomain``,
+    ``Host``, ``IPAddress``, ``IPList``, ``AbsPath``, ``Url``, ``Secret``; a new kind of value
+    gets a new ``Type`` subclass here), then regenerate docs/configuration.md. Read it with
     ``config.get(name, section)``: the value is already parsed and checked."""
 
     section: str
@@ -312,7 +324,7 @@ OPTIONS: list[Option] = [
     Option("DEFAULT", "dnsmasq_dns_servers", IPList(), [], "DNS servers dnsmasq forwards to"),
     Option("DEFAULT", "dnsmasq_lease_max", Int(1, 1 << 24), 16777216,
            "--dhcp-lease-max of dnsmasq"),
-    Option("DEFAULT", "host", DnsName(), None, "node identity (default: the hostname)"),
+    Option("DEFAULT", "host", HostDomain(), None, "node identity (default: the hostname)"),
     Option("DEFAULT", "http_tokens", Choice("optional", "required"), "optional",
            "IMDSv2 session tokens: honoured (optional) or required"),
     Option("DEFAULT", "http_put_response_hop_limit", Int(1, 64), 1,
@@ -545,6 +557,12 @@ class Config:
             return opt.parse(raw)
         except ValueError as e:
             raise BadInput(f"{where}: bad value for {opt.name}: {e}") from None
+
+    def set(self, name: str, text: str, source: str, section: str = "DEFAULT") -> None:
+        """A command-line value (``--host``): checked by the option's type like any other;
+        an error names ``source``."""
+        opt = OPTION_INDEX[(section, name)]
+        self.values[(section, name)] = Value(self._parse(opt, text, source), source)
 
     def get(self, name: str, section: str = "DEFAULT") -> Any:
         return self.values[(section, name)].value

@@ -24,10 +24,10 @@ class Ctx:
 
     @cached_property
     def config(self):
-        from mdtool.config import Config, Value
+        from mdtool.config import Config
         cfg = Config(self._state_dir, self._db_url, self._config_file)
         if self._host:
-            cfg.values[("DEFAULT", "host")] = Value(self._host, "--host")
+            cfg.set("host", self._host, "--host")
         return cfg
 
     @cached_property

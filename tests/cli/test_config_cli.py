@@ -151,3 +151,11 @@ def test_show_masks_a_generated_secret_and_takes_several_options(run, state_dir)
     r = run("config", "show", "dns_domain", "nope")
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr == "mdtool: error: unknown option 'nope' (see: mdtool config show)\n"
+
+
+def test_host_option_is_typed_too(run):
+    r = run("--host", "node\n--x", "config", "show", "host")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("mdtool: error: --host: bad value for host: ")
+    r = run("--host", "Node_7", "config", "show", "host", "-f", "value", "-c", "value")
+    assert (r.exit_code, r.stdout) == (0, "Node_7\n")  # as oslo's HostDomainOpt: case kept

@@ -75,6 +75,7 @@ def test_bad_values_name_file_and_line(tmp_path, name, value):
     ("nova_metadata_url", "http://[2001:db8::5]:8775", "http://[2001:db8::5]:8775"),
     ("log_dir", "/var/log/mdtool/", "/var/log/mdtool"),
     ("host", "compute-1.example", "compute-1.example"),
+    ("host", "Compute_1", "Compute_1"),
 ])
 def test_good_values(tmp_path, name, value, parsed):
     c = Config(state_dir=str(tmp_path), environ={cfgmod.env_name("DEFAULT", name): value})
