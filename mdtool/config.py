@@ -517,10 +517,10 @@ class Config:
                  config_file: str | None = None, environ: dict[str, str] | None = None):
         env = os.environ if environ is None else environ
 
-        def setting(name: str, given: str | None) -> str | None:
+        def setting(name: str, given: str | os.PathLike | None) -> str | None:
             """A global setting, checked; an error names the flag or the variable."""
             var = GLOBAL_ENV[name]
-            raw = given or env.get(var) or None
+            raw = os.fspath(given) if given else (env.get(var) or None)
             if raw is None:
                 return None
             # click folds the variable into the option: name the variable when it is the same
