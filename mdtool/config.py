@@ -307,15 +307,21 @@ OPTIONS: list[Option] = [
     Option("DEFAULT", "metadata_proxy_shared_secret", Secret(), None,
            "HMAC key shared by agent and metadata service (generated when unset)", secret=True),
     Option("DEFAULT", "nova_metadata_url", Url(), None,
-           "where the agent forwards signed requests (default from nova_metadata_host/port/protocol)"),
-    Option("DEFAULT", "nova_metadata_host", Host(), "127.0.0.1", "Nova metadata host"),
-    Option("DEFAULT", "nova_metadata_port", Int(1, 65535), 8775, "Nova metadata port"),
+           "where the agent forwards signed requests over TCP (default: from nova_metadata_host/"
+           "port/protocol when nova_metadata_host is set, else the Unix socket <state_dir>/metadata)"),
+    Option("DEFAULT", "nova_metadata_host", Host(), None,
+           "Nova metadata host, reached over TCP (unset: mdtool's own metadata service on the "
+           "Unix socket <state_dir>/metadata, which local users cannot reach)"),
+    Option("DEFAULT", "nova_metadata_port", Int(1, 65535), 8775,
+           "Nova metadata port (with nova_metadata_host)"),
     Option("DEFAULT", "nova_metadata_protocol", Choice("http", "https"), "http",
-           "Nova metadata protocol"),
-    Option("DEFAULT", "metadata_listen_host", Host(), "127.0.0.1",
-           "address `metadata run` listens on (loopback unless told otherwise)"),
-    Option("DEFAULT", "metadata_listen_port", Int(1, 65535), 8775,
-           "port `metadata run` listens on"),
+           "Nova metadata protocol (with nova_metadata_host)"),
+    Option("DEFAULT", "metadata_listen_host", Host(), None,
+           "TCP address `metadata run` listens on as well as its Unix socket (unset: no TCP "
+           "unless metadata_listen_port is set, then 127.0.0.1)"),
+    Option("DEFAULT", "metadata_listen_port", Int(1, 65535), None,
+           "TCP port `metadata run` listens on as well as its Unix socket (unset: no TCP "
+           "unless metadata_listen_host is set, then 8775)"),
     # room for dnsmasq's longest name in front: "host-" + 39 characters of IPv6 + "."
     Option("DEFAULT", "dns_domain", DnsName(FQDN_MAX - 45), "openstacklocal",
            "domain handed out by dnsmasq"),
@@ -575,19 +581,40 @@ class Config:
 
     @property
     def nova_metadata_url(self) -> str:
+        """Where the agent sends signed requests: ``unix:<state_dir>/metadata`` (this node's
+        metadata service) unless a TCP upstream is named by nova_metadata_url or _host."""
         url = self.get("nova_metadata_url")
         if url:
             return url
-        return (f"{self.get('nova_metadata_protocol')}://{self.get('nova_metadata_host')}:"
-                f"{self.get('nova_metadata_port')}")
+        host = self.get("nova_metadata_host")
+        if host is None:
+            return f"unix:{self.metadata_socket}"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{self.get('nova_metadata_protocol')}://{host}:{self.get('nova_metadata_port')}"
 
     @property
     def nova_metadata_is_local(self) -> bool:
         """True when the agent's upstream is the metadata service mdtool itself runs."""
-        return self.nova_metadata_url.rstrip("/") in (
-            f"http://127.0.0.1:{self.get('metadata_listen_port')}",
-            f"http://localhost:{self.get('metadata_listen_port')}",
-        )
+        url = self.nova_metadata_url
+        if url == f"unix:{self.metadata_socket}":
+            return True
+        listen = self.metadata_listen
+        return listen is not None and url.rstrip("/") in (
+            f"http://127.0.0.1:{listen[1]}", f"http://localhost:{listen[1]}")
+
+    @property
+    def metadata_socket(self) -> Path:
+        """The metadata service's Unix socket (0660, root's: local users cannot reach it)."""
+        return self.state_dir / "metadata"
+
+    @property
+    def metadata_listen(self) -> tuple[str, int] | None:
+        """The TCP address `metadata run` listens on besides its socket, None when none."""
+        host, port = self.get("metadata_listen_host"), self.get("metadata_listen_port")
+        if host is None and port is None:
+            return None
+        return host or "127.0.0.1", port or 8775
 
     @property
     def agent_socket(self) -> Path:

@@ -47,8 +47,10 @@ def listeners(config: Config, role: str) -> list[process.Listener]:
     if role == "agent":
         return [process.Listener.unix(config.agent_socket)]
     if role == "metadata":
-        return [process.Listener.tcp(config.get("metadata_listen_host"),
-                                     config.get("metadata_listen_port"))]
+        held = [process.Listener.unix(config.metadata_socket)]
+        if config.metadata_listen is not None:
+            held.append(process.Listener.tcp(*config.metadata_listen))
+        return held
     return []
 
 

@@ -5,44 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 from pathlib import Path
 
 from mdtool.errors import OperationFailed
+from mdtool.http.listen import bind_unix, unlink_socket
 
 log = logging.getLogger("mdtool.agent")
 
-SOCKET_MODE = 0o660
 UPSTREAM_TIMEOUT = 30.0  # below the proxy's timeout_server (32 s), so the proxy sees our 504
-
-
-def bind_unix(path: Path, mode: int = SOCKET_MODE) -> socket.socket:
-    """Listen on ``path``; a stale socket file is removed, a live one is an error."""
-    from mdtool.files import make_dirs
-    make_dirs(path.parent)
-    if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # nobody listens: left behind by a killed agent
-        else:
-            raise OperationFailed(f"another agent already listens on {path}: stop it first")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # The umask closes the window between bind() and chmod() where the socket is wider open.
-    old = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(str(path))
-    except OSError as e:
-        sock.close()
-        raise OperationFailed(f"cannot listen on {path}: {e.strerror}") from None
-    finally:
-        os.umask(old)
-    os.chmod(path, mode)
-    sock.listen(1024)
-    return sock
 
 
 def run(config) -> int:
@@ -58,14 +28,17 @@ def run(config) -> int:
     secret = config.shared_secret()
     upstream_url = config.nova_metadata_url
     try:
-        upstream = UpstreamPool(upstream_url, read_timeout=UPSTREAM_TIMEOUT)
+        # This node's metadata service must be root's (or ours): a socket another user
+        # holds is never sent a signature.
+        upstream = UpstreamPool(upstream_url, read_timeout=UPSTREAM_TIMEOUT,
+                                peer_uids=frozenset({0, os.geteuid()}))
     except ValueError as e:
         raise OperationFailed(f"nova_metadata_url: {e}") from None
     registry = open_registry(config.db_url)
     follower = IndexFollower(registry)
     metrics = daemon_metrics.start(config, "agent")
     path = Path(config.agent_socket)
-    sock = bind_unix(path)
+    sock = bind_unix(path, what="agent")
 
     async def main(stop: asyncio.Event) -> int:
         if metrics is None:
@@ -98,7 +71,4 @@ def run(config) -> int:
         return run_daemon(main)
     finally:
         sock.close()
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        unlink_socket(path)

@@ -66,6 +66,8 @@ def effective(ctx, root: click.Context) -> list[dict]:
 def _derived(cfg, name: str) -> tuple:
     """What an unset option means in practice (shown instead of an empty value)."""
     if name == "nova_metadata_url":
+        if cfg.get("nova_metadata_host") is None:
+            return cfg.nova_metadata_url, "default (this node's metadata service, Unix socket)"
         return cfg.nova_metadata_url, "default (nova_metadata_protocol://host:port)"
     if name == "host":
         return cfg.host, "default (the hostname)"

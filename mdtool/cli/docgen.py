@@ -58,7 +58,10 @@ def _fmt_default(opt) -> str:
     d = opt.default
     if d is None:
         return {"metadata_proxy_shared_secret": "generated into the state dir",
-                "nova_metadata_url": "from nova_metadata_protocol/host/port",
+                "nova_metadata_url": "from nova_metadata_protocol/host/port, else unix:<state_dir>/metadata",
+                "nova_metadata_host": "unset: the Unix socket <state_dir>/metadata",
+                "metadata_listen_host": "unset: no TCP", "metadata_listen_port": "unset: no TCP",
+                "auth_ca_cert": "the system's CAs",
                 "host": "the hostname", "log_file": "stderr", "log_dir": "unset"}.get(opt.name, "unset")
     if isinstance(d, bool):
         return "true" if d else "false"

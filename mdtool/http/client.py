@@ -9,6 +9,8 @@ more on a fresh connection. Failures come in two kinds a caller maps to a status
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections import deque
 from urllib.parse import urlsplit
 
@@ -164,8 +166,11 @@ class UpstreamPool:
     """Keep-alive connections to one upstream; at most ``size`` at a time."""
 
     def __init__(self, url_or_unix_path: str, *, size: int = 64, connect_timeout: float = 5.0,
-                 read_timeout: float = 30.0):
+                 read_timeout: float = 30.0, peer_uids: frozenset[int] | None = None):
+        """``peer_uids``: on a Unix socket, the users the listening process may run as
+        (SO_PEERCRED); a connection to anyone else's listener fails as unavailable."""
         self.target = url_or_unix_path
+        self.peer_uids = peer_uids
         if url_or_unix_path.startswith("unix:"):
             self.unix_path: str | None = url_or_unix_path[5:]
             self.host = self.port = None
@@ -206,7 +211,18 @@ class UpstreamPool:
         except OSError as e:
             raise UpstreamUnavailable(
                 f"cannot connect to {self.target}: {e.strerror or e}") from None
+        if self.peer_uids is not None and self.unix_path is not None:
+            self._check_peer(conn)
         return conn
+
+    def _check_peer(self, conn: _UpstreamConnection) -> None:
+        sock = conn.transport.get_extra_info("socket")
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+        if uid not in self.peer_uids:
+            conn.close()
+            raise UpstreamUnavailable(f"{self.unix_path} is held by uid {uid} (pid {pid}), "
+                                      "not by root: refusing to talk to it")
 
     def _take_idle(self) -> _UpstreamConnection | None:
         idle = self._idle

@@ -69,7 +69,10 @@ def get_unix(path: str, target: str, headers: dict[str, str] | None = None) -> A
 
 
 def get_url(url: str, target: str, headers: dict[str, str] | None = None) -> Answer:
-    """GET ``target`` from the base URL ``url`` (http only; https is reported, not probed)."""
+    """GET ``target`` from the base URL ``url`` (http or ``unix:PATH``; https is reported,
+    not probed)."""
+    if url.startswith("unix:"):
+        return get_unix(url[5:], target, headers)
     u = urlsplit(url)
     if u.scheme != "http":
         return Answer(None, error=f"{u.scheme}:// is not probed")

@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import socket
 import time
 
-from mdtool.errors import OperationFailed
 from mdtool.http.types import Request, Response
 
 log = logging.getLogger("mdtool.metadata")
 
 REVISION_POLL_SECONDS = 0.25
-
-
-def bind_tcp(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (IPv6 when the host says so)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host.strip("[]"), port))
-        sock.listen(1024)
-    except OSError as e:
-        sock.close()
-        hint = " (is another metadata service running?)" if e.errno == errno.EADDRINUSE else ""
-        raise OperationFailed(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
-    return sock
 
 
 def logged(service) -> "callable":
@@ -71,11 +53,17 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
     from mdtool.config import mask_url
     from mdtool.registry import open_registry
 
+    from mdtool.http.listen import bind_tcp, bind_unix, unlink_socket
+
     from mdtool import logs, metrics as daemon_metrics
 
     logs.setup(config, "metadata")
-    host = host or config.get("metadata_listen_host")
-    port = port or config.get("metadata_listen_port")
+    if host or port:  # `metadata run --host/--port`: TCP asked for on the command line
+        host = host or config.get("metadata_listen_host") or "127.0.0.1"
+        port = port or config.get("metadata_listen_port") or 8775
+        tcp = (host, port)
+    else:
+        tcp = config.metadata_listen
     secret = config.shared_secret()
     registry = open_registry(config.db_url)
     service = MetadataService(registry, secret, dns_domain=config.get("dns_domain") or "",
@@ -83,7 +71,17 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
     changes = getattr(registry, "changes", None)
     feed = changes() if callable(changes) else None  # None: poll every REVISION_POLL_SECONDS
     metrics = daemon_metrics.start(config, "metadata")
-    sock = bind_tcp(host, port)
+    path = config.metadata_socket
+    socks = [bind_unix(path, what="metadata service")]
+    where = [str(path)]
+    if tcp is not None:
+        try:
+            socks.append(bind_tcp(*tcp))
+        except BaseException:
+            socks[0].close()
+            unlink_socket(path)
+            raise
+        where.append("%s:%d" % tcp)
 
     async def main(stop: asyncio.Event) -> int:
         handler = logged(service)
@@ -91,9 +89,10 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
         poller = None
         try:
             await service.refresh()
-            await server.add_socket(sock)
-            log.info("metadata service listening on %s:%d (registry %s, revision %s)",
-                     host, port, mask_url(config.db_url), service.revision)
+            for sock in socks:
+                await server.add_socket(sock)
+            log.info("metadata service listening on %s (registry %s, revision %s)",
+                     " and ".join(where), mask_url(config.db_url), service.revision)
             poller = asyncio.create_task(_poll(service, stop, feed))
             await stop.wait()
             log.info("metadata service stopping")
@@ -110,4 +109,6 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
     try:
         return run_daemon(main)
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
+        unlink_socket(path)

@@ -15,7 +15,9 @@ def test_show_sources_and_masked_secret(run, tmp_path, monkeypatch):
         "section": "DEFAULT", "name": "metadata_proxy_shared_secret", "value": "********",
         "source": f"{ini}:2"}
     assert rows[("DEFAULT", "nova_metadata_port")]["source"] == f"{ini}:3"
-    assert rows[("DEFAULT", "nova_metadata_url")]["value"] == "http://127.0.0.1:9000"
+    # No nova_metadata_host: this node's metadata service on its Unix socket.
+    assert rows[("DEFAULT", "nova_metadata_url")]["value"].endswith("/metadata")
+    assert rows[("DEFAULT", "nova_metadata_url")]["value"].startswith("unix:/")
     assert rows[("DEFAULT", "dns_domain")] == {"section": "DEFAULT", "name": "dns_domain",
                                                "value": "example.org", "source": "env MDTOOL_DNS_DOMAIN"}
     assert rows[("DEFAULT", "host")]["source"] == "--host"

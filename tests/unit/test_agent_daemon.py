@@ -145,7 +145,7 @@ def test_agent_and_metadata_daemons(daemons):
     rc, err = _stop(procs["metadata"])
     assert rc == 0, err
     assert f"instance={IID} GET /openstack/latest/meta_data.json status=200" in err
-    assert "listening on 127.0.0.1:%d" % port in err
+    assert f"listening on {sock_path.parent}/metadata and 127.0.0.1:{port} " in err
 
 
 def test_agent_answers_503_when_metadata_service_is_down(daemons):
@@ -167,3 +167,38 @@ def test_second_agent_refuses_a_live_socket(daemons, tmp_path):
     assert second.returncode != 0
     assert "already listens" in err
     assert sock_path.exists()
+
+
+def test_without_tcp_agent_and_metadata_meet_on_a_private_socket(tmp_path):
+    """#13.1: by default no TCP port at all; the metadata socket is 0660, owned by us."""
+    env = dict(os.environ, MDTOOL_METADATA_PROXY_SHARED_SECRET=SECRET)
+    for var in ("MDTOOL_CONFIG", "MDTOOL_NOVA_METADATA_URL", "MDTOOL_NOVA_METADATA_HOST",
+                "MDTOOL_METADATA_LISTEN_PORT", "MDTOOL_METADATA_LISTEN_HOST"):
+        env.pop(var, None)
+    md = _spawn("metadata", tmp_path, env)
+    agent = _spawn("agent", tmp_path, env)
+    try:
+        md_sock, agent_sock = tmp_path / "metadata", tmp_path / "metadata_proxy"
+        _wait_connect(socket.AF_UNIX, str(md_sock), md)
+        _wait_connect(socket.AF_UNIX, str(agent_sock), agent)
+        st = md_sock.stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o660, os.geteuid())
+        status, body = _http(socket.AF_UNIX, str(agent_sock),
+                             "GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\n"
+                             f"X-Neutron-Network-ID: {NET}\r\nX-Forwarded-For: 172.17.17.11\r\n"
+                             "Connection: close\r\n")
+        assert status == 200 and json.loads(body)["uuid"] == IID
+        tcp = [f"/proc/{md.pid}/net/tcp", f"/proc/{md.pid}/net/tcp6"]
+        inodes = {os.stat(f"/proc/{md.pid}/fd/{fd}").st_ino
+                  for fd in os.listdir(f"/proc/{md.pid}/fd")}
+        listening = [ln for f in tcp for ln in open(f).read().splitlines()[1:]
+                     if ln.split()[3] == "0A" and int(ln.split()[9]) in inodes]
+        assert listening == []  # the metadata service holds no TCP port
+        rc, err = _stop(md)
+        assert rc == 0 and f"listening on {md_sock} (registry" in err, err
+        assert not md_sock.exists()
+    finally:
+        for p in (md, agent):
+            if p.poll() is None:
+                p.kill()
+                p.wait()

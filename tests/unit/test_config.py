@@ -17,8 +17,25 @@ def test_defaults_and_sources(tmp_path):
     c = Config(state_dir=str(tmp_path), environ={})
     assert c.get("nova_metadata_port") == 8775
     assert c.values[("DEFAULT", "nova_metadata_port")].source == "default"
-    assert c.nova_metadata_url == "http://127.0.0.1:8775"
+    assert c.nova_metadata_url == f"unix:{tmp_path}/metadata"  # no TCP unless asked for
+    assert c.nova_metadata_is_local and c.metadata_listen is None
     assert c.get("debug") is False
+
+
+@pytest.mark.parametrize("env, url, local, listen", [
+    ({"MDTOOL_NOVA_METADATA_HOST": "nova.example"}, "http://nova.example:8775", False, None),
+    ({"MDTOOL_NOVA_METADATA_HOST": "fd00::5", "MDTOOL_NOVA_METADATA_PROTOCOL": "https",
+      "MDTOOL_NOVA_METADATA_PORT": "8443"}, "https://[fd00::5]:8443", False, None),
+    ({"MDTOOL_NOVA_METADATA_PORT": "9000"}, "unix:{d}/metadata", True, None),
+    ({"MDTOOL_METADATA_LISTEN_PORT": "9001", "MDTOOL_NOVA_METADATA_URL": "http://127.0.0.1:9001"},
+     "http://127.0.0.1:9001", True, ("127.0.0.1", 9001)),
+    ({"MDTOOL_METADATA_LISTEN_HOST": "0.0.0.0"}, "unix:{d}/metadata", True, ("0.0.0.0", 8775)),
+])
+def test_metadata_upstream_is_the_unix_socket_unless_tcp_is_named(tmp_path, env, url, local,
+                                                                   listen):
+    c = Config(state_dir=str(tmp_path), environ=env)
+    assert c.nova_metadata_url == url.format(d=tmp_path)
+    assert c.nova_metadata_is_local is local and c.metadata_listen == listen
 
 
 def test_file_then_env(tmp_path):

@@ -207,3 +207,19 @@ def test_pool_size_bounds_concurrency(tmp_path):
 def test_bad_upstream_url():
     with pytest.raises(ValueError):
         UpstreamPool("ftp://x")
+
+
+def test_a_unix_listener_of_another_user_is_refused(tmp_path):
+    """#13.1: the agent sends signatures only to a listener run by the users it trusts."""
+    async def main():
+        up = await RawUpstream(lambda head, n: (ok(), False)).start_unix(tmp_path / "s")
+        me = os.geteuid()
+        async with UpstreamPool(f"unix:{tmp_path}/s", peer_uids=frozenset({me})) as pool:
+            assert (await pool.request("GET", "/")).status == 200
+        async with UpstreamPool(f"unix:{tmp_path}/s", peer_uids=frozenset({me + 1})) as pool:
+            with pytest.raises(UpstreamUnavailable, match=f"held by uid {me} .*refusing"):
+                await pool.request("GET", "/")
+        assert len(up.requests) == 1  # nothing was sent to the untrusted listener
+        await up.stop()
+
+    run(main())
