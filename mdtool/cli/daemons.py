@@ -52,11 +52,16 @@ def metadata():
 
 
 @metadata.command("run")
-@click.option("--host", metavar="H", help="Listen address (default: metadata_listen_host, 127.0.0.1).")
+@click.option("--host", metavar="H",
+              help="Also listen on TCP at this address (default: metadata_listen_host, "
+                   "else 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), metavar="P",
-              help="Listen port (default: metadata_listen_port, 8775).")
+              help="Also listen on TCP at this port (default: metadata_listen_port, else 8775).")
 @click.pass_obj
 def metadata_run(ctx, host, port):
-    """Run the metadata service in the foreground (SIGTERM stops it)."""
+    """Run the metadata service in the foreground on <state_dir>/metadata (SIGTERM stops it).
+
+    TCP only with --host/--port or metadata_listen_host/_port: any local user can reach a
+    TCP port, and Nova's signature replays for ever (see docs/openstack.md)."""
     from mdtool.metadata.daemon import run
     raise SystemExit(run(ctx.config, host=host, port=port))
