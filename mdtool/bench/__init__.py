@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-SECTIONS = ("throughput", "memory", "boot", "setup", "registry")
+SECTIONS = ("throughput", "memory", "boot", "setup", "registry", "cli")
 NEEDS = ("ip", "wrk", "haproxy", "udhcpc", "dnsmasq", "ss")
 
 
@@ -86,6 +86,9 @@ def run(output: Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIO
         if "registry" in sections:
             log("5. registry")
             results["registry"] = _timed(results, "registry", lambda: suite.registry(h, pipeline, sizes, log))
+        if "cli" in sections:
+            log("6. CLI start-up")
+            results["cli"] = _timed(results, "cli", lambda: suite.cli_startup(h, sizes, log))
         if "setup" in sections:
             log("4. set-up at scale")
             results["setup"] = _timed(results, "setup", lambda: suite.setup(h, sizes, log))

@@ -33,6 +33,10 @@ def targets(r: dict) -> dict:
     if s and "200" in s["batch"]:
         t["set-up: 200 networks <= 60 s"] = s["batch"]["200"]["cumulative_seconds"] <= 60
         t["set-up: no-change re-run <= 5 s"] = s["rerun"]["seconds"] <= 5
+    c = r.get("cli")
+    if c:
+        for name, ratio in c["over_help"].items():
+            t[f"CLI: {name} <= 1.5x --help (median)"] = ratio <= 1.5
     return t
 
 
@@ -108,6 +112,13 @@ def markdown(r: dict) -> str:
                       f"| port-create returned -> agent serves the port | "
                       f"{ps['after_commit_ms']:.0f} ms |",
                       f"| port-create started -> served | {ps['total_ms']:.0f} ms |"]
+        lines.append("")
+    c = r.get("cli")
+    if c:
+        lines += [f"### 6. CLI start-up (median of {c['runs']} runs, SQLite registry)", "",
+                  "| command | median ms | / `--help` |", "|---|---:|---:|"]
+        for name, ms in c["median_ms"].items():
+            lines.append(f"| `{name}` | {ms:.0f} | {_f(c['over_help'].get(name, 1.0))} |")
         lines.append("")
     t = targets(r)
     if t:

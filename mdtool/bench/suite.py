@@ -5,7 +5,8 @@
 2. memory of proxying N networks: one mdtool proxy vs N haproxy;
 3. boot to metadata: udhcpc start -> meta_data.json, next to DHCP alone;
 4. set-up at scale: enable-isolated-metadata for many networks, and the no-change re-run;
-5. registry: lookup p99 with 100k ports, dnsmasq render of 10k ports, port-create -> served.
+5. registry: lookup p99 with 100k ports, dnsmasq render of 10k ports, port-create -> served;
+6. CLI start-up: what scripts and TAB completion wait for, as ratios to `mdtool --help`.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class Sizes:
     lookups: int = 100_000
     render_ports: int = 10_000
     served: int = 5
+    cli_runs: int = 15
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(seconds=1.0, connections=(1, 16), networks=(1, 2), boots=3, setup=(1, 2),
-                   setup_loop=1, ports=2_000, lookups=5_000, render_ports=500, served=1)
+                   setup_loop=1, ports=2_000, lookups=5_000, render_ports=500, served=1,
+                   cli_runs=3)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -611,3 +614,47 @@ def _first_ip(text: str) -> str:
     if not m:
         raise RuntimeError(f"no IP in port-create output {text!r}")
     return m.group(1)
+
+
+# 6. CLI start-up ---------------------------------------------------------------------------
+
+def _completion_env(words: str) -> dict[str, str]:
+    """What bash's completion function sets before it runs mdtool (click's protocol)."""
+    return {"_MDTOOL_COMPLETE": "bash_complete", "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split(" ")) - 1)}
+
+
+def cli_startup(h: Harness, sizes: Sizes, log=print) -> dict:
+    """Median wall time of commands a shell script or a TAB runs, as ratios to `--help`
+    (the floor: Python, click and mdtool's command table). The registry holds a network, a
+    subnet, an instance and its port, on SQLite in a fresh state dir."""
+    sd = h.state_dir("cli")
+    h.cli(sd, "net-create", "clinet")
+    h.cli(sd, "subnet-create", "clinet", "10.250.0.0/24", "--no-gateway")
+    h.cli(sd, "instance-create", "clivm")
+    port = h.cli(sd, "port-create", "clinet", "--device-id", "clivm", "-f", "value",
+                 "-c", "id").stdout.strip()
+    runs = max(3, sizes.cli_runs)
+    cases: dict[str, tuple[list[str], dict[str, str]]] = {
+        "--help": (["--help"], {}),
+        "net-list": (["net-list"], {}),
+        "port-show": (["port-show", port], {}),
+        "port-create": (["port-create", "clinet"], {}),
+        "completion (TAB on net-show)": ([], _completion_env("mdtool net-show ")),
+    }
+    medians: dict[str, float] = {}
+    for name, (args, extra) in cases.items():
+        times = []
+        for _ in range(runs):
+            env = {**h.env(sd), **extra}
+            start = time.perf_counter()
+            res = subprocess.run([sys.executable, "-m", "mdtool", *args], env=env,
+                                 capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+            times.append(time.perf_counter() - start)
+            if res.returncode != 0:
+                raise RuntimeError(f"mdtool {name} failed: {res.stderr.decode()[-500:]}")
+        medians[name] = statistics.median(times)
+        log(f"   {name}: median {medians[name] * 1000:.0f} ms of {runs}")
+    floor = medians["--help"]
+    return {"runs": runs, "median_ms": {k: round(v * 1000, 1) for k, v in medians.items()},
+            "over_help": {k: round(v / floor, 2) for k, v in medians.items() if k != "--help"}}

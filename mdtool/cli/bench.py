@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mdtool.bench import SECTIONS
 from mdtool.cli.app import abort
 
 
@@ -13,7 +14,7 @@ from mdtool.cli.app import abort
               type=click.Path(file_okay=False), help="Where benchmarks.json, "
               "benchmarks-table.md and benchmarks.png go.")
 @click.option("--section", "sections", multiple=True, metavar="NAME",
-              type=click.Choice(["throughput", "memory", "boot", "setup", "registry"]),
+              type=click.Choice(SECTIONS),
               help="Run only this section (repeatable; default: all).")
 def bench(quick, output, sections):
     """Measure the metadata path against haproxy (root; needs wrk, haproxy, udhcpc, dnsmasq).

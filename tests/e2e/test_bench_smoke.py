@@ -30,7 +30,7 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
                          stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads((out / "benchmarks.json").read_text())
-    for section in ("throughput", "memory", "boot", "setup", "registry", "machine", "targets"):
+    for section in ("throughput", "memory", "boot", "setup", "registry", "cli", "machine", "targets"):
         assert section in data, section
     tp = data["throughput"]
     assert set(tp["results"]) == {"ceiling", "neutron", "mdtool"}
@@ -42,6 +42,7 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
     assert data["boot"]["dhcp_ms"] > 0
     assert data["setup"]["rerun"]["networks"] >= 1
     assert data["registry"]["lookup"]["p99_us"] > 0
+    assert set(data["cli"]["over_help"]) >= {"net-list", "port-show", "port-create"}
     assert (out / "benchmarks.png").stat().st_size > 10_000
     assert "(c)/(b)" in (out / "benchmarks-table.md").read_text()
     assert data["seconds"] < 60
