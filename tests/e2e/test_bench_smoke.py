@@ -45,4 +45,3 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
     assert set(data["cli"]["over_help"]) >= {"net-list", "port-show", "port-create"}
     assert (out / "benchmarks.png").stat().st_size > 10_000
     assert "(c)/(b)" in (out / "benchmarks-table.md").read_text()
-    assert data["seconds"] < 60
