@@ -61,6 +61,7 @@ def _register() -> None:
         ("mdtool.cli.inspect", ["inspect"]),
         ("mdtool.cli.logs", ["logs"]),
         ("mdtool.cli.node", ["node"]),
+        ("mdtool.cli.cleanup", ["cleanup"]),
         ("mdtool.cli.demo", ["demo"]),
         ("mdtool.cli.config", ["config"]),
         ("mdtool.cli.systemd", ["systemd"]),

@@ -24,32 +24,78 @@ def inspect(ctx, network, port_ref, fmt):
     (all networks this node serves when NETWORK is omitted). Exit 1 when a check fails."""
     import json
 
-    from mdtool.enable import enabled_networks
     from mdtool.inspect import inspect_network
     from mdtool.inspect.report import to_dict
 
-    if network:
-        refs = [network]
-    else:
+    if not network:
         if port_ref:
             abort("--port needs a NETWORK", 2)
-        refs = enabled_networks(ctx.config)
-        if not refs:
-            ctx.say("no network is served by this node (enable one with: "
-                    "mdtool enable-isolated-metadata NETWORK)")
-            return 0
-    reports = [inspect_network(ctx.config, ctx.registry, ref, port_ref) for ref in refs]
+        return _node_summary(ctx, fmt)
+    report = inspect_network(ctx.config, ctx.registry, network, port_ref)
     if fmt == "json":
-        data = [to_dict(r) for r in reports]
-        click.echo(json.dumps(data[0] if network else data, indent=2))
+        click.echo(json.dumps(to_dict(report), indent=2))
     else:
-        console = make_console(width=None if sys.stdout.isatty() else 160)
-        for r in reports:
-            _show(console, r)
-    failed = [c for r in reports for c in r.checks if not c.ok]
+        _show(_console(), report)
+    failed = [c for c in report.checks if not c.ok]
     if failed:
         ctx.say(f"[red]{len(failed)} check(s) failed[/red]: "
                 + "; ".join(c.name for c in failed))
+        raise click.exceptions.Exit(1)
+    return 0
+
+
+def _console():
+    # soft_wrap: rich never breaks a printed line (a UUID stays whole at any width)
+    return make_console(width=None if sys.stdout.isatty() else 160)
+
+
+def _node_summary(ctx, fmt: str) -> int:
+    """Every network this node serves: one summary line and a row per network; the
+    orphans the registry no longer knows, with the command that removes them."""
+    import json
+
+    from mdtool import cleanup
+    from mdtool.enable import enabled_networks
+    from mdtool.errors import NotFound
+    from mdtool.inspect import inspect_network, summary
+    from mdtool.inspect.report import to_dict
+
+    known = []
+    for ref in enabled_networks(ctx.config):
+        try:
+            ctx.registry.get_network(ref)
+        except NotFound:
+            continue  # an orphan: cleanup lists it
+        known.append(ref)
+    orphans = [o.what for o in cleanup.find(ctx.config, ctx.registry)]
+    if not known and not orphans:
+        ctx.say("no network is served by this node (enable one with: "
+                "mdtool enable-isolated-metadata NETWORK)")
+        return 0
+    reports = [inspect_network(ctx.config, ctx.registry, ref) for ref in known]
+    line = summary.line(reports, orphans)
+    ok = all(r.ok for r in reports) and not orphans
+    if fmt == "json":
+        click.echo(json.dumps({"summary": line, "ok": ok, "networks": [to_dict(r) for r in reports],
+                               "orphans": orphans, "orphans_fix": "mdtool cleanup" if orphans else ""},
+                              indent=2))
+    else:
+        from rich.text import Text
+        console = _console()
+        console.print(Text(line, style="bold" if ok else "bold red"))
+        rows = summary.rows(reports)
+        if rows:
+            w = max(len("network"), *(len(r["network"]) for r in rows))
+            console.print(Text(f"{'network':<{w}}  status  {'id':<36}  cause", style="bold"))
+            for r in rows:
+                console.print(Text(f"{r['network']:<{w}}  {r['status']:<6}  {r['id']:<36}  {r['cause']}"))
+                if r["fix"]:
+                    console.print(Text(f"{'':<{w}}  {'':<6}  {'':<36}  fix: {r['fix']}"))
+        if orphans:
+            console.print(Text("orphans (fix: mdtool cleanup):", style="bold"))
+            for what in orphans:
+                console.print(Text(f"  {what}"))
+    if not ok:
         raise click.exceptions.Exit(1)
     return 0
 
