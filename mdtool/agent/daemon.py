@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 from mdtool.errors import OperationFailed
@@ -18,7 +17,7 @@ UPSTREAM_TIMEOUT = 30.0  # below the proxy's timeout_server (32 s), so the proxy
 def run(config) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (0 on a clean stop)."""
     from mdtool.agent.handler import AgentHandler, IndexFollower
-    from mdtool.http.client import UpstreamPool
+    from mdtool.agent.upstream import upstream_pool
     from mdtool.http.server import HttpServer, Limits, run_daemon
     from mdtool.registry import open_registry
 
@@ -28,10 +27,7 @@ def run(config) -> int:
     secret = config.shared_secret()
     upstream_url = config.nova_metadata_url
     try:
-        # This node's metadata service must be root's (or ours): a socket another user
-        # holds is never sent a signature.
-        upstream = UpstreamPool(upstream_url, read_timeout=UPSTREAM_TIMEOUT,
-                                peer_uids=frozenset({0, os.geteuid()}))
+        upstream = upstream_pool(config, read_timeout=UPSTREAM_TIMEOUT)  # BadInput: exit 2
     except ValueError as e:
         raise OperationFailed(f"nova_metadata_url: {e}") from None
     registry = open_registry(config.db_url)

@@ -148,6 +148,10 @@ def check(ctx, path):
         path = cf
     if path is not None:
         errors += check_file(path)
+    if not errors:  # each value is good: now the combinations (what the agent would refuse)
+        from mdtool.agent.upstream import problems
+        from mdtool.config import Config
+        errors += problems(Config(config_file=path))
     for e in errors:
         click.echo(f"mdtool: error: {e}", err=True)
     if errors:

@@ -1,4 +1,5 @@
-"""A pooled keep-alive HTTP/1.1 client for one upstream (``unix:/path`` or ``http://host:port``).
+"""A pooled keep-alive HTTP/1.1 client for one upstream (``unix:/path``, ``http://host:port``
+or ``https://host:port`` with an :class:`ssl.SSLContext`).
 
 Connections are reused last-in first-out so a warm one serves the next request. A request
 that meets a pooled connection the peer had already closed (nothing received) is sent once
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl as _ssl
 import struct
 from collections import deque
 from urllib.parse import urlsplit
@@ -19,7 +21,8 @@ import httptools
 from mdtool.http.headers import HOP_BY_HOP as _HOP_BY_HOP
 from mdtool.http.types import Response
 
-__all__ = ["UpstreamError", "UpstreamUnavailable", "UpstreamTimeout", "UpstreamPool"]
+__all__ = ["UpstreamError", "UpstreamUnavailable", "UpstreamTimeout", "UpstreamTLSError",
+           "UpstreamPool"]
 
 
 class UpstreamError(Exception):
@@ -32,6 +35,10 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     """The upstream did not answer in time."""
+
+
+class UpstreamTLSError(UpstreamUnavailable):
+    """The TLS handshake failed: the upstream's certificate is not trusted, or it refused ours."""
 
 
 class _Stale(Exception):
@@ -66,6 +73,10 @@ class _UpstreamConnection(asyncio.Protocol):
             return
         if self.headers_done and self.until_eof:
             w.set_result(self._response())
+        elif isinstance(exc, _ssl.SSLError):
+            # TLS 1.3 sends the server's verdict on our certificate after the handshake.
+            w.set_exception(UpstreamTLSError(f"the upstream ended TLS: {exc.reason or exc}; "
+                                             "does it want nova_client_cert?"))
         elif not self.received and self.used > 1:
             w.set_exception(_Stale())
         else:
@@ -166,11 +177,14 @@ class UpstreamPool:
     """Keep-alive connections to one upstream; at most ``size`` at a time."""
 
     def __init__(self, url_or_unix_path: str, *, size: int = 64, connect_timeout: float = 5.0,
-                 read_timeout: float = 30.0, peer_uids: frozenset[int] | None = None):
+                 read_timeout: float = 30.0, peer_uids: frozenset[int] | None = None,
+                 ssl: "ssl.SSLContext | None" = None):
         """``peer_uids``: on a Unix socket, the users the listening process may run as
-        (SO_PEERCRED); a connection to anyone else's listener fails as unavailable."""
+        (SO_PEERCRED); a connection to anyone else's listener fails as unavailable.
+        ``ssl``: the context for an ``https://`` upstream (required there, refused elsewhere)."""
         self.target = url_or_unix_path
         self.peer_uids = peer_uids
+        self.ssl = ssl
         if url_or_unix_path.startswith("unix:"):
             self.unix_path: str | None = url_or_unix_path[5:]
             self.host = self.port = None
@@ -181,12 +195,15 @@ class UpstreamPool:
             self.host_header = "localhost"
         else:
             parts = urlsplit(url_or_unix_path)
-            if parts.scheme != "http" or not parts.hostname:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"unsupported upstream {url_or_unix_path!r} "
-                                 "(expected unix:/path or http://host:port)")
+                                 "(expected unix:/path, http://host:port or https://host:port)")
+            if (parts.scheme == "https") != (ssl is not None):
+                raise ValueError(f"{url_or_unix_path!r}: an https:// upstream needs a TLS "
+                                 "context, and only an https:// one takes it")
             self.unix_path = None
             self.host = parts.hostname
-            self.port = parts.port or 80
+            self.port = parts.port or (443 if parts.scheme == "https" else 80)
             self.host_header = parts.netloc
         self.size = size
         self.connect_timeout = connect_timeout
@@ -202,12 +219,21 @@ class UpstreamPool:
             if self.unix_path is not None:
                 coro = loop.create_unix_connection(lambda: _UpstreamConnection(loop),
                                                    self.unix_path)
+            elif self.ssl is not None:
+                coro = loop.create_connection(lambda: _UpstreamConnection(loop), self.host,
+                                              self.port, ssl=self.ssl, server_hostname=self.host)
             else:
                 coro = loop.create_connection(lambda: _UpstreamConnection(loop),
                                               self.host, self.port)
             _, conn = await asyncio.wait_for(coro, self.connect_timeout)
         except asyncio.TimeoutError:
             raise UpstreamTimeout(f"connecting to {self.target} timed out") from None
+        except _ssl.SSLCertVerificationError as e:
+            raise UpstreamTLSError(
+                f"TLS to {self.target}: its certificate is not trusted ({e.verify_message}); "
+                "check auth_ca_cert") from None
+        except _ssl.SSLError as e:
+            raise UpstreamTLSError(f"TLS to {self.target} failed: {e.reason or e}") from None
         except OSError as e:
             raise UpstreamUnavailable(
                 f"cannot connect to {self.target}: {e.strerror or e}") from None
