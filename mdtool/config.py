@@ -355,6 +355,13 @@ OPTIONS: list[Option] = [
            "daemon log file shared by the daemons (default: stderr; reopened after logrotate)"),
     Option("DEFAULT", "log_dir", AbsPath(), None,
            "folder for one log file per daemon, mdtool-<daemon>.log (log_file wins when both are set)"),
+    Option("DEFAULT", "log_rotation_type", Choice("size", "none"), "size",
+           "size: a daemon's log file rotates at max_logfile_size_mb, keeping "
+           "max_logfile_count old files (log_file, shared by the daemons, is left to logrotate)"),
+    Option("DEFAULT", "max_logfile_size_mb", Int(1, 1 << 20), 100,
+           "size in MiB at which a daemon's log file rotates"),
+    Option("DEFAULT", "max_logfile_count", Int(0, 1000), 5,
+           "rotated log files kept per daemon (0: the file is emptied instead)"),
     Option("DEFAULT", "debug", Bool(), False, "daemons log at debug level (as -vv does)"),
     Option("DEFAULT", "use_journal", Choice("auto", "yes", "no"), "auto",
            "journald-style lines (<level> prefix, no timestamp); auto: when stderr is the journal"),

@@ -21,7 +21,10 @@ def pidfile(config: Config, role: str) -> Path:
 
 
 def logfile(config: Config, role: str) -> Path:
-    return config.state_dir / "log" / f"{role}.log"
+    """Where the daemon's output goes: its log_dir/log_file file, else the state dir's
+    log/ folder (the daemon rotates that file itself, see mdtool.logs)."""
+    from mdtool.logs import destination
+    return destination(config, role) or config.state_dir / "log" / f"{role}.log"
 
 
 def identity(config: Config, role: str) -> list[str]:

@@ -1,9 +1,13 @@
 """Logging of the daemons, set up one way: where lines go, what they look like, how much.
 
 Lines go to stderr, or ``log_file`` (one file for all daemons), or ``<log_dir>/mdtool-<role>.log``.
-Files are reopened when logrotate moves them. Under systemd (stderr is the journal, as
-``JOURNAL_STREAM`` says) lines carry an sd-daemon(3) ``<priority>`` prefix and no timestamp:
-journald stamps and ranks them itself. ``debug = true`` or ``-v`` on the command line: debug.
+Files are reopened when logrotate moves them. A daemon's own file (``log_dir``, or the file
+its stderr was sent to by ``enable-isolated-metadata``) also rotates by size,
+``max_logfile_size_mb`` x ``max_logfile_count`` (``log_rotation_type = size``, oslo.log's
+names). A line that cannot be written (a full log disk) is dropped and counted: logging
+never stops a daemon. Under systemd (stderr is the journal, as ``JOURNAL_STREAM`` says)
+lines carry an sd-daemon(3) ``<priority>`` prefix and no timestamp: journald stamps and
+ranks them itself. ``debug = true`` or ``-v`` on the command line: debug.
 """
 
 from __future__ import annotations
@@ -103,6 +107,145 @@ class TextFormatter(_OneLine, logging.Formatter):
         return self.default_msec_format % (self._stamp, record.msecs)
 
 
+class Repeats:
+    """Repeated lines of one (source, status), summarised: the first of a window is
+    logged, the rest only counted; ``due()`` gives, once the window is over, how many
+    were left out (``src=10.0.0.5: 17,431 more 429 in 10 s``). Pure; ``max_keys`` bounds
+    its memory (beyond it lines are simply logged)."""
+
+    def __init__(self, window: float = 10.0, max_keys: int = 10000):
+        self.window = window
+        self.max_keys = max_keys
+        self._open: dict[tuple[str, int], list] = {}  # (source, status) -> [start, left out]
+
+    def first(self, source: str, status: int, now: float) -> bool:
+        """True: log this line; False: it was counted."""
+        entry = self._open.get((source, status))
+        if entry is None:
+            if len(self._open) < self.max_keys:
+                self._open[(source, status)] = [now, 0]
+            return True
+        entry[1] += 1
+        return False
+
+    def due(self, now: float, everything: bool = False) -> list[tuple[str, int, int, float]]:
+        """(source, status, lines left out, seconds) of every window that is over."""
+        out = []
+        for key, (start, n) in list(self._open.items()):
+            if everything or now - start >= self.window:
+                del self._open[key]
+                if n:
+                    out.append((key[0], key[1], n, now - start))
+        return out
+
+
+class RotatingFile(logging.FileHandler):
+    """A daemon's log file: rotated at ``max_bytes`` keeping ``backups`` old files
+    (``path.1`` the newest), reopened when moved away (logrotate), always files.LOG_MODE.
+    A failed write (ENOSPC) drops the line and counts it; one complaint a minute at most
+    goes to stderr."""
+
+    terminator = "\n"
+
+    def __init__(self, path: str | os.PathLike, max_bytes: int = 0, backups: int = 0):
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.dropped = 0
+        self._complained = -60.0
+        self._ident: tuple[int, int] | None = None
+        self._size = 0
+        super().__init__(path, mode="a", encoding="utf-8", delay=True)
+
+    def _open(self):
+        import io
+
+        from mdtool.files import open_append
+        # Created (and reopened after rotation or logrotate) with files.LOG_MODE, never
+        # the umask's; missing folders get files.DIR_MODE. logging flushes every record.
+        stream = io.TextIOWrapper(io.BufferedWriter(open_append(self.baseFilename)),
+                                  encoding="utf-8", errors="backslashreplace")
+        st = os.fstat(stream.fileno())
+        self._ident = (st.st_dev, st.st_ino)
+        self._size = st.st_size
+        return stream
+
+    def _moved(self) -> bool:
+        try:
+            st = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self._ident
+
+    def _close_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass  # what it still held is lost with the line
+
+    def _rotate(self) -> None:
+        self._close_stream()
+        base = self.baseFilename
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                if os.path.exists(f"{base}.{i}"):
+                    os.replace(f"{base}.{i}", f"{base}.{i + 1}")
+            os.replace(base, f"{base}.1")
+        else:
+            os.truncate(base, 0)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record) + self.terminator
+            if self.stream is not None and self._moved():
+                self._close_stream()
+            if self.stream is not None and self.max_bytes and \
+                    self._size + len(msg) > self.max_bytes and self._size > 0:
+                self._rotate()
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(msg)
+            self.stream.flush()
+            self._size += len(msg)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        self.dropped += 1
+        self._close_stream()  # nothing half-written stays buffered to fail again
+        now = time.monotonic()
+        if now - self._complained >= 60.0:
+            self._complained = now
+            try:
+                sys.stderr.write(f"mdtool: cannot write the log {self.baseFilename}: {err}; "
+                                 f"{self.dropped} lines dropped so far\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def _stderr_file(stream) -> str | None:
+    """The regular file stderr was sent to (a daemon started in the background), if any."""
+    try:
+        fd = stream.fileno()
+        if not os.path.isfile(f"/proc/self/fd/{fd}"):
+            return None
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return path if path.startswith("/") and not path.endswith(" (deleted)") else None
+
+
+def _rotation(config) -> tuple[int, int]:
+    if config.get("log_rotation_type") != "size":
+        return 0, 0
+    return config.get("max_logfile_size_mb") << 20, config.get("max_logfile_count")
+
+
 def destination(config, role: str) -> Path | None:
     """The log file of ``role``, or None for stderr."""
     if config.get("log_file"):
@@ -112,32 +255,26 @@ def destination(config, role: str) -> Path | None:
     return None
 
 
-class ModeFileHandler(logging.handlers.WatchedFileHandler):
-    """A log file reopened after logrotate, created (and reopened) with files.LOG_MODE,
-    never the umask's mode; missing folders get files.DIR_MODE."""
-
-    def _open(self):
-        import io
-
-        from mdtool.files import open_append
-        # logging flushes after every record
-        return io.TextIOWrapper(io.BufferedWriter(open_append(self.baseFilename)),
-                                encoding=self.encoding or "utf-8", errors=self.errors)
-
-
 def setup(config, role: str, verbose: int | None = None, stream=None) -> logging.Handler:
     """Configure the root logger for daemon ``role``; returns the handler installed."""
     verbose = cli_verbosity() if verbose is None else verbose
     level = logging.DEBUG if config.get("debug") or verbose > 0 else logging.INFO
     path = destination(config, role)
     handler: logging.Handler
-    if path is not None:
-        handler = ModeFileHandler(path)
-        journal = config.get("use_journal") == "yes"
+    stream = sys.stderr if stream is None else stream
+    mode = config.get("use_journal")
+    redirected = None
+    if path is None and not (mode == "yes" or (mode == "auto" and stderr_is_journal(stream=stream))):
+        redirected = _stderr_file(stream)
+    if path is not None or redirected is not None:
+        # One file written by several daemons (log_file) is left to logrotate: two
+        # processes renaming one file would lose lines.
+        shared = path is not None and bool(config.get("log_file"))
+        max_bytes, backups = (0, 0) if shared else _rotation(config)
+        handler = RotatingFile(path or redirected, max_bytes, backups)
+        journal = mode == "yes"
     else:
-        stream = sys.stderr if stream is None else stream
         handler = logging.StreamHandler(stream)
-        mode = config.get("use_journal")
         journal = mode == "yes" or (mode == "auto" and stderr_is_journal(stream=stream))
     handler.setFormatter(JournalFormatter(JOURNAL_FORMAT) if journal else TextFormatter())
     # A line per request: skip what no format here prints (the walk up the stack for the

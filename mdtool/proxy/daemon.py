@@ -194,6 +194,7 @@ class ProxyDaemon:
                     await self._bind_missing(site)
             if site.limiter is not None:
                 site.limiter.prune()
+            site.handler.flush_repeats()
         release_body_memory()
         OPEN_CONNECTIONS.limit = connection_budget(
             self.nofile, self.pool.size, sum(s.listening for s in self.sites.values()))
@@ -301,6 +302,7 @@ class ProxyDaemon:
 
     async def _drop(self, site: _Site, why: str) -> None:
         self.sites.pop(site.network_id, None)
+        site.handler.flush_repeats(everything=True)
         self._retire(site)
         await site.server.close(self.drain_timeout)
         if site.v4_key is not None or site.v6_key is not None:
@@ -348,6 +350,8 @@ class ProxyDaemon:
     async def close(self) -> None:
         sites = list(self.sites.values())
         self.sites.clear()
+        for s in sites:
+            s.handler.flush_repeats(everything=True)
         await asyncio.gather(*(s.server.close(self.drain_timeout) for s in sites),
                              return_exceptions=True)
         for s in sites:

@@ -8,6 +8,7 @@ from bisect import bisect_left
 
 from mdtool.http.client import UpstreamPool, UpstreamTimeout, UpstreamUnavailable
 from mdtool.http.types import Request, Response
+from mdtool.logs import Repeats
 from mdtool.proxy.ratelimit import RateLimiter
 from mdtool.proxy.rules import upstream_headers
 from mdtool.proxy.tokens import TOKEN_HEADER, TOKEN_PATH, TTL_HEADER, TokenSealer, parse_ttl
@@ -24,6 +25,8 @@ _TOKEN_PREFIX = "x-aws-ec2-metadata-token"  # both token headers: never forwarde
 _WARN_EVERY = 10.0  # seconds between repeated upstream warnings of one network
 
 
+REPEAT_WINDOW = 10.0  # seconds over which repeated 4xx lines of one source are summarised
+
 # Upper bounds (seconds) of the latency histogram the metrics endpoint exposes.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -35,7 +38,8 @@ class ProxyHandler:
     """
 
     __slots__ = ("pool", "network_id", "limiter", "status_counts", "duration_sum", "latency_counts",
-                 "_last_warn", "_suppressed", "sealer", "tokens_required", "hop_limit")
+                 "_last_warn", "_suppressed", "sealer", "tokens_required", "hop_limit",
+                 "repeats")
 
     def __init__(self, pool: UpstreamPool, network_id: str,
                  limiter: RateLimiter | None = None, sealer: TokenSealer | None = None,
@@ -51,6 +55,9 @@ class ProxyHandler:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # last: above every bucket
         self._last_warn = -_WARN_EVERY
         self._suppressed = 0
+        # A source that keeps getting 4xx (429 above all) is summarised, not logged per
+        # request: one rate-limited instance wrote 17.8 MB of access log in 10 s.
+        self.repeats = Repeats(REPEAT_WINDOW)
 
     def _warn(self, error: Exception) -> None:
         # An agent that is down fails every request: say so, not a line per request.
@@ -110,13 +117,21 @@ class ProxyHandler:
             except UpstreamUnavailable as e:
                 self._warn(e)
                 resp = Response(502, _BAD_GATEWAY, list(_CT))
-        elapsed = time.monotonic() - start
+        now = time.monotonic()
+        elapsed = now - start
         self.duration_sum += elapsed
         self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         counts = self.status_counts
         status = resp.status
         counts[status] = counts.get(status, 0) + 1
-        if access_log.isEnabledFor(logging.INFO):
+        if access_log.isEnabledFor(logging.INFO) and (
+                status < 400 or status >= 500 or self.repeats.first(req.peer, status, now)):
             access_log.info("network=%s src=%s %s %s %d %.1fms", self.network_id, req.peer,
                             req.method, req.path, status, elapsed * 1000.0)
         return resp
+
+    def flush_repeats(self, everything: bool = False) -> None:
+        """Log the summaries of the repeat windows that are over (every window: at the end)."""
+        for src, status, n, seconds in self.repeats.due(time.monotonic(), everything):
+            access_log.info("network=%s src=%s: %s more %d in %.0f s", self.network_id, src,
+                            f"{n:,}", status, seconds)

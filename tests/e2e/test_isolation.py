@@ -13,6 +13,7 @@ import shutil
 import signal
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,44 @@ def test_secrets_and_sockets_are_private_and_metadata_is_on_loopback(site):
     # and the proxy listens in the namespace only, not on the host
     proxy = site.pid("proxy")
     assert not [ln for ln in listen.splitlines() if f"pid={proxy}," in ln and ":80 " in ln]
+
+
+def dir_bytes(path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def test_a_full_log_disk_stops_neither_the_data_path_nor_the_cli(site, tmp_path):
+    """log_dir on its own (tiny, then full) file system: the instance still gets every
+    answer, the CLI still works, the daemons drop lines instead of writing a traceback per
+    line into the state dir, and they log again once there is room."""
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(logdir)],
+                   check=True)
+    site.cleanup.add("log tmpfs", lambda: subprocess.run(["umount", "-l", str(logdir)]))
+    net, a, b = two_instances(site, "10.85.0.0/24", {"MDTOOL_LOG_DIR": str(logdir)})
+    assert http(site.curl(a, MD_JSON))[0] == 200
+    assert sorted(p.name for p in logdir.iterdir()) == [
+        "mdtool-agent.log", "mdtool-metadata.log", "mdtool-proxy.log"]
+    # fill it
+    subprocess.run(["dd", "if=/dev/zero", f"of={logdir}/filler", "bs=4k"], capture_output=True)
+    assert os.statvfs(logdir).f_bavail == 0
+    state_logs = dir_bytes(site.state_dir)
+    pids = {r: site.pid(r) for r in ("proxy", "agent", "metadata")}
+    codes = [http(site.curl(vm, MD_JSON))[0] for _ in range(20) for vm in (a, b)]
+    codes += [http(site.curl(a, "/nope"))[0] for _ in range(20)]
+    assert codes == [200] * 40 + [404] * 20
+    assert {r: site.pid(r) for r in pids} == pids, "a daemon died"
+    # the CLI: reads, writes, and the whole pipeline again
+    assert site.mdtool("net-list", "-f", "value", "-c", "id").stdout.strip() == net
+    site.mdtool("instance-create", "vm-c")
+    site.mdtool("enable-isolated-metadata", net)
+    grown = dir_bytes(site.state_dir) - state_logs
+    assert grown < 64 * 1024, f"the state dir grew by {grown} bytes while the log disk was full"
+    # room again: lines come back
+    before = (logdir / "mdtool-proxy.log").stat().st_size
+    os.unlink(logdir / "filler")
+    assert http(site.curl(a, MD_JSON))[0] == 200
+    wait_for(lambda: (logdir / "mdtool-proxy.log").stat().st_size > before, 5,
+             "the proxy to log again")
+    print(f"\nlog-disk-full: 60 requests all answered, CLI ok, state dir grew {grown} bytes")
