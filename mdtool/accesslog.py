@@ -2,7 +2,8 @@
 in time order (``mdtool logs``), so an operator needs no grep over three files.
 
 Each daemon logs one line a request (see mdtool/logs.py for the line format):
-  proxy     ``network=<id> src=<ip> GET /path 200 1.2ms``
+  proxy     ``network=<id> src=<ip> GET /path 200 1.2ms``, and for repeated 4xx of one source
+            ``network=<id> src=<ip>: 17,430 more 429 in 10 s``
   agent     ``network=<id> source=<ip> instance=<id> GET /path status=200 ms=1.2``
   metadata  ``instance=<id> GET /path status=200 ms=1.2``
 Only lines of that shape count; start-up and other messages are left out.
@@ -19,6 +20,8 @@ ROLES = ("proxy", "agent", "metadata")
 _LINE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?P<level>[A-Z]+) "
                    r"mdtool\.(?P<role>proxy|agent|metadata)[\w.]*: (?P<msg>.*)$")
 _METHOD = re.compile(r"^[A-Z]{3,10}$")
+# The proxy's summary of repeated 4xx lines (mdtool.proxy.handler.flush_repeats).
+_SUMMARY = re.compile(r"^network=(?P<network>\S+) src=(?P<src>\S+): [\d,]+ more \d{3} in \d+ s$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ def parse(line: str) -> Access | None:
     m = _LINE.match(line.rstrip("\n"))
     if not m:
         return None
+    summary = _SUMMARY.match(m["msg"])
+    if summary:
+        return Access(m["ts"], m["role"], m["msg"], summary.groupdict())
     tokens = m["msg"].split(" ")
     fields = dict(t.split("=", 1) for t in tokens if "=" in t and not t.startswith("/"))
     if not any(_METHOD.match(t) for t in tokens) or not ("network" in fields or "instance" in fields):

@@ -26,3 +26,11 @@ def test_scope_of_an_instance_keeps_its_proxy_lines_by_address(tmp_path):
     got = merged([f, tmp_path / "missing.log"], scope)
     assert [a.role for a in got] == ["proxy", "agent", "metadata"]  # time order, not file order
     assert len(merged([f], Scope())) == 4
+
+
+def test_the_proxy_summary_of_repeated_4xx_is_an_access_line_of_its_source():
+    line = (f"2026-12-02 10:00:11,000 INFO mdtool.proxy.access: network={NET} src=10.0.0.5: "
+            "17,430 more 429 in 10 s")
+    a = parse(line)
+    assert (a.role, a.network, a.source) == ("proxy", NET, "10.0.0.5")
+    assert Scope(addresses=frozenset({(NET, "10.0.0.5")})).keeps(a)

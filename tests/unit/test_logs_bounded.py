@@ -61,6 +61,8 @@ def test_a_rate_limited_instance_costs_two_lines_per_window(caplog, monkeypatch)
     assert len(lines) == 5 + 1 + 1, lines[:10]
     assert lines[5].startswith("network=net-1 src=10.0.0.5 GET /latest/meta-data/ 429")
     assert lines[6] == "network=net-1 src=10.0.0.5: 17,430 more 429 in 11 s"
+    from mdtool.accesslog import parse  # mdtool logs shows it with the source's lines
+    assert parse(f"2026-12-03 00:00:00,000 INFO mdtool.proxy.access: {lines[6]}").source == "10.0.0.5"
 
 
 def test_files_rotate_by_size_and_count(tmp_path):
