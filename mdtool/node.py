@@ -266,7 +266,9 @@ class NodeRunner:
                 self.converge(nid, reason, snapshot)
         for nid in set(self.served) - set(want):
             self.release(nid)
-        self.served = want
+        # what the networks look like now, our own writes (DHCP ports, records) included:
+        # otherwise the next change would converge every network again for them
+        self.revision, self.served = self._read()
         self.watch_all()
         elapsed = time.monotonic() - t0
         if self.metrics:
@@ -397,19 +399,23 @@ class NodeRunner:
             if self._current_pid(key) is not None and self._current_pid(key) != old:
                 continue  # someone else started it already: watch_all picks it up
             what = key.split(":", 1)[0]
-            nid = key.split(":", 1)[1] if what == "dnsmasq" else next(iter(self.served), None)
-            if nid is None:
+            # a shared daemon: through any served network, healthy ones first
+            nets = ([key.split(":", 1)[1]] if what == "dnsmasq" else
+                    sorted(self.served, key=lambda nid: nid in self.failed))
+            if not nets:
                 continue
             delay = self.backoff[key].record(now)
             n = self.restarts[key] = self.restarts.get(key, 0) + 1
             log.warning("%s%s (pid %s) died: starting it again (restart %d%s)", what,
-                        f" of {nid}" if what == "dnsmasq" else "", old or "-", n,
+                        f" of {nets[0]}" if what == "dnsmasq" else "", old or "-", n,
                         f"; next one waits {delay:.0f} s" if delay else "")
             if self.metrics:
                 self.metrics.restarts.labels(what).inc()
             if w is not None:
                 w.pid = None
-            self.converge(nid, f"restart {what}")
+            for nid in nets:
+                if self.converge(nid, f"restart {what}"):
+                    break
         for nid in retry:
             self.backoff[f"net:{nid}"].record(now)
             self.converge(nid, "retry")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-SECTIONS = ("throughput", "memory", "boot", "setup", "registry", "cli")
+SECTIONS = ("throughput", "memory", "boot", "setup", "registry", "cli", "node")
 NEEDS = ("ip", "wrk", "haproxy", "udhcpc", "dnsmasq", "ss")
 
 
@@ -92,6 +92,9 @@ def run(output: Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIO
         if "setup" in sections:
             log("4. set-up at scale")
             results["setup"] = _timed(results, "setup", lambda: suite.setup(h, sizes, log))
+        if "node" in sections:
+            log("7. the node (node run)")
+            results["node"] = _timed(results, "node", lambda: suite.node(h, sizes, log))
     finally:
         errors = h.close()
         if errors:

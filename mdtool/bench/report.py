@@ -37,6 +37,18 @@ def targets(r: dict) -> dict:
     if c:
         for name, ratio in c["over_help"].items():
             t[f"CLI: {name} <= 1.5x --help (median)"] = ratio <= 1.5
+    nd = r.get("node")
+    if nd:
+        big = nd["networks"] >= 200
+        n = nd["networks"]
+        if big:
+            t[f"node: idle CPU at {n} networks < 2 % of one core"] = \
+                nd["idle"]["cpu_percent_of_one_core"] < 2
+            t[f"node: p99 change latency, one port among {n} networks < 1 s"] = \
+                nd["change"]["p99_ms"] < 1000
+        t["node: port-create -> lease < 2 s (p99)"] = nd["lease"]["p99_ms"] < 2000
+        t["node: dead process serving again within 2 s (worst)"] = \
+            max(v["max_ms"] for v in nd["respawn"].values()) < 2000
     return t
 
 
@@ -119,6 +131,24 @@ def markdown(r: dict) -> str:
                   "| command | median ms | / `--help` |", "|---|---:|---:|"]
         for name, ms in c["median_ms"].items():
             lines.append(f"| `{name}` | {ms:.0f} | {_f(c['over_help'].get(name, 1.0))} |")
+    nd = r.get("node")
+    if nd:
+        le, ch = nd["lease"], nd["change"]
+        lines += [f"### 7. The node: `mdtool node run` over {nd['networks']} networks (SQLite)",
+                  "", "| measure | value |", "|---|---:|",
+                  f"| bring-up from nothing (first resync) | {nd['bring_up']['seconds']:.1f} s |",
+                  f"| full resync, nothing to change | {nd['resync']['seconds']:.2f} s |",
+                  f"| idle CPU ({nd['idle']['seconds']:g} s) | "
+                  f"{nd['idle']['cpu_percent_of_one_core']:.2f} % of one core |",
+                  f"| one port among {nd['networks']} networks -> dnsmasq, p50 / p99 "
+                  f"({ch['samples']} samples) | {ch['p50_ms']:.0f} / {ch['p99_ms']:.0f} ms |",
+                  f"| port-create -> dnsmasq has it, p50 / p99 | {le['reload_p50_ms']:.0f} / "
+                  f"{le['reload_p99_ms']:.0f} ms |",
+                  f"| port-create -> lease (udhcpc asking from the write), p50 / p99 "
+                  f"({le['samples']} samples) | {le['p50_ms']:.0f} / {le['p99_ms']:.0f} ms |"]
+        for what, v in nd["respawn"].items():
+            lines.append(f"| respawn {what}: SIGKILL -> working again, median / worst "
+                         f"({v['samples']}) | {v['median_ms']:.0f} / {v['max_ms']:.0f} ms |")
         lines.append("")
     t = targets(r)
     if t:

@@ -7,6 +7,8 @@
 4. set-up at scale: enable-isolated-metadata for many networks, and the no-change re-run;
 5. registry: lookup p99 with 100k ports, dnsmasq render of 10k ports, port-create -> served;
 6. CLI start-up: what scripts and TAB completion wait for, as ratios to `mdtool --help`.
+7. node: `mdtool node run` at 200 networks: bring-up and full resync, idle CPU, change and
+   write-to-lease latency, respawn time of each supervised process.
 """
 
 from __future__ import annotations
@@ -42,12 +44,17 @@ class Sizes:
     render_ports: int = 10_000
     served: int = 5
     cli_runs: int = 15
+    node_networks: int = 200
+    node_samples: int = 20
+    node_idle_seconds: float = 20.0
+    node_respawns: int = 3
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(seconds=1.0, connections=(1, 16), networks=(1, 2), boots=3, setup=(1, 2),
                    setup_loop=1, ports=2_000, lookups=5_000, render_ports=500, served=1,
-                   cli_runs=3)
+                   cli_runs=3, node_networks=2, node_samples=1, node_idle_seconds=1.0,
+                   node_respawns=1)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -394,14 +401,7 @@ def setup(h: Harness, sizes: Sizes, log=print) -> dict:
     reg.engine.dispose()
     ids = [n.id for n in nets]
 
-    def teardown():
-        for pidname in ("proxy", "agent", "metadata"):
-            _kill_pidfile(sd / f"{pidname}.pid", sd)
-        for n in nets:
-            _kill_pidfile(sd / "dhcp" / n.id / "pid", sd)
-            delete_netns("qdhcp-" + n.id)
-            delete_link(n.bridge)
-    h.cleanup.add("set-up networks", teardown)
+    h.cleanup.add("set-up networks", lambda: _teardown_networks(sd, nets))
     # enable starts metadata, agent and proxy itself (the proxy follows only the
     # namespaces of this state dir); a metadata port of its own
     h.metadata_port = _free_port_other(env_port)
@@ -658,3 +658,173 @@ def cli_startup(h: Harness, sizes: Sizes, log=print) -> dict:
     floor = medians["--help"]
     return {"runs": runs, "median_ms": {k: round(v * 1000, 1) for k, v in medians.items()},
             "over_help": {k: round(v / floor, 2) for k, v in medians.items() if k != "--help"}}
+
+
+# 7. the node: `mdtool node run` -----------------------------------------------------------
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _resync_seconds(log_path: Path, offset: int) -> tuple[int, float]:
+    """(networks, seconds) of the 'resync (start)' line node run logs after ``offset``."""
+    import re
+    text = log_path.read_bytes()[offset:].decode(errors="replace")
+    m = re.search(r"resync \(start\): (\d+) network\(s\) in ([\d.]+) s", text)
+    return (int(m.group(1)), float(m.group(2))) if m else (0, 0.0)
+
+
+def _teardown_networks(sd: Path, nets) -> None:
+    """Kill what a section's state dir started (judged by its command line naming ``sd``),
+    then remove the namespaces and bridges of ``nets``."""
+    for pidname in ("proxy", "agent", "metadata"):
+        _kill_pidfile(sd / f"{pidname}.pid", sd)
+    for n in nets:
+        _kill_pidfile(sd / "dhcp" / n.id / "pid", sd)
+        delete_netns("qdhcp-" + n.id)
+        delete_link(n.bridge)
+
+
+def node(h: Harness, sizes: Sizes, log=print) -> dict:
+    """`mdtool node run` over ``sizes.node_networks`` networks: bring-up and no-change full
+    resync, idle CPU, write -> dnsmasq and write -> lease latency, one port changing among
+    all the networks, and the respawn time of each supervised process."""
+    from mdtool.registry import open_registry
+    sd = h.state_dir("node")
+    reg = open_registry(f"sqlite:///{sd}/mdtool.db")
+    h.cleanup.add("node registry", reg.engine.dispose)
+    host = h.env(sd)["MDTOOL_HOST"]
+    nets = []
+    for i in range(sizes.node_networks):
+        n = reg.create_network(h.name("bn"))
+        reg.create_subnet(n.id, f"10.{160 + i // 250}.{i % 250}.0/24", no_gateway=True)
+        reg.serve_network(n.id, host)  # what enable records: node run brings it up
+        nets.append(n)
+    h.cleanup.add("node networks", lambda: _teardown_networks(sd, nets))
+    out: dict = {"networks": len(nets)}
+    node_log = sd / "node.log"
+
+    def start_node() -> tuple[subprocess.Popen, tuple[int, float]]:
+        offset = node_log.stat().st_size if node_log.exists() else 0
+        proc = h.mdtool_daemon(sd, "node", "run", "--resync-interval", "3600", log_name="node")
+        wait_for(lambda: proc.poll() is not None or _resync_seconds(node_log, offset)[0],
+                 1800, "node run's first resync")
+        if proc.poll() is not None:
+            raise RuntimeError(f"node run exited ({proc.returncode}); see {node_log}")
+        return proc, _resync_seconds(node_log, offset)
+
+    # bring-up: node run's first resync enables every network from nothing
+    proc, (count, seconds) = start_node()
+    out["bring_up"] = {"networks": count, "seconds": seconds}
+    log(f"  node run brought {count} networks up in {seconds:.1f} s")
+    # idle CPU: nothing changes; the feed polls, the pidfds sleep in epoll
+    before, t0 = _cpu_seconds(proc.pid), time.monotonic()
+    time.sleep(sizes.node_idle_seconds)
+    cpu = (_cpu_seconds(proc.pid) - before) / (time.monotonic() - t0)
+    out["idle"] = {"seconds": sizes.node_idle_seconds, "cpu_percent_of_one_core": cpu * 100}
+    log(f"  idle at {len(nets)} networks: {cpu * 100:.2f} % of one core")
+
+    # one port changes among all the networks: write -> dnsmasq's host file has it
+    rnd = random.Random(12)
+    change_ms = []
+    for _ in range(sizes.node_samples):
+        n = rnd.choice(nets[1:] or nets)
+        port = reg.create_port(n.id)
+        t0 = time.perf_counter()
+        host_file = sd / "dhcp" / n.id / "host"
+        wait_for(lambda: port.mac_address in host_file.read_text(), 30, "the port in dnsmasq")
+        change_ms.append((time.perf_counter() - t0) * 1000)
+    out["change"] = {"samples": len(change_ms), "p50_ms": _pct(change_ms, 50),
+                     "p99_ms": _pct(change_ms, 99), "max_ms": max(change_ms)}
+    log(f"  one port among {len(nets)} networks -> dnsmasq: p50 {out['change']['p50_ms']:.0f} ms,"
+        f" p99 {out['change']['p99_ms']:.0f} ms")
+
+    # write -> lease: an instance whose port is created while its udhcpc already asks
+    net = nets[0]
+    hook = sd / "udhcpc-hook.sh"
+    hook.write_text(UDHCPC_HOOK)
+    os.chmod(hook, 0o755)
+    first = reg.create_port(net.id)
+    inst_ns = h.name("bi")
+    h.cleanup.add("instance namespace", lambda: delete_netns(inst_ns))
+    h.cleanup.add("instance tap", lambda: delete_link("tap" + first.id[:11]))
+    wait_for(lambda: first.mac_address in (sd / "dhcp" / net.id / "host").read_text(), 30,
+             "the first port in dnsmasq")
+    h.cli(sd, "port-plug", first.id, inst_ns)
+    mac = first.mac_address
+    reg.delete_port(first.id)
+    lease_ms, reload_ms = [], []
+    for _ in range(sizes.node_samples):
+        host_file = sd / "dhcp" / net.id / "host"
+        wait_for(lambda: mac not in host_file.read_text(), 30, "the old port to leave dnsmasq")
+        ip("addr", "flush", "dev", "eth0", "scope", "global", netns=inst_ns)
+        t0 = time.perf_counter()
+        port = reg.create_port(net.id, mac_address=mac)
+        client = subprocess.Popen(["ip", "netns", "exec", inst_ns, "udhcpc", "-f", "-q", "-n",
+                                   "-i", "eth0", "-t", "5", "-T", "1", "-A", "1",
+                                   "-O", "staticroutes", "-s", str(hook)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        wait_for(lambda: mac in host_file.read_text(), 30, "the port in dnsmasq")
+        reload_ms.append((time.perf_counter() - t0) * 1000)
+        if client.wait(timeout=30) != 0:
+            raise RuntimeError("udhcpc got no lease after port-create")
+        lease_ms.append((time.perf_counter() - t0) * 1000)
+        reg.delete_port(port.id)
+    out["lease"] = {"samples": len(lease_ms), "p50_ms": _pct(lease_ms, 50),
+                    "p99_ms": _pct(lease_ms, 99), "reload_p50_ms": _pct(reload_ms, 50),
+                    "reload_p99_ms": _pct(reload_ms, 99)}
+    log(f"  port-create -> lease: p50 {out['lease']['p50_ms']:.0f} ms, p99 "
+        f"{out['lease']['p99_ms']:.0f} ms (dnsmasq has it after p50 "
+        f"{out['lease']['reload_p50_ms']:.0f} ms)")
+
+    # respawn: SIGKILL each supervised process, until its successor does its job
+    dhcp_ns = "qdhcp-" + net.id
+    checks = {
+        "dnsmasq": (sd / "dhcp" / net.id / "pid", lambda pid: True),
+        "proxy": (sd / "proxy.pid", lambda pid: pid in listener_pids(dhcp_ns)),
+        "agent": (sd / "agent.pid", lambda pid: _unix_answers(sd / "metadata_proxy")),
+        "metadata": (sd / "metadata.pid", lambda pid: _tcp_open("127.0.0.1", h.metadata_port)),
+    }
+    respawn: dict = {}
+    for what, (pidfile, works) in checks.items():
+        times = []
+        for _ in range(sizes.node_respawns):
+            old = int(pidfile.read_text().split()[0])
+            t0 = time.perf_counter()
+            os.kill(old, 9)
+
+            def back(old=old, pidfile=pidfile, works=works):
+                try:
+                    pid = int(pidfile.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    return False
+                return pid != old and os.path.exists(f"/proc/{pid}") and works(pid)
+            wait_for(back, 30, f"{what} to be started again")
+            times.append((time.perf_counter() - t0) * 1000)
+        respawn[what] = {"samples": len(times), "median_ms": statistics.median(times),
+                         "max_ms": max(times)}
+    out["respawn"] = respawn
+    log("  respawn (SIGKILL -> working again): " + ", ".join(
+        f"{k} {v['median_ms']:.0f} ms" for k, v in respawn.items()))
+
+    # the no-change full resync: a new node run over what is all there
+    stop(proc)
+    proc, (count, seconds) = start_node()
+    out["resync"] = {"networks": count, "seconds": seconds}
+    log(f"  full resync over {count} networks (nothing to change): {seconds:.2f} s")
+    stop(proc)
+    return out
+
+
+def _unix_answers(path: Path) -> bool:
+    def unix():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(path))
+        return s
+    try:
+        return http_get(unix, "/", {})[0] > 0
+    except OSError:
+        return False

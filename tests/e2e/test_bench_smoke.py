@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = [
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(150),
     pytest.mark.skipif(os.geteuid() != 0 or any(shutil.which(p) is None for p in
                                                 ("ip", "wrk", "haproxy", "udhcpc", "dnsmasq", "ss")),
                        reason="needs root, wrk, haproxy, udhcpc, dnsmasq"),
@@ -26,11 +26,12 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, "-m", "mdtool", "bench", "--quick", "--output", str(out)],
-                         capture_output=True, text=True, timeout=110, cwd=ROOT,
+                         capture_output=True, text=True, timeout=140, cwd=ROOT,
                          stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads((out / "benchmarks.json").read_text())
-    for section in ("throughput", "memory", "boot", "setup", "registry", "cli", "machine", "targets"):
+    for section in ("throughput", "memory", "boot", "setup", "registry", "cli", "node",
+                    "machine", "targets"):
         assert section in data, section
     tp = data["throughput"]
     assert set(tp["results"]) == {"ceiling", "neutron", "mdtool"}
@@ -42,6 +43,10 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
     assert data["boot"]["dhcp_ms"] > 0
     assert data["setup"]["rerun"]["networks"] >= 1
     assert data["registry"]["lookup"]["p99_us"] > 0
+    node = data["node"]
+    assert node["bring_up"]["networks"] == node["resync"]["networks"] == 2
+    assert node["lease"]["p50_ms"] > 0 and node["change"]["p99_ms"] > 0
+    assert set(node["respawn"]) == {"dnsmasq", "proxy", "agent", "metadata"}
     assert set(data["cli"]["over_help"]) >= {"net-list", "port-show", "port-create"}
     assert (out / "benchmarks.png").stat().st_size > 10_000
     assert "(c)/(b)" in (out / "benchmarks-table.md").read_text()

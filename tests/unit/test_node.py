@@ -36,3 +36,47 @@ def test_node_lock_makes_a_second_holder_wait(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+class _Registry:
+    """What NodeRunner reads: a revision and every network with its ports and hosts."""
+
+    def __init__(self, nets):
+        self.rev, self.nets = 1, nets
+
+    def networks_with_ports(self):
+        import copy
+        return self.rev, copy.deepcopy(self.nets)
+
+    def revision(self):
+        return self.rev
+
+
+def test_a_change_converges_only_the_networks_whose_view_changed(tmp_path):
+    from mdtool import model
+    from mdtool.config import Config
+    from mdtool.node import NodeRunner
+    nets = [model.Network(id=i, name=i, bridge="br" + i, mtu=1500, hosts=h)
+            for i, h in (("a", ["n1"]), ("b", ["n1", "n2"]), ("c", ["n2"]))]
+    reg = _Registry(nets)
+    runner = NodeRunner(Config(state_dir=str(tmp_path), environ={"MDTOOL_HOST": "n1"}), reg)
+    calls = []
+    runner.converge = lambda nid, reason, registry=None: calls.append((nid, reason)) or True
+    runner.release = lambda nid: calls.append((nid, "release"))
+    runner.watch_all = lambda: None
+    runner.revision, runner.served = runner._read()
+    assert set(runner.served) == {"a", "b"}
+    runner.follow_changes()          # the revision did not move: nothing at all
+    assert calls == []
+    nets[1].ports.append(model.Port(id="p", name="", network_id="b", mac_address="fa:16:3e:00:00:01"))
+    nets[2].ports.append(model.Port(id="q", name="", network_id="c", mac_address="fa:16:3e:00:00:02"))
+    reg.rev += 1
+    runner.follow_changes()          # c changed too, but this node does not serve it
+    assert calls == [("b", "change")]
+    calls.clear()
+    nets[2].hosts.append("n1")       # enable on this node recorded c
+    nets[0].hosts.remove("n1")       # disable recorded a
+    reg.rev += 1
+    runner.follow_changes()
+    assert calls == [("c", "served"), ("a", "release")]
+    assert set(runner.served) == {"b", "c"}
