@@ -15,7 +15,7 @@ the node lock that the one-shot commands take too, so the two never fight.
   is noticed at once, not at the next poll. A dead process is started again through the
   same enable; one that keeps dying waits longer each time (backoff). Every restart is
   logged and counted (``mdtool_node_restarts_total{process=...}``).
-- **Drift**: a deleted agent socket is checked every second; everything else (a deleted
+- **Drift**: a deleted agent or metadata socket is checked every second; everything else (a deleted
   address, a veth off its bridge, an edited or deleted dnsmasq file) is repaired by the
   periodic full resync, which runs enable over every served network.
 - **Stop**: SIGTERM/SIGINT end the loop with exit 0 and leave dnsmasq and the daemons
@@ -363,23 +363,32 @@ class NodeRunner:
         self._unwatch(w)
         self.dead.add(w.key)
 
-    def _agent_socket_lost(self) -> bool:
-        if "agent" not in self.watches or self.watches["agent"].pid is None:
-            return False
-        try:
-            return not stat.S_ISSOCK(os.lstat(self.config.agent_socket).st_mode)
-        except FileNotFoundError:
-            return True
+    def _lost_socket(self) -> tuple[str, str] | None:
+        """(role, path) of a running daemon whose Unix socket file is gone (deleted by hand,
+        a cleanup script): the process lives on, but nobody can reach it."""
+        for role in ("agent", "metadata"):
+            if role not in self.watches or self.watches[role].pid is None:
+                continue
+            for listener in daemons.listeners(self.config, role):
+                if listener.path is None:
+                    continue
+                try:
+                    if not stat.S_ISSOCK(os.lstat(listener.path).st_mode):
+                        return role, listener.path
+                except FileNotFoundError:
+                    return role, listener.path
+        return None
 
     def supervise(self) -> None:
         """Start again what died (after its backoff), retry networks that failed."""
         now = time.monotonic()
-        if self._agent_socket_lost():
-            log.warning("the agent's socket %s is gone: restarting the agent",
-                        self.config.agent_socket)
+        lost = self._lost_socket()
+        if lost is not None:
+            role, path = lost
+            log.warning("the %s's socket %s is gone: restarting it", role, path)
             with node_lock(self.config):
-                daemons.stop(self.config, "agent")
-            self.dead.add("agent")
+                daemons.stop(self.config, role)
+            self.dead.add(role)
         due = []
         for key in sorted(self.dead):
             b = self.backoff.setdefault(key, Backoff())

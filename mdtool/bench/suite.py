@@ -786,7 +786,7 @@ def node(h: Harness, sizes: Sizes, log=print) -> dict:
         "dnsmasq": (sd / "dhcp" / net.id / "pid", lambda pid: True),
         "proxy": (sd / "proxy.pid", lambda pid: pid in listener_pids(dhcp_ns)),
         "agent": (sd / "agent.pid", lambda pid: _unix_answers(sd / "metadata_proxy")),
-        "metadata": (sd / "metadata.pid", lambda pid: _tcp_open("127.0.0.1", h.metadata_port)),
+        "metadata": (sd / "metadata.pid", lambda pid: _unix_answers(sd / "metadata")),
     }
     respawn: dict = {}
     for what, (pidfile, works) in checks.items():
