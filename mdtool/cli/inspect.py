@@ -108,7 +108,6 @@ def _block(console, heading: str, text: str) -> None:
 
 
 def _show(console, report) -> None:
-    from rich.rule import Rule
     from rich.table import Table
     from rich.text import Text
 
@@ -117,7 +116,7 @@ def _show(console, report) -> None:
     o = report.observation
     ns = o.namespace
     exec_ = f"ip netns exec {ns}"
-    console.print(Rule(Text(f"network {o.network.name} ({o.network.id})", style="bold")))
+    console.print(Text(f"── network {o.network.name} ({o.network.id}) ──", style="bold"))
     served = ", ".join(o.network.hosts) or "no node (mdtool enable-isolated-metadata " + o.ref + ")"
     console.print(Text(f"served by: {served}; this node: {o.host}"))
     _block(console, f"ip netns | grep {ns}",
@@ -129,7 +128,8 @@ def _show(console, report) -> None:
         _block(console, f"{exec_} route -n", layout.route_n(o.routes))
         if any(s.ip_version == 6 for s in o.network.subnets):
             _block(console, f"{exec_} route -n -A inet6", layout.route6_n(o.routes))
-        _block(console, f"{exec_} netstat -anpt", layout.netstat_anpt(o.sockets))
+        _block(console, f"{exec_} netstat -anpt",
+               layout.netstat_anpt(o.sockets, {a.address for a in o.addresses}))
     d = o.dnsmasq
     if d is not None:
         if d.pid:
@@ -151,14 +151,14 @@ def _show(console, report) -> None:
     console.print()
 
     console.print(Text("# checks", style="bold cyan"))
-    table = Table(box=None, pad_edge=False)
-    table.add_column("verdict")
-    table.add_column("check")
-    table.add_column("detail", overflow="fold")
-    style = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
+    # Lines, not a table: a table folds a long detail mid-UUID at 80 columns.
+    style = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red"),
+             "skip": ("skip", "dim")}
+    width = max(len(c.name) for c in report.checks)
+    console.print(Text(f"{'verdict':<7}  {'check':<{width}}  detail", style="bold"))
     for c in report.checks:
-        table.add_row(style[c.status], c.name, Text(c.detail))
-    console.print(table)
+        word, colour = style[c.status]
+        console.print(Text.assemble((f"{word:<7}", colour), f"  {c.name:<{width}}  {c.detail}"))
     for c in report.checks:
         if not c.ok:
             console.print(Text.assemble(("✗ ", "red"), (c.name, "bold"), f": {c.cause}"))

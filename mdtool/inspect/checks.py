@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from mdtool import model
 from mdtool.inspect.observe import PROBE_PATH, Observation
 
-OK, WARN, FAIL = "ok", "warn", "fail"
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 IFF_UP = 0x1
 
 
@@ -23,7 +23,7 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return self.status != FAIL
+        return self.status != FAIL  # a skipped check is a consequence, not a second cause
 
     def as_dict(self) -> dict:
         return {"name": self.name, "ok": self.ok, "status": self.status, "detail": self.detail,
@@ -87,6 +87,27 @@ def check_dhcp_port(o: Observation) -> Check:
                      "the DHCP port's addresses were removed or changed in the registry",
                      _enable(o))
     return Check(name, OK, f"{o.tap} UP with {', '.join(want)}")
+
+
+def check_bridge(o: Observation) -> Check:
+    name = "DHCP port on the bridge"
+    bridge = o.network.bridge
+    end = o.bridge_end
+    if o.bridge is None:
+        return Check(name, FAIL, f"bridge {bridge} is missing",
+                     "the bridge was deleted: the DHCP port reaches no instance", _enable(o))
+    if end is None:
+        return Check(name, FAIL, f"the DHCP port's bridge end is missing on the host",
+                     "its veth was deleted on the host side", _enable(o))
+    if end.master != bridge:
+        return Check(name, FAIL, f"{end.ifname} is not on bridge {bridge} "
+                                 f"(master: {end.master or 'none'})",
+                     "the DHCP port's veth was taken off the bridge (ip link set … nomaster): "
+                     "instances' DHCP requests and metadata traffic never reach the namespace",
+                     _enable(o))
+    if not o.bridge.up:
+        return Check(name, FAIL, f"bridge {bridge} is DOWN", "the bridge was set down", _enable(o))
+    return Check(name, OK, f"{end.ifname} on {bridge} (UP)")
 
 
 def check_metadata_address(o: Observation) -> Check:
@@ -300,10 +321,34 @@ def check_probe_proxy(o: Observation) -> Check:
                              f"{p.proxy.describe()}", _daemon_note(o, "proxy"), _enable(o))
 
 
-CHECKS = (check_namespace, check_dhcp_port, check_metadata_address, check_dnsmasq_running,
-          check_dnsmasq_current, check_opts_route, check_proxy_listening, check_agent,
-          check_metadata, check_secret, check_probe_agent, check_probe_proxy)
+# In dependency order, each with the checks it needs: when one of those failed (or was
+# skipped), the check is skipped, so one fault gives one cause and one fix, not a cascade of
+# its consequences. A new check: append it with what it depends on.
+CHECKS = (
+    (check_namespace, ()),
+    (check_dhcp_port, (check_namespace,)),
+    (check_bridge, (check_dhcp_port,)),
+    (check_metadata_address, (check_dhcp_port,)),
+    (check_dnsmasq_running, (check_dhcp_port,)),
+    (check_dnsmasq_current, (check_dnsmasq_running,)),
+    (check_opts_route, (check_dnsmasq_current,)),
+    (check_proxy_listening, (check_metadata_address,)),
+    (check_agent, ()),
+    (check_metadata, ()),
+    (check_secret, (check_metadata,)),
+    (check_probe_agent, (check_agent, check_metadata, check_secret)),
+    (check_probe_proxy, (check_proxy_listening,)),
+)
 
 
 def evaluate(o: Observation) -> list[Check]:
-    return [c(o) for c in CHECKS]
+    out: list[Check] = []
+    judged: dict = {}
+    for check, needs in CHECKS:
+        c = check(o)
+        blocked = next((judged[n] for n in needs if judged[n].status in (FAIL, SKIP)), None)
+        if blocked is not None:
+            c = Check(c.name, SKIP, f"not judged: needs '{blocked.name}'")
+        judged[check] = c
+        out.append(c)
+    return out

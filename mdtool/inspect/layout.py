@@ -116,5 +116,16 @@ def netstat_row(s: Socket) -> str:
         s.proto, s.recv_q, s.send_q, s.local, s.foreign, s.state, s.pid_program)
 
 
-def netstat_anpt(sockets: Iterable[Socket]) -> str:
-    return "\n".join([NETSTAT_HEADER] + [netstat_row(s) for s in sockets])
+def netstat_anpt(sockets: Iterable[Socket], own_addresses: Iterable[str] = ()) -> str:
+    """``netstat -anpt``; TIME_WAIT connections between two of the namespace's own addresses
+    (``own_addresses``: no instance is one) are mdtool's own probes (inspect, enable), and are
+    counted in one line instead of listed."""
+    own = set(own_addresses)
+    shown, hidden = [], 0
+    for s in sockets:
+        if s.state == "TIME_WAIT" and s.remote_address in own and s.local_address in own:
+            hidden += 1
+        else:
+            shown.append(netstat_row(s))
+    note = [f"({hidden} TIME_WAIT connection(s) of mdtool's own probes not shown)"] if hidden else []
+    return "\n".join([NETSTAT_HEADER] + shown + note)

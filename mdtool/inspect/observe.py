@@ -98,6 +98,8 @@ class Observation:
     routes: list[ip_lib.Route] = field(default_factory=list)
     sockets: list[procnet.Socket] = field(default_factory=list)
     netns_error: str | None = None
+    bridge: ip_lib.Link | None = None        # the network's bridge on the host
+    bridge_end: ip_lib.Link | None = None    # the DHCP port's veth end on the host (ns-…)
     dnsmasq: DnsmasqState | None = None
     daemons: dict[str, DaemonState] = field(default_factory=dict)
     agent_socket: str = ""
@@ -146,6 +148,10 @@ def observe(config: Config, registry: Registry, network_ref: str,
                    for role in daemons.ROLES}
     if obs.namespace_exists:
         _observe_netns(obs)
+    if port is not None:
+        end = names.bridge_end_name(port.id)
+        host = {l.ifname: l for l in ip_lib.host_links_matching(names=(net.bridge, end))}
+        obs.bridge, obs.bridge_end = host.get(net.bridge), host.get(end)
     obs.dnsmasq = _observe_dnsmasq(config, net, port)
     _observe_services(config, registry, obs, port_ref)
     return obs

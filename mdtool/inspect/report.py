@@ -98,7 +98,7 @@ def to_dict(r: Report) -> dict:
                 "ok": bool(agent_check and agent_check.status == "ok"),
                 "detail": agent_check.detail if agent_check else ""},
             "proxy": None if p.proxy is None else {
-                **answer_dict(p.proxy), "ok": bool(proxy_check and proxy_check.ok),
+                **answer_dict(p.proxy), "ok": bool(proxy_check and proxy_check.status == "ok"),
                 "detail": proxy_check.detail if proxy_check else ""},
         },
         "ok": r.ok,

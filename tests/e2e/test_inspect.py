@@ -151,3 +151,33 @@ def test_inspect_green_then_each_dead_daemon_is_named_and_fixed(setup):
 
     m("disable-isolated-metadata", net_id)
     assert not netns_exists(f"qdhcp-{net_id}")
+
+
+def _failures(d) -> list[tuple[str, str]]:
+    return [(c["name"], c["fix"]) for c in d["checks"] if c["status"] == "fail"]
+
+
+def test_each_fault_gives_one_cause_and_its_fix_repairs_it(setup):
+    """A DHCP veth taken off its bridge (the tap keeps its carrier: it used to look all ok),
+    and a removed opts file (it gave two causes with two fixes): one failing check each."""
+    m, net_id, inst, port = setup
+    m("enable-isolated-metadata", net_id)
+    d = _assert_green(m, net_id, inst, port)
+    end = "ns-" + d["dhcp_port"]["id"][:11]
+    subprocess.run(["ip", "link", "set", end, "nomaster"], check=True)
+    code, d = m.inspect(net_id)
+    assert code == 1
+    name = d["network"]["name"]  # fixes name the network by its (unique) name
+    assert _failures(d) == [("DHCP port on the bridge", f"mdtool enable-isolated-metadata {name}")]
+    fail = next(c for c in d["checks"] if c["status"] == "fail")
+    assert f"{end} is not on bridge" in fail["detail"] and "nomaster" in fail["cause"]
+    m("enable-isolated-metadata", net_id)
+    _assert_green(m, net_id, inst, port)
+
+    (m.state_dir / "dhcp" / net_id / "opts").unlink()
+    code, d = m.inspect(net_id)
+    assert code == 1
+    assert _failures(d) == [("dnsmasq runs with the current files", f"mdtool dnsmasq reload {name}")]
+    assert {c["name"]: c["status"] for c in d["checks"]}["opts carry the metadata route"] == "skip"
+    m("dnsmasq", "reload", net_id)
+    _assert_green(m, net_id, inst, port)

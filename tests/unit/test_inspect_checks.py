@@ -30,6 +30,8 @@ def healthy() -> Observation:
         ref="net1", network=net, host="node1", namespace="qdhcp-" + NET, namespace_exists=True,
         dhcp_port=port, tap=TAP,
         links=[Link(2, TAP, "veth", None, 1500, True, None, None, "UP", 0x11043)],
+        bridge=Link(5, "brq1", "bridge", None, 1500, True, None, "mdtool:" + NET, "UP", 0x11043),
+        bridge_end=Link(6, "nsdddddddd-00", "veth", None, 1500, True, "brq1", None, "UP", 0x11043),
         addresses=[Address(TAP, "172.17.17.1", 24, 4, 0), Address(TAP, "169.254.169.254", 32, 4, 0)],
         sockets=[Socket("tcp", "169.254.169.254", 80, "0.0.0.0", 0, "LISTEN", 0, 0, 7,
                         pid=300, program="mdtool-proxy")],
@@ -59,8 +61,10 @@ def test_missing_namespace():
     got = verdicts(o)
     c = got["namespace exists"]
     assert c.status == "fail" and c.fix == "mdtool enable-isolated-metadata net1"
-    assert got["DHCP port up"].status == "fail"
-    assert got["proxy listening on :80"].status == "fail"
+    # one cause: what needs the namespace is not judged
+    assert got["DHCP port up"].status == "skip"
+    assert got["proxy listening on :80"].status == "skip"
+    assert [c.name for c in got.values() if c.status == "fail"] == ["namespace exists"]
 
 
 def test_tap_down_and_missing_address():
@@ -79,7 +83,7 @@ def test_dead_dnsmasq():
     got = verdicts(o)
     assert got["dnsmasq running"].status == "fail"
     assert "enable-isolated-metadata" in got["dnsmasq running"].fix
-    assert got["dnsmasq runs with the current files"].status == "warn"
+    assert got["dnsmasq runs with the current files"].status == "skip"
 
 
 @pytest.mark.parametrize("change", ["cmdline", "file"])
@@ -124,7 +128,7 @@ def test_dead_agent():
     got = verdicts(o)
     assert got["agent socket answers"].status == "fail"
     assert "mdtool agent is not running" in got["agent socket answers"].cause
-    assert got["probe: agent as port 172.17.17.5"].status == "fail"
+    assert got["probe: agent as port 172.17.17.5"].status == "skip"
 
 
 def test_dead_metadata_leaves_the_secret_unjudged():
@@ -136,8 +140,9 @@ def test_dead_metadata_leaves_the_secret_unjudged():
     got = verdicts(o)
     assert got["metadata service answers"].status == "fail"
     assert "enable-isolated-metadata" in got["metadata service answers"].fix
-    assert got["shared secret agrees"].status == "warn"
-    assert "metadata" in got["probe: agent as port 172.17.17.5"].cause
+    assert got["shared secret agrees"].status == "skip"
+    assert got["probe: agent as port 172.17.17.5"].status == "skip"
+    assert [c.name for c in got.values() if c.status == "fail"] == ["metadata service answers"]
 
 
 def test_someone_else_on_the_metadata_port():
@@ -182,3 +187,40 @@ def test_dead_proxy_while_another_holds_the_port():
     c = verdicts(o)["proxy listening on :80"]
     assert c.status == "fail" and "died" in c.cause and "999" in c.detail
     assert c.fix == "mdtool enable-isolated-metadata net1"
+
+
+def test_dhcp_veth_taken_off_its_bridge_is_a_failure():
+    """ip link set ns-… nomaster: the tap still has carrier, but nothing reaches it."""
+    o = healthy()
+    o.bridge_end = dataclasses.replace(o.bridge_end, master=None)
+    got = verdicts(o)
+    c = got["DHCP port on the bridge"]
+    assert c.status == "fail" and "nsdddddddd-00 is not on bridge brq1 (master: none)" in c.detail
+    assert "nomaster" in c.cause and c.fix == "mdtool enable-isolated-metadata net1"
+    assert [x.name for x in got.values() if x.status == "fail"] == ["DHCP port on the bridge"]
+
+
+def test_missing_bridge():
+    o = healthy()
+    o.bridge = None
+    assert verdicts(o)["DHCP port on the bridge"].status == "fail"
+
+
+def test_removed_opts_file_is_one_cause_with_one_fix():
+    """rm opts: dnsmasq's files are stale (fix: reload); the missing route is its consequence."""
+    o = healthy()
+    o.dnsmasq.files["opts"] = FileState("/x/opts", False, False)
+    o.dnsmasq.opts_lines = None
+    got = verdicts(o)
+    failed = [c for c in got.values() if c.status == "fail"]
+    assert [(c.name, c.fix) for c in failed] == [("dnsmasq runs with the current files",
+                                                 "mdtool dnsmasq reload net1")]
+    assert got["opts carry the metadata route"].status == "skip"
+    assert "needs 'dnsmasq runs with the current files'" in got["opts carry the metadata route"].detail
+
+
+def test_every_check_depends_only_on_earlier_ones():
+    seen = set()
+    for check, needs in checks.CHECKS:
+        assert set(needs) <= seen, check.__name__
+        seen.add(check)

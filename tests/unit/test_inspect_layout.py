@@ -62,6 +62,23 @@ def test_netstat_layout_matches_the_story():
     ]
 
 
+def test_netstat_hides_the_time_wait_of_our_own_probes():
+    own = {"169.254.169.254", "172.17.17.1"}
+    text = layout.netstat_anpt([
+        _sock(local_address="169.254.169.254", pid=300, program="mdtool-proxy"),
+        _sock(local_address="169.254.169.254", remote_address="169.254.169.254",
+              remote_port=40001, state="TIME_WAIT"),
+        _sock(local_address="169.254.169.254", local_port=40002, remote_address="169.254.169.254",
+              remote_port=80, state="TIME_WAIT"),
+        _sock(local_address="169.254.169.254", remote_address="172.17.17.5", remote_port=40003,
+              state="TIME_WAIT"),  # an instance's: shown
+    ], own)
+    lines = text.splitlines()
+    assert len(lines) == 5, text
+    assert "172.17.17.5:40003" in lines[3]
+    assert lines[4] == "(2 TIME_WAIT connection(s) of mdtool's own probes not shown)"
+
+
 def test_route_n_layout_matches_the_story():
     routes = [Route("169.254.0.0", 16, None, "tapc2ac4ed4-f3", 4),
               Route("172.17.17.0", 24, None, "tapc2ac4ed4-f3", 4),
