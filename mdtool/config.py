@@ -333,6 +333,9 @@ OPTIONS: list[Option] = [
     # room for dnsmasq's longest name in front: "host-" + 39 characters of IPv6 + "."
     Option("DEFAULT", "dns_domain", DnsName(FQDN_MAX - 45), "openstacklocal",
            "domain handed out by dnsmasq"),
+    Option("DEFAULT", "dns_integration", Bool(), True,
+           "host names in dnsmasq's files as Neutron's server gives them with the ML2 dns "
+           "extension (FQDN ending in a dot); false: as Neutron's DHCP agent alone names them"),
     Option("DEFAULT", "dhcp_lease_duration", Int(120, 10**7), 86400,
            "DHCP lease time in seconds"),
     Option("DEFAULT", "dnsmasq_dns_servers", IPList(), [], "DNS servers dnsmasq forwards to"),

@@ -12,6 +12,14 @@ DHCP_OWNER = "network:dhcp"
 COMPUTE_OWNER = "compute:nova"
 METADATA_IPV4 = "169.254.169.254"
 METADATA_IPV6 = "fe80::a9fe:a9fe"
+# Neutron's ipv6_address_mode / ipv6_ra_mode values.
+IPV6_SLAAC = "slaac"
+IPV6_DHCP_STATEFUL = "dhcpv6-stateful"
+IPV6_DHCP_STATELESS = "dhcpv6-stateless"
+IPV6_MODES = (IPV6_SLAAC, IPV6_DHCP_STATEFUL, IPV6_DHCP_STATELESS)
+# Ports that get no dnsmasq host entries (Neutron's DHCP_CONFIG_NOT_REQUIRED_OWNERS).
+NO_DHCP_CONFIG_OWNERS = frozenset({DHCP_OWNER, "network:router_ha_interface",
+                                   "network:floatingip", "network:distributed"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class Subnet:
     dns_nameservers: list[str] = field(default_factory=list)
     host_routes: list[HostRoute] = field(default_factory=list)
     project_id: str = ""
+    ipv6_address_mode: str | None = None  # IPv6 only: one of IPV6_MODES, or None
+    ipv6_ra_mode: str | None = None
 
 
 @dataclass

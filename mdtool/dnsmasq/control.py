@@ -74,7 +74,8 @@ def render_to_disk(config: Config, network: model.Network, dhcp_port: model.Port
     """Write host, opts, addn_hosts (and the leases seed while dnsmasq is not running);
     return the names of the files whose bytes changed."""
     p = paths(config, network.id, output_dir)
-    texts = render_files(network, dhcp_port, **_render_kwargs(config))
+    texts = render_files(network, dhcp_port, dns_integration=config.get("dns_integration"),
+                         **_render_kwargs(config))
     running = output_dir is None and running_pid(config, network.id) is not None
     ensure_dir(p.host.parent, 0o755)
     changed = []

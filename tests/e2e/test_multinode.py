@@ -186,7 +186,7 @@ def test_two_nodes_serve_one_network_and_metadata_fails_over(two_nodes):
 
     a.mdtool("enable-isolated-metadata", net)
     b.mdtool("enable-isolated-metadata", net)
-    a.mdtool("dnsmasq", "reload", net)  # node A learns of node B's DHCP port (DNS names)
+    a.mdtool("dnsmasq", "reload", net)  # node A learns of node B's DHCP port (DNS servers)
 
     ports = [a.json("port-show", p["id"]) for p in a.json("port-list", "--network", net)]
     own = {p["binding:host_id"]: p for p in ports if p["device_owner"] == "network:dhcp"}
@@ -203,10 +203,14 @@ def test_two_nodes_serve_one_network_and_metadata_fails_over(two_nodes):
         for role in ("metadata", "agent", "proxy"):
             assert (node.state_dir / f"{role}.pid").exists(), node.log_tail()
         hosts = _host_file(node, net)
-        for p in ports:  # every compute port and both DHCP ports, on both nodes
-            assert f"{p['mac_address']},host-{p['fixed_ips'][0]['ip_address'].replace('.', '-')}." in hosts, hosts
+        for p in ports:  # every compute port, no DHCP port (as Neutron), on both nodes
+            line = f"{p['mac_address']},host-{p['fixed_ips'][0]['ip_address'].replace('.', '-')}."
+            assert (line in hosts) == (p["device_owner"] != "network:dhcp"), hosts
         opts = (node.state_dir / "dhcp" / net / "opts").read_text()
         assert f"{METADATA}/32,{ip_of[node.host]}" in opts  # own DHCP port as the next hop
+        # no DNS server on the subnet: every node names both dnsmasqs (as Neutron does)
+        assert sorted(opts.splitlines()[-1].split(",option:dns-server,")[1].split(",")) == \
+            sorted(ip_of.values()), opts
 
     # Boot: whichever dnsmasq answers first becomes the metadata next hop.
     a.mdtool("port-plug", vm.port_id, vm.namespace)

