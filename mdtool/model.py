@@ -17,6 +17,24 @@ IPV6_SLAAC = "slaac"
 IPV6_DHCP_STATEFUL = "dhcpv6-stateful"
 IPV6_DHCP_STATELESS = "dhcpv6-stateless"
 IPV6_MODES = (IPV6_SLAAC, IPV6_DHCP_STATEFUL, IPV6_DHCP_STATELESS)
+# dnsmasq refuses a DHCPv6 range on a shorter prefix ("prefix length must be at least 64")
+# and then does not start at all.
+DNSMASQ_MIN_IPV6_PREFIX = 64
+
+
+def dnsmasq_range_wanted(ip_version: int, enable_dhcp: bool, address_mode: str | None,
+                         ra_mode: str | None) -> bool:
+    """Whether dnsmasq gets a --dhcp-range for a subnet, as Neutron decides it: IPv4 with
+    DHCP; IPv6 with DHCPv6 (stateful, stateless, or neither mode set); not SLAAC."""
+    if not enable_dhcp:
+        return False
+    if ip_version == 4:
+        return True
+    if address_mode is None:
+        return ra_mode is None
+    return address_mode in (IPV6_DHCP_STATEFUL, IPV6_DHCP_STATELESS)
+
+
 # Ports that get no dnsmasq host entries (Neutron's DHCP_CONFIG_NOT_REQUIRED_OWNERS).
 NO_DHCP_CONFIG_OWNERS = frozenset({DHCP_OWNER, "network:router_ha_interface",
                                    "network:floatingip", "network:distributed"})

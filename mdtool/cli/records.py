@@ -23,7 +23,7 @@ def network_list_row(n: model.Network) -> dict[str, Any]:
 
 
 def subnet(s: model.Subnet) -> dict[str, Any]:
-    return {
+    rec = {
         "allocation_pools": [{"start": p.start, "end": p.end} for p in s.allocation_pools],
         "cidr": s.cidr,
         "dns_nameservers": list(s.dns_nameservers),
@@ -37,6 +37,10 @@ def subnet(s: model.Subnet) -> dict[str, Any]:
         "project_id": s.project_id,
         "tenant_id": s.project_id,
     }
+    if s.ip_version == 6:  # the story's IPv4 table stays as the 2013 client printed it
+        rec["ipv6_address_mode"] = s.ipv6_address_mode
+        rec["ipv6_ra_mode"] = s.ipv6_ra_mode
+    return dict(sorted(rec.items()))
 
 
 def port(p: model.Port) -> dict[str, Any]:

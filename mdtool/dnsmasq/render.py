@@ -195,18 +195,13 @@ def dhcp_servers_as_dns(network: model.Network, served: list[SubnetOptions]) -> 
 
 
 def _dnsmasq_serves_range(subnet: model.Subnet) -> bool:
-    """dnsmasq gets a --dhcp-range for IPv4 and for DHCPv6 (stateful, stateless, or no
-    mode set); an IPv6 prefix shorter than /64 it refuses, which would stop the whole
-    dnsmasq: subnet-create refuses those, and a range left from before is skipped."""
-    if not subnet.enable_dhcp:
-        return False
-    if subnet.ip_version == 4:
-        return True
-    if subnet.ipv6_address_mode == model.IPV6_SLAAC:
-        return False
-    if subnet.ipv6_address_mode is None and subnet.ipv6_ra_mode is not None:
-        return False
-    return ipaddress.ip_network(subnet.cidr, strict=False).prefixlen >= 64
+    """A --dhcp-range for this subnet. An IPv6 prefix dnsmasq refuses would stop the whole
+    dnsmasq: subnet-create refuses those, and one left from before is skipped (as Neutron
+    skips it), so the rest of the network keeps DHCP."""
+    return model.dnsmasq_range_wanted(
+        subnet.ip_version, subnet.enable_dhcp, subnet.ipv6_address_mode, subnet.ipv6_ra_mode
+    ) and (subnet.ip_version == 4 or ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
+           >= model.DNSMASQ_MIN_IPV6_PREFIX)
 
 
 def dhcp_ranges(network: model.Network) -> list[DhcpRange]:

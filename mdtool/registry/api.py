@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from mdtool import model
 from mdtool.errors import BadInput, Conflict, NotFound, OperationFailed
 from mdtool.registry import db, notify, schema as t
+from mdtool.registry import ipv6_modes
 from mdtool.registry import validate as v
 
 USER_DATA_MAX = 64 * 1024
@@ -128,7 +129,8 @@ class Registry:
             allocation_pools=[model.AllocationPool(p["start"], p["end"]) for p in r.allocation_pools],
             dns_nameservers=list(r.dns_nameservers),
             host_routes=[model.HostRoute(h["destination"], h["nexthop"]) for h in r.host_routes],
-            project_id=r.project_id)
+            project_id=r.project_id, ipv6_address_mode=r.ipv6_address_mode,
+            ipv6_ra_mode=r.ipv6_ra_mode)
 
     @staticmethod
     def _instance_view(r: sa.Row) -> model.Instance:
@@ -299,12 +301,14 @@ class Registry:
                       no_gateway: bool = False, pools: Iterable[tuple[str, str]] = (),
                       dns_nameservers: Iterable[str] = (), host_routes: Iterable[tuple[str, str]] = (),
                       enable_dhcp: bool = True, ip_version: int | None = None,
-                      project_id: str | None = None) -> model.Subnet:
+                      project_id: str | None = None, ipv6_address_mode: str | None = None,
+                      ipv6_ra_mode: str | None = None) -> model.Subnet:
         if name:
             v.name(name, "subnet name")
         net = v.subnet_cidr(cidr)
         if ip_version is not None and ip_version != net.version:
             raise BadInput(f"--ip-version {ip_version} does not match {cidr} (IPv{net.version})")
+        ipv6_modes.check(net, ipv6_address_mode, ipv6_ra_mode, enable_dhcp)
         if net.num_addresses < 4 and net.version == 4:
             raise BadInput(f"subnet {cidr} is too small: at least a /30 is needed")
         if gateway is not None and no_gateway:
@@ -353,7 +357,8 @@ class Registry:
                 gateway_ip=str(gw) if gw is not None else None, enable_dhcp=enable_dhcp,
                 allocation_pools=[{"start": str(s), "end": str(e)} for s, e in pool_list],
                 dns_nameservers=dns, host_routes=routes,
-                project_id=project_id or nrow.project_id))
+                project_id=project_id or nrow.project_id,
+                ipv6_address_mode=ipv6_address_mode, ipv6_ra_mode=ipv6_ra_mode))
         return self.get_subnet(sid)
 
     @staticmethod
@@ -420,6 +425,8 @@ class Registry:
             values["enable_dhcp"] = enable_dhcp
         with self._write() as conn:
             r = self._resolve(conn, t.subnets, ref, "subnet")
+            if enable_dhcp is not None:
+                ipv6_modes.check_dhcp_change(self._subnet_view(r), enable_dhcp)
             if host_routes is not None:
                 values["host_routes"] = self._host_routes(host_routes, r.ip_version)
             if values:

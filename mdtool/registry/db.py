@@ -48,11 +48,19 @@ def _v2(conn: Connection) -> None:
             {"network_id": r.network_id, "host": r.host, "created_at": now} for r in rows])
 
 
+def _v3(conn: Connection) -> None:
+    """subnets.ipv6_address_mode and ipv6_ra_mode (Neutron's; NULL: neither set)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("subnets")}
+    for column in ("ipv6_address_mode", "ipv6_ra_mode"):
+        if column not in have:
+            conn.exec_driver_sql(f"ALTER TABLE subnets ADD COLUMN {column} VARCHAR(32)")
+
+
 # Any constant: concurrent first starts on an empty PostgreSQL database take turns.
 _PG_UPGRADE_LOCK = 0x6D64746F6F6C  # "mdtool"
 
 # (version, step). Append new steps; never edit a released one.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -39,6 +39,8 @@ subnets = sa.Table(
     sa.Column("dns_nameservers", sa.JSON, nullable=False),
     sa.Column("host_routes", sa.JSON, nullable=False),
     sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("ipv6_address_mode", sa.String(32), nullable=True),
+    sa.Column("ipv6_ra_mode", sa.String(32), nullable=True),
 )
 
 instances = sa.Table(

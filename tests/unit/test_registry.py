@@ -113,3 +113,22 @@ def test_upgrade_from_v1_records_nodes_that_hold_a_dhcp_port(tmp_path):
     eng.dispose()
     reg = Registry(url)
     assert reg.get_network("n").hosts == ["node1"]
+
+
+def test_upgrade_to_v3_adds_the_ipv6_mode_columns(db_url):
+    reg = Registry(db_url)
+    reg.create_network("n")
+    reg.create_subnet("n", "fd00:1::/64", ipv6_address_mode="slaac")
+    reg.engine.dispose()
+    eng = regdb.make_engine(db_url)
+    with eng.connect().execution_options(mdtool_write=True) as c, c.begin():  # back to schema 2
+        c.execute(sa.text("alter table subnets drop column ipv6_address_mode"))
+        c.execute(sa.text("alter table subnets drop column ipv6_ra_mode"))
+        c.execute(sa.text("update registry_state set schema_version = 2"))
+    eng.dispose()
+    s = Registry(db_url).list_subnets()[0]
+    assert (s.cidr, s.ipv6_address_mode, s.ipv6_ra_mode) == ("fd00:1::/64", None, None)
+    eng = regdb.make_engine(db_url)
+    with eng.connect() as c:  # idempotent: the columns are there, nothing to add (read only)
+        regdb._v3(c)
+    eng.dispose()

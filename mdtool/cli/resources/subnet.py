@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mdtool.cli import complete
+from mdtool.model import IPV6_MODES
 from mdtool.cli import records
 from mdtool.cli.output import format_options
 from mdtool.cli.resources.common import delete_each, emit_list, emit_one, parse_pairs, pass_ctx
@@ -23,11 +24,15 @@ from mdtool.cli.resources.common import delete_each, emit_list, emit_one, parse_
               help="Extra classless static route (repeatable).")
 @click.option("--disable-dhcp", is_flag=True, help="No DHCP (and so no metadata route) on this subnet.")
 @click.option("--ip-version", type=click.Choice(["4", "6"]), help="Checked against the CIDR.")
+@click.option("--ipv6-address-mode", type=click.Choice(IPV6_MODES),
+              help="IPv6: how instances get addresses (dnsmasq serves DHCPv6 for the dhcpv6 modes).")
+@click.option("--ipv6-ra-mode", type=click.Choice(IPV6_MODES),
+              help="IPv6: what router advertisements announce (same value as the address mode).")
 @click.option("--project-id", metavar="P", help="Default: the network's project.")
 @format_options
 @pass_ctx
 def subnet_create(ctx, network, cidr, name, no_gateway, gateway, pools, dns, routes, disable_dhcp,
-                  ip_version, project_id, fmt, columns):
+                  ip_version, ipv6_address_mode, ipv6_ra_mode, project_id, fmt, columns):
     """Create a subnet on NETWORK.
 
     \b
@@ -40,7 +45,8 @@ def subnet_create(ctx, network, cidr, name, no_gateway, gateway, pools, dns, rou
     s = ctx.registry.create_subnet(
         network, cidr, name=name, gateway=gateway, no_gateway=no_gateway, pools=pool_specs,
         dns_nameservers=dns, host_routes=route_specs, enable_dhcp=not disable_dhcp,
-        ip_version=int(ip_version) if ip_version else None, project_id=project_id)
+        ip_version=int(ip_version) if ip_version else None, project_id=project_id,
+        ipv6_address_mode=ipv6_address_mode, ipv6_ra_mode=ipv6_ra_mode)
     emit_one(records.subnet(s), fmt, columns, "Created a new subnet:")
 
 
