@@ -43,6 +43,11 @@ class Access:
         return inst if inst not in (None, "-") else None
 
     @property
+    def probe(self) -> bool:
+        """Sent by ``mdtool inspect`` (its User-Agent), not by an instance."""
+        return "probe" in self.fields
+
+    @property
     def source(self) -> str | None:
         return self.fields.get("src") or self.fields.get("source")
 

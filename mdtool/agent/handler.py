@@ -84,9 +84,10 @@ class AgentHandler:
         except Exception:
             log.exception("request %s %s failed", req.method, req.path)
             resp = _text(500, "The metadata agent failed to handle the request.")
-        log.info("network=%s source=%s instance=%s %s %s status=%d ms=%.1f",
+        log.info("network=%s source=%s instance=%s %s %s status=%d ms=%.1f%s",
                  network_id or "-", source_ip or "-", instance_id, req.method, req.path,
-                 resp.status, (time.monotonic() - start) * 1000.0)
+                 resp.status, (time.monotonic() - start) * 1000.0,
+                 fields.probe_tag(req.header("User-Agent")))
         return resp
 
     async def _serve(self, req: Request, network_id: str | None,

@@ -21,8 +21,19 @@ SIGNATURE = "X-Instance-ID-Signature"
 
 # What an instance's request may carry through the proxy and the agent to Nova (lower case).
 # Nova's metadata API reads no other field of the client's; the body's type is kept for the
-# password POST.
-END_TO_END = frozenset({"accept", "content-type"})
+# password POST; the User-Agent (read by nobody for identity) lets every hop's access line
+# say who asked: inspect's own probes are tagged by it.
+END_TO_END = frozenset({"accept", "content-type", "user-agent"})
+
+# The User-Agent of `mdtool inspect`'s probes, and the tag each daemon's access line then
+# carries, so an operator (and `inspect --port`) never takes a probe for an instance.
+PROBE_AGENT = "mdtool-inspect"
+PROBE_TAG = " probe=" + PROBE_AGENT
+
+
+def probe_tag(user_agent: str | None) -> str:
+    """:data:`PROBE_TAG` for a request inspect sent (by its User-Agent), else ''."""
+    return PROBE_TAG if user_agent and user_agent.startswith(PROBE_AGENT) else ""
 
 # Fields that describe one connection, never relayed in either direction (RFC 9110 7.6.1,
 # plus the framing fields each hop sets again for itself).

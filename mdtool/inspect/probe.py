@@ -8,7 +8,11 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from mdtool import __version__
+from mdtool.http.headers import PROBE_AGENT
+
 TIMEOUT = 1.0
+USER_AGENT = f"{PROBE_AGENT}/{__version__}"
 MAX_BODY = 1 << 20
 
 
@@ -31,7 +35,9 @@ def _exchange(sock: socket.socket, host: str, path: str, headers: dict[str, str]
     conn = http.client.HTTPConnection(host, timeout=TIMEOUT)
     conn.sock = sock
     try:
-        conn.request("GET", path, headers={**headers, "Connection": "close"})
+        # tagged: each daemon's access line says probe=mdtool-inspect, not an instance's
+        conn.request("GET", path, headers={**headers, "User-Agent": USER_AGENT,
+                                           "Connection": "close"})
         resp = conn.getresponse()
         body = resp.read(MAX_BODY)
         return Answer(resp.status, body)

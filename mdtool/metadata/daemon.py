@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 
+from mdtool.http.headers import probe_tag
 from mdtool.http.types import Request, Response
 
 log = logging.getLogger("mdtool.metadata")
@@ -18,8 +19,9 @@ def logged(service) -> "callable":
     async def handle(req: Request) -> Response:
         start = time.monotonic()
         resp = await service.handle(req)
-        log.info("instance=%s %s %s status=%d ms=%.1f", req.header("X-Instance-ID") or "-",
-                 req.method, req.path, resp.status, (time.monotonic() - start) * 1000.0)
+        log.info("instance=%s %s %s status=%d ms=%.1f%s", req.header("X-Instance-ID") or "-",
+                 req.method, req.path, resp.status, (time.monotonic() - start) * 1000.0,
+                 probe_tag(req.header("User-Agent")))
         return resp
     return handle
 

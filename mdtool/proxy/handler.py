@@ -7,6 +7,7 @@ import time
 from bisect import bisect_left
 
 from mdtool.http.client import UpstreamPool, UpstreamTimeout, UpstreamUnavailable
+from mdtool.http.headers import probe_tag
 from mdtool.http.types import Request, Response
 from mdtool.logs import Repeats
 from mdtool.proxy.ratelimit import RateLimiter
@@ -124,10 +125,12 @@ class ProxyHandler:
         counts = self.status_counts
         status = resp.status
         counts[status] = counts.get(status, 0) + 1
-        if access_log.isEnabledFor(logging.INFO) and (
-                status < 400 or status >= 500 or self.repeats.first(req.peer, status, now)):
-            access_log.info("network=%s src=%s %s %s %d %.1fms", self.network_id, req.peer,
-                            req.method, req.path, status, elapsed * 1000.0)
+        if access_log.isEnabledFor(logging.INFO):
+            # inspect's probes get their own (tagged) line: never counted in a 4xx summary
+            tag = probe_tag(req.header("User-Agent"))
+            if status < 400 or status >= 500 or tag or self.repeats.first(req.peer, status, now):
+                access_log.info("network=%s src=%s %s %s %d %.1fms%s", self.network_id,
+                                req.peer, req.method, req.path, status, elapsed * 1000.0, tag)
         return resp
 
     def flush_repeats(self, everything: bool = False) -> None:

@@ -149,6 +149,12 @@ def test_inspect_green_then_each_dead_daemon_is_named_and_fixed(setup):
         m("enable-isolated-metadata", net_id)
         _assert_green(m, net_id, inst, port)
 
+    # No instance ever asked: every request in the daemons' logs is inspect's, and tagged.
+    from mdtool.accesslog import read
+    lines = list(read([m.state_dir / "log" / f"{r}.log" for r in ("proxy", "agent", "metadata")]))
+    assert {a.role for a in lines} == {"proxy", "agent", "metadata"}
+    assert [a.line() for a in lines if not a.probe] == []
+
     m("disable-isolated-metadata", net_id)
     assert not netns_exists(f"qdhcp-{net_id}")
 

@@ -34,3 +34,10 @@ def test_the_proxy_summary_of_repeated_4xx_is_an_access_line_of_its_source():
     a = parse(line)
     assert (a.role, a.network, a.source) == ("proxy", NET, "10.0.0.5")
     assert Scope(addresses=frozenset({(NET, "10.0.0.5")})).keeps(a)
+
+
+def test_inspect_probes_are_marked():
+    assert not parse(AGENT).probe
+    tagged = parse(AGENT + " probe=mdtool-inspect")
+    assert tagged.probe and tagged.instance == VM
+    assert parse(META + " probe=mdtool-inspect").probe

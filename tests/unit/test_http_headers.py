@@ -36,7 +36,7 @@ def test_agent_builds_upstream_headers_from_the_allow_list():
     resp = asyncio.run(handler.handle(req))
     assert resp.status == 200
     sent = upstream.requests[0][2]
-    assert sent == [("Accept", "*/*"), ("Content-Type", "text/plain"),
+    assert sent == [("User-Agent", "curl/8"), ("Accept", "*/*"), ("Content-Type", "text/plain"),
                     ("X-Forwarded-For", "172.17.17.11"), ("X-Instance-ID", VM1),
                     ("X-Tenant-ID", "proj-1"),
                     ("X-Instance-ID-Signature", sign_instance_id(SECRET, VM1))]
@@ -44,7 +44,7 @@ def test_agent_builds_upstream_headers_from_the_allow_list():
 
 def test_proxy_passes_only_the_allow_list_and_states_identity():
     out = rules.upstream_headers([*SMUGGLED, *HARMLESS], "10.0.0.5", "net-1")
-    assert out == [("Accept", "*/*"), ("Content-Type", "text/plain"),
+    assert out == [("User-Agent", "curl/8"), ("Accept", "*/*"), ("Content-Type", "text/plain"),
                    ("X-Forwarded-For", "10.0.0.5"), ("X-Neutron-Network-ID", "net-1")]
 
 
@@ -77,3 +77,8 @@ def test_client_never_sends_or_relays_hop_by_hop_fields():
         "GET", "/", [("Connection", "close"), ("TE", "trailers"), ("Trailers", "x"),
                      ("Proxy-Authorization", "x"), ("Accept", "*/*")], b"", "h")
     assert raw == b"GET / HTTP/1.1\r\nAccept: */*\r\nHost: h\r\n\r\n"
+
+
+def test_inspect_probes_are_tagged_by_their_user_agent():
+    assert headers.probe_tag("mdtool-inspect/0.2.0") == " probe=mdtool-inspect"
+    assert headers.probe_tag("curl/8") == "" and headers.probe_tag(None) == ""

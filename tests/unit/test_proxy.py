@@ -93,7 +93,8 @@ def test_headers_reaching_the_agent(tmp_path):
         assert req.method == "GET"
         assert req.target == "/openstack/latest/meta_data.json?x=1"
         # Only the allow-list passes (mdtool.http.headers); the pool names its own Host.
-        assert req.headers == [("Accept", "*/*"), ("X-Forwarded-For", "127.0.0.1"),
+        assert req.headers == [("User-Agent", "curl/8"), ("Accept", "*/*"),
+                               ("X-Forwarded-For", "127.0.0.1"),
                                ("X-Neutron-Network-ID", NET), ("Host", "localhost")]
         await proxy.close(1)
         await pool.close()
