@@ -202,3 +202,34 @@ def test_instance_headers_never_reach_nova(site):
     assert sorted(n.lower() for n in nova.names[-1]) == [
         "accept", "host", "x-forwarded-for", "x-instance-id", "x-instance-id-signature",
         "x-tenant-id"]
+
+
+def test_https_nova_behind_the_real_chain(site, tmp_path_factory):
+    """#16.3: enable-isolated-metadata with an https Nova (its own CA): the instance is
+    served; with a CA that did not sign Nova's certificate it gets a 503, and the agent's
+    log says why."""
+    from tests.unit.test_agent_tls import TlsNova, make_pki
+
+    pki = make_pki(tmp_path_factory.mktemp("pki"))
+    nova = TlsNova(pki)
+    site.cleanup.add("nova", nova.close)
+    site.env.update(MDTOOL_NOVA_METADATA_HOST="localhost",
+                    MDTOOL_NOVA_METADATA_PORT=str(nova.port),
+                    MDTOOL_NOVA_METADATA_PROTOCOL="https",
+                    MDTOOL_AUTH_CA_CERT=str(pki / "nova-ca.pem"))
+    net = site.network("e2e-tls", "10.85.0.0/24")
+    site.mdtool("enable-isolated-metadata", net)
+    vm = site.instance("vm-tls", net)
+    site.mdtool("dnsmasq", "reload", net)
+    site.boot(vm)
+    code, body = http(site.curl(vm, "/openstack/latest/meta_data.json"))
+    assert code == 200 and json.loads(body)["uuid"] == vm.id
+    assert site.pid("metadata") is None  # Nova is remote: no local metadata service
+
+    os.kill(site.pid("agent"), 9)
+    site.env["MDTOOL_AUTH_CA_CERT"] = str(pki / "other-ca.pem")
+    site.mdtool("enable-isolated-metadata", net)
+    code, _ = http(site.curl(vm, "/openstack/latest/meta_data.json"))
+    assert code == 503
+    log = "".join(p.read_text() for p in site.state_dir.glob("log/*agent*"))
+    assert "its certificate is not trusted" in log and "check auth_ca_cert" in log

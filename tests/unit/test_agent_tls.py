@@ -49,8 +49,11 @@ def _leaf(d: Path, name: str, ca: str, ext: str) -> None:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def make_pki(d: Path) -> Path:
     """nova-ca signs Nova's certificate and the agent's; other-ca signs nothing we use."""
-    d = tmp_path_factory.mktemp("pki")
     _ca(d, "nova-ca")
     _ca(d, "other-ca")
     _leaf(d, "nova", "nova-ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
