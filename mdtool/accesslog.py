@@ -95,6 +95,19 @@ def _plain_ip(ip: str | None) -> str:
     return (ip or "").removeprefix("::ffff:").split("%")[0]
 
 
+def log_paths(config) -> list[Path]:
+    """Where each daemon writes (log_file, log_dir, or the background mode's state-dir file),
+    newest rotation last so the merge sees old lines first."""
+    from mdtool import daemons, logs
+    seen: list[Path] = []
+    for role in ROLES:
+        path = logs.destination(config, role) or daemons.logfile(config, role)
+        for p in (path.with_name(path.name + ".1"), path):
+            if p not in seen:
+                seen.append(p)
+    return seen
+
+
 def read(paths: Iterable[Path]) -> Iterator[Access]:
     """Every access line of the files (a missing file is no lines)."""
     for p in paths:

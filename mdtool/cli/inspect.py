@@ -14,11 +14,14 @@ from mdtool.cli.app import abort, make_console
 @click.command("inspect")
 @click.argument("network", required=False, shell_complete=complete.networks)
 @click.option("--port", "port_ref", metavar="PORT", shell_complete=complete.ports,
-              help="Probe as this port (id or name; default: the first port with an instance).")
+              help="This port's view (host file, lease, plug, route, last request) and the "
+                   "probe as it (default probe: the first port with an instance).")
+@click.option("--instance", "instance_ref", metavar="VM", shell_complete=complete.instances,
+              help="The same view for this instance's port on NETWORK.")
 @click.option("-f", "--format", "fmt", type=click.Choice(("table", "json")), default="table",
               show_default=True, help="Output format.")
 @click.pass_obj
-def inspect(ctx, network, port_ref, fmt):
+def inspect(ctx, network, port_ref, instance_ref, fmt):
     """Show NETWORK's namespace, addresses, routes, sockets, dnsmasq and daemons as the
     usual commands would, then check every piece and probe the metadata path
     (all networks this node serves when NETWORK is omitted). Exit 1 when a check fails."""
@@ -27,16 +30,18 @@ def inspect(ctx, network, port_ref, fmt):
     from mdtool.inspect import inspect_network
     from mdtool.inspect.report import to_dict
 
+    if port_ref and instance_ref:
+        abort("--port and --instance exclude each other", 2)
     if not network:
-        if port_ref:
-            abort("--port needs a NETWORK", 2)
+        if port_ref or instance_ref:
+            abort(f"{'--port' if port_ref else '--instance'} needs a NETWORK", 2)
         return _node_summary(ctx, fmt)
-    report = inspect_network(ctx.config, ctx.registry, network, port_ref)
+    report = inspect_network(ctx.config, ctx.registry, network, port_ref, instance_ref)
     if fmt == "json":
         click.echo(json.dumps(to_dict(report), indent=2))
     else:
         _show(_console(), report)
-    failed = [c for c in report.checks if not c.ok]
+    failed = report.failed
     if failed:
         ctx.say(f"[red]{len(failed)} check(s) failed[/red]: "
                 + "; ".join(c.name for c in failed))
@@ -150,19 +155,7 @@ def _show(console, report) -> None:
     console.print(daemons)
     console.print()
 
-    console.print(Text("# checks", style="bold cyan"))
-    # Lines, not a table: a table folds a long detail mid-UUID at 80 columns.
-    style = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red"),
-             "skip": ("skip", "dim")}
-    width = max(len(c.name) for c in report.checks)
-    console.print(Text(f"{'verdict':<7}  {'check':<{width}}  detail", style="bold"))
-    for c in report.checks:
-        word, colour = style[c.status]
-        console.print(Text.assemble((f"{word:<7}", colour), f"  {c.name:<{width}}  {c.detail}"))
-    for c in report.checks:
-        if not c.ok:
-            console.print(Text.assemble(("✗ ", "red"), (c.name, "bold"), f": {c.cause}"))
-            console.print(Text.assemble("    fix: ", (c.fix, "bold")))
+    _checks(console, "# checks", report.checks)
     p = o.probe
     console.print()
     console.print(Text("# probe", style="bold cyan"))
@@ -176,3 +169,26 @@ def _show(console, report) -> None:
         console.print(Text(f"proxy from inside {ns} (source: the namespace's own address): "
                            f"{p.proxy.describe()}"))
     console.print()
+    v = report.instance
+    if v is not None:
+        who = f"instance {v.instance.name} ({v.instance.id})" if v.instance else "no instance"
+        _checks(console, f"# port {v.port.id} ({v.port.mac_address}, {', '.join(v.ips)}): {who}",
+                report.instance_checks)
+        console.print()
+
+
+def _checks(console, heading: str, checks) -> None:
+    from rich.text import Text
+    console.print(Text(heading, style="bold cyan"))
+    # Lines, not a table: a table folds a long detail mid-UUID at 80 columns.
+    style = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red"),
+             "skip": ("skip", "dim")}
+    width = max(len(c.name) for c in checks)
+    console.print(Text(f"{'verdict':<7}  {'check':<{width}}  detail", style="bold"))
+    for c in checks:
+        word, colour = style[c.status]
+        console.print(Text.assemble((f"{word:<7}", colour), f"  {c.name:<{width}}  {c.detail}"))
+    for c in checks:
+        if not c.ok:
+            console.print(Text.assemble(("✗ ", "red"), (c.name, "bold"), f": {c.cause}"))
+            console.print(Text.assemble("    fix: ", (c.fix, "bold")))

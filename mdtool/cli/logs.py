@@ -8,19 +8,6 @@ from mdtool.cli import complete
 from mdtool.cli.app import abort
 
 
-def _paths(config) -> list:
-    """Where each daemon writes (log_file, log_dir, or the background mode's state-dir file),
-    newest rotation last so the merge sees old lines first."""
-    from mdtool import daemons, logs
-    seen: list = []
-    for role in ("proxy", "agent", "metadata"):
-        path = logs.destination(config, role) or daemons.logfile(config, role)
-        for p in (path.with_name(path.name + ".1"), path):
-            if p not in seen:
-                seen.append(p)
-    return seen
-
-
 def _scope(ctx, network, instance):
     from mdtool.accesslog import Scope
     reg = ctx.registry
@@ -52,11 +39,11 @@ def logs(ctx, network, instance, lines, follow):
     One request shows up once per daemon it crossed, so a failure shows where it stopped:
     the proxy's line without an agent line means the agent never saw it.
     """
-    from mdtool.accesslog import merged
+    from mdtool.accesslog import log_paths, merged
     if network and instance:
         abort("--network and --instance exclude each other", 2)
     scope = _scope(ctx, network, instance)
-    paths = _paths(ctx.config)
+    paths = log_paths(ctx.config)
     found = merged(paths, scope)
     for a in found[-lines:] if lines else found:
         click.echo(a.line())

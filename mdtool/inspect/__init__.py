@@ -16,10 +16,20 @@ from mdtool.registry import Registry
 
 
 def inspect_network(config: Config, registry: Registry, network_ref: str,
-                    port_ref: str | None = None):
-    """Observe and judge one network: a :class:`~mdtool.inspect.report.Report`."""
+                    port_ref: str | None = None, instance_ref: str | None = None):
+    """Observe and judge one network: a :class:`~mdtool.inspect.report.Report`; with
+    ``port_ref`` or ``instance_ref``, that instance's view too (and the probe as its port)."""
+    from mdtool.inspect import instance
     from mdtool.inspect.checks import evaluate
     from mdtool.inspect.observe import observe
     from mdtool.inspect.report import Report
-    obs = observe(config, registry, network_ref, port_ref)
-    return Report(obs, evaluate(obs))
+    port = None
+    if port_ref or instance_ref:
+        port = instance.pick(registry.get_network(network_ref), registry, port_ref, instance_ref)
+    obs = observe(config, registry, network_ref, port.id if port else None)
+    report = Report(obs, evaluate(obs))
+    if port is not None:
+        report.instance = instance.observe(config, registry, obs.ref, obs.network, port,
+                                           obs.dhcp_port)
+        report.instance_checks = instance.evaluate(report.instance)
+    return report

@@ -342,10 +342,16 @@ CHECKS = (
 
 
 def evaluate(o: Observation) -> list[Check]:
+    return evaluate_rules(CHECKS, o)
+
+
+def evaluate_rules(rules, subject) -> list[Check]:
+    """Run ``(check, needs)`` rules in order; one whose needs failed or were skipped is
+    skipped itself."""
     out: list[Check] = []
     judged: dict = {}
-    for check, needs in CHECKS:
-        c = check(o)
+    for check, needs in rules:
+        c = check(subject)
         blocked = next((judged[n] for n in needs if judged[n].status in (FAIL, SKIP)), None)
         if blocked is not None:
             c = Check(c.name, SKIP, f"not judged: needs '{blocked.name}'")

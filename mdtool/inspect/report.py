@@ -3,7 +3,7 @@ and what the text view is drawn from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mdtool.inspect import layout
 from mdtool.inspect.checks import Check
@@ -17,10 +17,16 @@ from mdtool.netns.ip_lib import Address, Link, Route
 class Report:
     observation: Observation
     checks: list[Check]
+    instance: object | None = None            # inspect.instance.InstanceView (--port/--instance)
+    instance_checks: list[Check] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return all(c.ok for c in self.checks + self.instance_checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks + self.instance_checks if not c.ok]
 
 
 def link_dict(l: Link) -> dict:
@@ -101,5 +107,27 @@ def to_dict(r: Report) -> dict:
                 **answer_dict(p.proxy), "ok": bool(proxy_check and proxy_check.status == "ok"),
                 "detail": proxy_check.detail if proxy_check else ""},
         },
+        "instance": None if r.instance is None else instance_dict(r),
         "ok": r.ok,
+    }
+
+
+def instance_dict(r: Report) -> dict:
+    v = r.instance
+    lease, route = v.lease(), v.metadata_route()
+    return {
+        "port": {"id": v.port.id, "mac_address": v.port.mac_address, "fixed_ips": v.ips},
+        "instance": None if v.instance is None else {"id": v.instance.id, "name": v.instance.name},
+        "host_file": {"path": v.host_file, "line": v.host_line()},
+        "lease": {"path": v.leases_file, "ip": lease.ip if lease else None,
+                  "expiry": lease.expiry if lease else None},
+        "plugged": None if v.plug is None else {"namespace": v.plug.namespace,
+                                                "ifname": v.plug.ifname,
+                                                "present": v.plug_ns_exists},
+        "metadata_route": None if route is None else {
+            "cidr": f"{route.destination}/{route.prefixlen}", "gateway": route.gateway,
+            "iface": route.ifname},
+        "last_request": None if v.last is None else {"ts": v.last.ts, "role": v.last.role,
+                                                     "line": v.last.message},
+        "checks": [c.as_dict() for c in r.instance_checks],
     }
