@@ -348,6 +348,9 @@ if [ -n "${reason:-}" ]; then
             [ -n "${new_rfc3442_classless_static_routes:-}" ] && classless="rfc3442:$new_rfc3442_classless_static_routes"
             configure "$new_ip_address" "$new_subnet_mask" "${new_routers:-}" "$classless" ;;
         EXPIRE|FAIL|RELEASE|STOP) ip addr flush dev "$interface" scope global ;;
+        BOUND6|RENEW6|REBIND6|REBOOT6)
+            ip -6 addr replace "$new_ip6_address/${new_ip6_prefixlen:-128}" dev "$interface" nodad
+            log "address6 $new_ip6_address/${new_ip6_prefixlen:-128}" ;;
     esac
 else
     log "udhcpc $1"
@@ -402,14 +405,17 @@ class DhcpClients:
         sh("ip", "addr", "flush", "dev", ifname, "scope", "global", netns=netns)
         sh("ip", "route", "flush", "dev", ifname, netns=netns, check=False)
 
-    def dhclient(self, netns: str, ifname: str = "eth0", timeout: float = 40) -> bool:
-        """One DHCP exchange with ISC dhclient; True when it got a lease. The daemon it
-        leaves behind after binding is killed here (and in cleanup, should this fail)."""
-        tag = f"{netns}-{ifname}"
+    def dhclient(self, netns: str, ifname: str = "eth0", timeout: float = 40,
+                 family: int = 4) -> bool:
+        """One DHCP exchange with ISC dhclient (``family=6``: DHCPv6, ``dhclient -6``); True
+        when it got a lease. The daemon it leaves behind after binding is killed here (and
+        in cleanup, should this fail)."""
+        tag = f"{netns}-{ifname}" + ("-6" if family == 6 else "")
         pidfile = self.workdir / f"dhclient-{tag}.pid"
-        leases = self.workdir / f"dhclient-{tag}.leases"
+        leases = self.leases_file(netns, ifname, family)
         self.cleanup.pidfile(pidfile, "dhclient", str(pidfile))
-        argv = ["ip", "netns", "exec", netns, "dhclient", "-1", "-v", "-sf", str(self.script),
+        argv = ["ip", "netns", "exec", netns, "dhclient", *(["-6"] if family == 6 else []),
+                "-1", "-v", "-sf", str(self.script),
                 "-cf", str(self.conf), "-lf", str(leases), "-pf", str(pidfile), ifname]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                              env=self._env(), stdin=subprocess.DEVNULL)
@@ -421,6 +427,9 @@ class DhcpClients:
         except (OSError, ValueError, IndexError):
             pass
         return res.returncode == 0
+
+    def leases_file(self, netns: str, ifname: str = "eth0", family: int = 4) -> Path:
+        return self.workdir / f"dhclient-{netns}-{ifname}{'-6' if family == 6 else ''}.leases"
 
     def udhcpc(self, netns: str, ifname: str = "eth0", tries: int = 4,
                timeout: float = 40) -> bool:
