@@ -79,16 +79,19 @@ def plug(config: Config, port: model.Port, network: model.Network, namespace: st
     into another namespace that still exists (one port, one MAC, one place)."""
     from mdtool.netns import ip_lib
     from mdtool.netns import plug as netns_plug
+    from mdtool.netns.actions import apply
     old = read(config, port.id)
     if old is not None and old.namespace != namespace and ip_lib.namespace_exists(old.namespace):
         raise Conflict(f"port {port.id} is plugged into namespace {old.namespace}: "
                        f"mdtool port-unplug {port.id} {old.namespace}")
+    # plan first: bad input (an interface name) is refused before anything is written
+    actions = netns_plug.plug(port, network, namespace, ifname=ifname, dry_run=True)
     if not dry_run:
         ensure_dir(plugs_dir(config), 0o755)
         write_atomic(_path(config, port.id), json.dumps(asdict(Plug(
             port.id, network.id, namespace, ifname, network.bridge)), indent=1) + "\n", 0o644)
-    return [a.text for a in netns_plug.plug(port, network, namespace, ifname=ifname,
-                                            dry_run=dry_run)]
+        apply(actions)
+    return [a.text for a in actions]
 
 
 def unplug(config: Config, port_id: str, namespace: str | None = None, *,

@@ -51,7 +51,9 @@ def list_(ctx, fmt, columns):
                 continue  # never brought up: nothing to report
             state = "missing (mdtool netns up)"
         elif net is None:
-            state = "unknown network (stale? mdtool netns down is not possible: ip netns delete)"
+            state = ("not in the registry: an orphan of this node (mdtool cleanup)"
+                     if ctx.config.dhcp_dir(nid).is_dir() else
+                     "not in the registry (another state dir's)")
         else:
             plan = node(ctx).netns_up(nid, dry_run=True)
             state = "ok" if not plan else f"drift: {len(plan)} change(s) needed (mdtool netns up)"

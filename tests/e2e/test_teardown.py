@@ -106,6 +106,8 @@ def test_netns_down_of_a_deleted_network_names_cleanup(site):
     r = site.mdtool("net-delete", net, check=False)  # no port left, but served here
     assert r.returncode == 2 and f"mdtool disable-isolated-metadata {net}" in r.stderr, r
     _delete_rows(site, "networks", "id", net)  # by hand
+    rows = {r["namespace"]: r["state"] for r in site.json("netns", "list")}
+    assert "mdtool cleanup" in rows[f"qdhcp-{net}"], rows
     r = site.mdtool("netns", "down", net, check=False)
     assert r.returncode == 2 and "mdtool cleanup" in r.stderr, r
     site.mdtool("cleanup")
