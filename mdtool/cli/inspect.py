@@ -23,8 +23,9 @@ from mdtool.cli.app import abort, make_console
 @click.pass_obj
 def inspect(ctx, network, port_ref, instance_ref, fmt):
     """Show NETWORK's namespace, addresses, routes, sockets, dnsmasq and daemons as the
-    usual commands would, then check every piece and probe the metadata path
-    (all networks this node serves when NETWORK is omitted). Exit 1 when a check fails."""
+    usual commands would, then check every piece (one cause per fault) and probe the
+    metadata path. Without NETWORK: one line and a row per network this node serves, and
+    what the registry no longer knows (fix: mdtool cleanup). Exit 1 when a check fails."""
     import json
 
     from mdtool.inspect import inspect_network
