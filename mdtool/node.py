@@ -244,6 +244,12 @@ class NodeRunner:
             if self.metrics:
                 self.metrics.failures.inc()
             return False
+        except Exception:  # a bug in one network's run must not stop serving the others:
+            log.exception("network %s (%s): unexpected error", network_id, reason)  # said, loudly
+            self.failed.add(network_id)
+            if self.metrics:
+                self.metrics.failures.inc()
+            return False
         if self.metrics:
             self.metrics.converges.labels(reason).inc()
         if network_id in self.failed:
@@ -262,6 +268,8 @@ class NodeRunner:
         snapshot = SnapshotRegistry(self.registry)  # one read for all the networks
         with ip_lib.batch():
             for nid in want:
+                if self._stopping.is_set():  # SIGTERM during a long resync: stop here
+                    break
                 snapshot.refresh()
                 self.converge(nid, reason, snapshot)
         for nid in set(self.served) - set(want):

@@ -47,6 +47,11 @@ def targets(r: dict) -> dict:
             t[f"node: p99 change latency, one port among {n} networks < 1 s"] = \
                 nd["change"]["p99_ms"] < 1000
         t["node: port-create -> lease < 2 s (p99)"] = nd["lease"]["p99_ms"] < 2000
+        two = nd.get("two_nodes") or {}
+        if "p99_ms" in two:
+            t["node: two nodes, port-create -> lease < 2 s (p99)"] = two["p99_ms"] < 2000
+            t["node: two nodes, port-create -> both dnsmasq < 1 s (p99)"] = \
+                two["reload_p99_ms"] < 1000
         t["node: dead process serving again within 2 s (worst)"] = \
             max(v["max_ms"] for v in nd["respawn"].values()) < 2000
     return t
@@ -149,6 +154,14 @@ def markdown(r: dict) -> str:
         for what, v in nd["respawn"].items():
             lines.append(f"| respawn {what}: SIGKILL -> working again, median / worst "
                          f"({v['samples']}) | {v['median_ms']:.0f} / {v['max_ms']:.0f} ms |")
+        two = nd.get("two_nodes") or {}
+        if "skipped" in two:
+            lines.append(f"| two nodes | skipped: {two['skipped']} |")
+        elif two:
+            lines += [f"| two nodes (PostgreSQL): port-create -> both dnsmasq, p50 / p99 | "
+                      f"{two['reload_p50_ms']:.0f} / {two['reload_p99_ms']:.0f} ms |",
+                      f"| two nodes: port-create -> lease, p50 / p99 ({two['samples']} samples) | "
+                      f"{two['p50_ms']:.0f} / {two['p99_ms']:.0f} ms |"]
         lines.append("")
     t = targets(r)
     if t:

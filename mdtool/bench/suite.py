@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -743,39 +745,10 @@ def node(h: Harness, sizes: Sizes, log=print) -> dict:
 
     # write -> lease: an instance whose port is created while its udhcpc already asks
     net = nets[0]
-    hook = sd / "udhcpc-hook.sh"
-    hook.write_text(UDHCPC_HOOK)
-    os.chmod(hook, 0o755)
-    first = reg.create_port(net.id)
-    inst_ns = h.name("bi")
-    h.cleanup.add("instance namespace", lambda: delete_netns(inst_ns))
-    h.cleanup.add("instance tap", lambda: delete_link("tap" + first.id[:11]))
-    wait_for(lambda: first.mac_address in (sd / "dhcp" / net.id / "host").read_text(), 30,
-             "the first port in dnsmasq")
+    first, inst_ns, hook = _lease_instance(h, reg, net.id, sd, [sd / "dhcp" / net.id / "host"])
     h.cli(sd, "port-plug", first.id, inst_ns)
-    mac = first.mac_address
-    reg.delete_port(first.id)
-    lease_ms, reload_ms = [], []
-    for _ in range(sizes.node_samples):
-        host_file = sd / "dhcp" / net.id / "host"
-        wait_for(lambda: mac not in host_file.read_text(), 30, "the old port to leave dnsmasq")
-        ip("addr", "flush", "dev", "eth0", "scope", "global", netns=inst_ns)
-        t0 = time.perf_counter()
-        port = reg.create_port(net.id, mac_address=mac)
-        client = subprocess.Popen(["ip", "netns", "exec", inst_ns, "udhcpc", "-f", "-q", "-n",
-                                   "-i", "eth0", "-t", "5", "-T", "1", "-A", "1",
-                                   "-O", "staticroutes", "-s", str(hook)],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        wait_for(lambda: mac in host_file.read_text(), 30, "the port in dnsmasq")
-        reload_ms.append((time.perf_counter() - t0) * 1000)
-        if client.wait(timeout=30) != 0:
-            raise RuntimeError("udhcpc got no lease after port-create")
-        lease_ms.append((time.perf_counter() - t0) * 1000)
-        reg.delete_port(port.id)
-    out["lease"] = {"samples": len(lease_ms), "p50_ms": _pct(lease_ms, 50),
-                    "p99_ms": _pct(lease_ms, 99), "reload_p50_ms": _pct(reload_ms, 50),
-                    "reload_p99_ms": _pct(reload_ms, 99)}
+    out["lease"] = _lease_samples(reg, net.id, first, inst_ns, hook,
+                                  [sd / "dhcp" / net.id / "host"], sizes.node_samples)
     log(f"  port-create -> lease: p50 {out['lease']['p50_ms']:.0f} ms, p99 "
         f"{out['lease']['p99_ms']:.0f} ms (dnsmasq has it after p50 "
         f"{out['lease']['reload_p50_ms']:.0f} ms)")
@@ -816,7 +789,144 @@ def node(h: Harness, sizes: Sizes, log=print) -> dict:
     out["resync"] = {"networks": count, "seconds": seconds}
     log(f"  full resync over {count} networks (nothing to change): {seconds:.2f} s")
     stop(proc)
+    out["two_nodes"] = node_two(h, sizes, log)
     return out
+
+
+def _lease_instance(h: Harness, reg, net_id: str, sd: Path, host_files: list[Path]):
+    """A port for the instance of the lease samples, in every host file; its namespace name
+    (port-plug makes it) and the udhcpc hook: (port, namespace, hook)."""
+    hook = sd / "udhcpc-hook.sh"
+    hook.write_text(UDHCPC_HOOK)
+    os.chmod(hook, 0o755)
+    first = reg.create_port(net_id)
+    inst_ns = h.name("bi")
+    h.cleanup.add("instance namespace", lambda: delete_netns(inst_ns))
+    h.cleanup.add("instance tap", lambda: delete_link("tap" + first.id[:11]))
+    wait_for(lambda: all(first.mac_address in f.read_text() for f in host_files), 30,
+             "the instance's port in dnsmasq")
+    return first, inst_ns, hook
+
+
+def _lease_samples(reg, net_id: str, first, inst_ns: str, hook: Path, host_files: list[Path],
+                   samples: int) -> dict:
+    """Write -> lease, ``samples`` times: the port ``first`` (plugged in ``inst_ns``) is
+    deleted until every host file forgot its MAC, a port with that MAC is created and
+    udhcpc starts at once. Also write -> every host file has it ("reload")."""
+    mac = first.mac_address
+    reg.delete_port(first.id)
+    lease_ms, reload_ms = [], []
+
+    def everywhere(present: bool) -> bool:
+        return all((mac in f.read_text()) == present for f in host_files)
+    for _ in range(samples):
+        wait_for(lambda: everywhere(False), 30, "the old port to leave dnsmasq")
+        ip("addr", "flush", "dev", "eth0", "scope", "global", netns=inst_ns)
+        t0 = time.perf_counter()
+        port = reg.create_port(net_id, mac_address=mac)
+        client = subprocess.Popen(["ip", "netns", "exec", inst_ns, "udhcpc", "-f", "-q", "-n",
+                                   "-i", "eth0", "-t", "10", "-T", "1", "-A", "1",
+                                   "-O", "staticroutes", "-s", str(hook)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        wait_for(lambda: everywhere(True), 30, "the port in dnsmasq")
+        reload_ms.append((time.perf_counter() - t0) * 1000)
+        if client.wait(timeout=30) != 0:
+            raise RuntimeError("udhcpc got no lease after port-create")
+        lease_ms.append((time.perf_counter() - t0) * 1000)
+        reg.delete_port(port.id)
+    return {"samples": len(lease_ms), "p50_ms": _pct(lease_ms, 50), "p99_ms": _pct(lease_ms, 99),
+            "reload_p50_ms": _pct(reload_ms, 50), "reload_p99_ms": _pct(reload_ms, 99)}
+
+
+def _pg_admin_url() -> str | None:
+    """A PostgreSQL server to create a database on: MDTOOL_BENCH_PG, else the local socket."""
+    url = os.environ.get("MDTOOL_BENCH_PG")
+    if url:
+        return url
+    try:
+        if any(f.startswith(".s.PGSQL.") for f in os.listdir("/var/run/postgresql")):
+            return "postgresql:///postgres"
+    except OSError:
+        pass
+    return None
+
+
+def _pg_admin(url: str, sql: str) -> None:
+    import sqlalchemy as sa
+    engine = sa.create_engine(sa.engine.make_url(url).set(drivername="postgresql+psycopg2"),
+                              isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+def node_two(h: Harness, sizes: Sizes, log=print) -> dict:
+    """Two nodes on one PostgreSQL registry, on this machine (node B in a mount namespace
+    of its own whose /run/netns is private, as tests/e2e/test_multinode.py does): write ->
+    both host files, and write -> lease with both dnsmasq on the network."""
+    import sqlalchemy as sa
+    from mdtool.registry import open_registry
+    admin = _pg_admin_url()
+    if admin is None or shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return {"skipped": "needs a PostgreSQL server (MDTOOL_BENCH_PG), unshare and nsenter"}
+    db = f"mdtool_bench_{h.tag}"
+    _pg_admin(admin, f'CREATE DATABASE "{db}"')
+    h.cleanup.add("bench database", lambda: _pg_admin(admin, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    url = sa.engine.make_url(admin).set(database=db).render_as_string(hide_password=False)
+    os.makedirs("/run/netns", exist_ok=True)
+    holder = h.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                      f"mount -t tmpfs mdtool-bench-{h.tag} /run/netns && exec sleep 3600"])
+    wait_for(lambda: Path(f"/proc/{holder.pid}/cmdline").read_bytes().startswith(b"sleep"), 10,
+             "the mount-namespace holder")
+    reg = open_registry(url)
+    h.cleanup.add("node registry (PostgreSQL)", reg.engine.dispose)
+    net = reg.create_network(h.name("bn"))
+    reg.create_subnet(net.id, "10.159.0.0/24", no_gateway=True)
+    nodes = []
+    for label, prefix in (("a", []), ("b", ["nsenter", f"--mount=/proc/{holder.pid}/ns/mnt", "--"])):
+        sd = h.state_dir(f"node-{label}")
+        # one host network stack: each node's metadata service on its own Unix socket only
+        env = {k: v for k, v in h.env(sd).items()
+               if k not in ("MDTOOL_METADATA_LISTEN_PORT", "MDTOOL_NOVA_METADATA_URL")}
+        env.update(MDTOOL_DB=url, MDTOOL_HOST=f"bench-{h.tag}-{label}")
+        reg.serve_network(net.id, env["MDTOOL_HOST"])
+        log_path = sd / "node.log"
+        out_f = open(log_path, "ab")
+        proc = subprocess.Popen(prefix + [sys.executable, "-m", "mdtool", "node", "run",
+                                          "--resync-interval", "3600"],
+                                stdin=subprocess.DEVNULL, stdout=out_f, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        out_f.close()
+
+        def teardown(sd=sd, proc=proc, prefix=prefix):
+            stop(proc)
+            for pidname in ("proxy", "agent", "metadata"):
+                _kill_pidfile(sd / f"{pidname}.pid", sd)
+            _kill_pidfile(sd / "dhcp" / net.id / "pid", sd)
+            subprocess.run(prefix + ["ip", "netns", "del", "qdhcp-" + net.id],
+                           capture_output=True, timeout=30)
+        h.cleanup.add(f"node {label}", teardown)
+        nodes.append((sd, proc, log_path))
+    for sd, proc, log_path in nodes:
+        wait_for(lambda: proc.poll() is not None or _resync_seconds(log_path, 0)[0], 300,
+                 "node run's first resync")
+        if proc.poll() is not None:
+            raise RuntimeError(f"node run exited ({proc.returncode}); see {log_path}")
+    h.cleanup.add("bridge", lambda: delete_link(net.bridge))
+    for link in json.loads(ip("-j", "link", "show").stdout or "[]"):  # both DHCP veths
+        if link.get("ifalias", "") in (f"mdtool:dhcp:{net.id}",):
+            h.cleanup.add("veth", lambda n=link["ifname"]: delete_link(n))
+    files = [sd / "dhcp" / net.id / "host" for sd, _, _ in nodes]
+    first, inst_ns, hook = _lease_instance(h, reg, net.id, nodes[0][0], files)
+    h.cli(nodes[0][0], "--db", url, "port-plug", first.id, inst_ns)
+    res = _lease_samples(reg, net.id, first, inst_ns, hook, files, sizes.node_samples)
+    log(f"  two nodes (PostgreSQL): port-create -> both dnsmasq p50 {res['reload_p50_ms']:.0f} ms,"
+        f" p99 {res['reload_p99_ms']:.0f} ms; -> lease p50 {res['p50_ms']:.0f} ms, "
+        f"p99 {res['p99_ms']:.0f} ms")
+    return res
 
 
 def _unix_answers(path: Path) -> bool:

@@ -23,12 +23,14 @@ def systemd():
               help="mdtool executable for ExecStart (default: the one running now).")
 @click.pass_obj
 def render(ctx, output_dir, env_file, dry_run, mdtool_path):
-    """The units of the proxy, agent and metadata service (hardened: read-only system,
-    only the capabilities each daemon needs) and of `node run` (which starts and supervises
-    dnsmasq and those three itself), with the effective configuration (state dir, --db,
-    --config-file, MDTOOL_* variables) in an EnvironmentFile of mode 0600: no password or
-    secret on a command line or in a unit. Printed, or written to --output-dir (says what
-    changed).
+    """Units for the three daemons and for `node run`.
+
+    The proxy, agent and metadata service units are hardened (read-only system, only the
+    capabilities each daemon needs); mdtool-node runs `node run`, which starts and
+    supervises dnsmasq and those three itself. The effective configuration (state dir,
+    --db, --config-file, MDTOOL_* variables) goes in an EnvironmentFile of mode 0600: no
+    password or secret on a command line or in a unit. Printed, or written to --output-dir
+    (says what changed).
 
     \b
     Then either the node:

@@ -94,6 +94,9 @@ def test_port_create_reaches_dnsmasq_and_port_delete_leaves_it(site, served_net)
     wait_for(lambda: vm.mac not in _host_file(site.state_dir, served_net), 2,
              "the deleted port to leave dnsmasq's host file")
     assert "SIGHUP" in node.text()
+    host = site.json("net-show", served_net)["hosts"]
+    assert len(host) == 1 and f"served by: {host[0]}" in site.mdtool("inspect", served_net,
+                                                                     check=False).stdout
 
 
 def _sigkill(pid: int) -> None:
