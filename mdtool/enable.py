@@ -1,86 +1,93 @@
 """enable-isolated-metadata / disable-isolated-metadata: every step, only what is missing.
 
-Each step observes, then changes only what differs, and records how to undo what it
-changed; when a later step fails, the earlier steps of this run are undone in reverse.
+Observe, plan, apply (``mdtool.plan``): one look at the registry, the kernel, the files and
+the processes; a plan per step (DHCP port, namespace, dnsmasq files and process, metadata,
+agent, proxy, the proxy serving this network, the registry's record); then the actions in
+order. ``--dry-run`` prints the same plan and applies nothing, so a real run right after a
+dry run does what the dry run said. When an action fails, what this run did is undone in
+reverse, and an undo that fails is named in the error.
 """
 
 from __future__ import annotations
 
-import socket
-import time
-from dataclasses import dataclass, field
 from typing import Callable
 
-from mdtool import daemons, model
+from mdtool import daemons, model, process
 from mdtool.config import Config
-from mdtool.errors import MdtoolError, OperationFailed
+from mdtool.errors import BadInput
 from mdtool.pipeline import Node
+from mdtool.plan import Action, Run, Step, StepFailed  # noqa: F401 (StepFailed: callers)
 from mdtool.registry import Registry
 
 PROXY_WAIT = 5.0
 
 
-@dataclass
-class Step:
-    name: str
-    changes: list[str] = field(default_factory=list)
-    undo: Callable[[], object] | None = None
-    note: str = ""
-
-
-class StepFailed(OperationFailed):
-    pass
-
-
-def _proxy_listening(network_id: str, port: int = 80) -> bool:
-    """Does something accept on 169.254.169.254:80 inside the network's namespace?"""
+def _proxy_listener(network_id: str) -> process.Listener:
     from mdtool.netns import names
-    from mdtool.netns.switch import run_in_netns
-
-    def probe() -> bool:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(0.5)
-        try:
-            s.connect((model.METADATA_IPV4, port))
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
-
-    try:
-        return run_in_netns(names.namespace_name(network_id), probe)
-    except Exception:
-        return False
+    return process.Listener.tcp(model.METADATA_IPV4, 80, netns=names.namespace_name(network_id))
 
 
-def wait_proxy(network_id: str, timeout: float = PROXY_WAIT) -> bool:
+def wait_serving(config: Config, network_id: str, timeout: float = PROXY_WAIT) -> None:
+    """Wake the proxy (it looks for new namespaces at once) and wait until that very process
+    holds 169.254.169.254:80 in the network's namespace."""
+    import time
+    listener = _proxy_listener(network_id)
+    pm = daemons.manager(config, "proxy")
+    daemons.wake_proxy(config)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _proxy_listening(network_id):
-            return True
+    while True:
+        ours, others = process.listener_holders(listener, pm.pid)
+        if others:
+            raise BadInput(process.held_sentence(listener, others[0]))
+        if ours:
+            return
+        if time.monotonic() > deadline:
+            from mdtool.errors import OperationFailed
+            raise OperationFailed(f"the proxy does not listen on {listener} "
+                                  f"(log: {daemons.logfile(config, 'proxy')})")
         time.sleep(0.02)
-    return False
+
+
+def _plan_serving(config: Config, net: model.Network, proxy_restarts: bool,
+                  namespace_exists: bool) -> Step:
+    """The proxy serves this network: our proxy holds 169.254.169.254:80 in its namespace;
+    anyone else there is an error naming it."""
+    listener = _proxy_listener(net.id)
+    if namespace_exists:
+        ours, others = process.listener_holders(listener, daemons.manager(config, "proxy").pid)
+        if others:
+            raise BadInput(process.held_sentence(listener, others[0]))
+        if ours and not proxy_restarts:
+            return Step("proxy serving")
+    return Step("proxy serving", [Action(f"wait for mdtool proxy to listen on {listener}",
+                                         lambda: wait_serving(config, net.id))])
+
+
+def _plan_served(config: Config, registry: Registry, net: model.Network, serve: bool) -> Step:
+    """The registry's record that this node serves ``net`` (what every `node run` follows)."""
+    if (config.host in net.hosts) == serve:
+        return Step("served by this node")
+    on, off = registry.serve_network, registry.unserve_network
+    do, undo = (on, off) if serve else (off, on)
+    text = (f"record {config.host} as serving {net.name}" if serve
+            else f"forget {config.host} serving {net.name}")
+    return Step("served by this node", [Action(text, lambda: do(net.id, config.host),
+                                               lambda: undo(net.id, config.host))])
+
+
+def _plan_daemon(config: Config, role: str) -> Step:
+    pm = daemons.manager(config, role)
+    st = pm.check()
+    return Step(role, [Action(t, pm.enable, pm.disable if st.pid is None else None)
+                       for t in pm.plan(st)])
 
 
 def enable(config: Config, registry: Registry, network_ref: str, *, dry_run: bool = False,
            on_step: Callable[[Step], None] = lambda s: None) -> list[Step]:
     node = Node(config, registry)
-    done: list[Step] = []
+    run = Run(dry_run=dry_run, on_step=on_step)
 
-    def run(name: str, fn: Callable[[], Step]) -> Step:
-        try:
-            step = fn()
-        except MdtoolError as e:
-            undone = rollback(done)
-            what = f"; rolled back: {', '.join(undone)}" if undone else ""
-            raise StepFailed(f"step '{name}' failed: {e}{what}") from e
-        step.name = name
-        done.append(step)
-        on_step(step)
-        return step
-
-    # 1. registry
+    # 1. registry: the network and its DHCP subnets
     def check() -> Step:
         st = node.dhcp(network_ref, create=False)
         gw = [s.cidr for s in st.network.subnets if s.enable_dhcp and s.ip_version == 4 and s.gateway_ip]
@@ -88,106 +95,49 @@ def enable(config: Config, registry: Registry, network_ref: str, *, dry_run: boo
                 "and a default route") if gw else ""
         return Step("registry", note=note)
 
-    run("registry", check)
+    run.apply(run.plan("registry", check))
     net = registry.get_network(network_ref)
+    port = node.own_dhcp_port(net)
 
-    # 2. the DHCP port in the registry
-    def dhcp_port() -> Step:
-        existing = node.dhcp(net.id, create=False).port
-        if existing is not None:
-            return Step("DHCP port")
-        if dry_run:
-            return Step("DHCP port", [f"reserve DHCP port on {net.name}"])
-        st = node.dhcp(net.id, create=True)
-        return Step("DHCP port", st.changes, undo=lambda: node.release_dhcp_port(net.id))
+    # 2. the DHCP port in the registry: everything after it needs its MAC and addresses
+    if port is None:
+        def reserve() -> list[str]:
+            return node.dhcp(net.id, create=True).changes
+        run.apply(Step("DHCP port", [Action(f"reserve DHCP port on {net.name}", reserve,
+                                            lambda: node.release_dhcp_port(net.id))]))
+        if not dry_run:
+            net = registry.get_network(net.id)
+            port = node.own_dhcp_port(net)
+    else:
+        run.apply(Step("DHCP port"))
 
-    run("DHCP port", dhcp_port)
-
-    # 3. namespace, veth, addresses
-    def namespace() -> Step:
-        if dry_run and node.dhcp(net.id, create=False).port is None:
-            return Step("namespace", [f"create namespace qdhcp-{net.id}, the DHCP port veth, "
-                                      "its addresses and 169.254.169.254/32"])
-        created_ns = not _namespace_exists(net.id)
-        changes = node.netns_up(net.id, dry_run=dry_run)
-        undo = (lambda: node.netns_down(net.id)) if created_ns and changes and not dry_run else None
-        return Step("namespace", changes, undo=undo)
-
-    run("namespace", namespace)
-
-    # 4. dnsmasq
-    def dnsmasq() -> Step:
-        from mdtool.dnsmasq import control
-        running = control.running_pid(config, net.id) is not None
-        if dry_run:
-            return Step("dnsmasq", [] if running else [f"render files and start dnsmasq for {net.name}"])
-        if running:
-            return Step("dnsmasq", node.dnsmasq_reload(net.id))
-        node.dnsmasq_render(net.id)
-        changes = node.dnsmasq_start(net.id)
-        return Step("dnsmasq", changes, undo=lambda: node.dnsmasq_stop(net.id))
-
-    run("dnsmasq", dnsmasq)
-
-    # 5-7. shared daemons: metadata (when local), agent, proxy
+    # 3-9: planned from one observation, then applied in order
+    ns_exists = _namespace_exists(net.id)
+    steps: list[Step] = []
+    if port is None:  # dry run before the port exists: what it will do, in outline
+        steps.append(Step("namespace", [Action(
+            f"create namespace qdhcp-{net.id}, the DHCP port veth, its addresses and "
+            "169.254.169.254/32", lambda: None)]))
+        steps.append(Step("dnsmasq", [Action(f"render files and start dnsmasq for {net.name}",
+                                             lambda: None)]))
+    else:
+        steps.append(run.plan("namespace", lambda: Step("namespace", node.plan_netns_up(net, port))))
+        steps.append(run.plan("dnsmasq", lambda: Step("dnsmasq", node.plan_dnsmasq(net, port))))
     for role in daemons.ROLES:
+        name = role if role != "metadata" else "metadata service"
         if role == "metadata" and not config.nova_metadata_is_local:
-            def skip() -> Step:
-                return Step("metadata", note=f"not started: agent forwards to {config.nova_metadata_url}")
-            run("metadata service", skip)
+            steps.append(Step(name, note=f"not started: agent forwards to {config.nova_metadata_url}"))
             continue
-
-        def start(role=role) -> Step:
-            pm = daemons.manager(config, role)
-            st = pm.check()
-            planned = pm.plan(st)
-            if dry_run or not planned:
-                return Step(role, planned)
-            done = pm.enable()
-            return Step(role, done, undo=pm.disable if st.pid is None else None)
-
-        run(role if role != "metadata" else "metadata service", start)
-
-    # 8. the proxy serves this network (a running proxy picks new namespaces up by itself)
-    def serving() -> Step:
-        if dry_run:
-            return Step("proxy serving")
-        if _proxy_listening(net.id):
-            return Step("proxy serving")
-        daemons.wake_proxy(config)  # rather than wait for its next poll
-        if not wait_proxy(net.id):
-            raise OperationFailed(f"the proxy does not listen on {model.METADATA_IPV4}:80 in "
-                                  f"qdhcp-{net.id} (log: {daemons.logfile(config, 'proxy')})")
-        return Step("proxy serving")
-
-    run("proxy serving", serving)
+        steps.append(run.plan(name, lambda role=role: _plan_daemon(config, role)))
+    proxy_restarts = bool(steps[-1].actions)
+    steps.append(run.plan("proxy serving",
+                          lambda: _plan_serving(config, net, proxy_restarts, ns_exists)))
 
     # 9. the registry says this node serves the network (every `node run` follows it)
-    def record() -> Step:
-        if config.host in registry.get_network(net.id).hosts:
-            return Step("served by this node")
-        change = [f"record {config.host} as serving {net.name}"]
-        if dry_run:
-            return Step("served by this node", change)
-        registry.serve_network(net.id, config.host)
-        return Step("served by this node", change,
-                    undo=lambda: registry.unserve_network(net.id, config.host))
-
-    run("served by this node", record)
-    return done
-
-
-def rollback(steps: list[Step]) -> list[str]:
-    undone = []
-    for step in reversed(steps):
-        if step.undo is None:
-            continue
-        try:
-            step.undo()
-            undone.append(step.name)
-        except Exception:  # keep undoing the rest; the error that matters is the first
-            pass
-    return undone
+    steps.append(run.plan("served by this node", lambda: _plan_served(config, registry, net, True)))
+    for step in steps:
+        run.apply(step)
+    return run.steps
 
 
 def _namespace_exists(network_id: str) -> bool:
@@ -208,40 +158,45 @@ def disable(config: Config, registry: Registry, network_ref: str, *, dry_run: bo
     from mdtool.dnsmasq import control
     node = Node(config, registry)
     net = registry.get_network(network_ref)
+    run = Run(dry_run=dry_run, on_step=on_step)
     steps: list[Step] = []
 
-    def record(step: Step) -> None:
-        steps.append(step)
-        on_step(step)
-
     # first, so a `node run` of this host stops converging it back
-    serving = config.host in net.hosts
-    if dry_run:
-        record(Step("served by this node", [f"forget {config.host} serving {net.name}"] if serving else []))
-    else:
-        record(Step("served by this node", [f"forget {config.host} serving {net.name}"]
-                    if registry.unserve_network(net.id, config.host) else []))
-    running = control.running_pid(config, net.id) is not None
-    if dry_run:
-        record(Step("dnsmasq", [f"stop dnsmasq for {net.name}"] if running else []))
-    else:
-        record(Step("dnsmasq", node.dnsmasq_stop(net.id)))
-    record(Step("namespace", node.netns_down(net.id, dry_run=dry_run)))
-    has_port = node.own_dhcp_port(net) is not None
-    if dry_run:
-        record(Step("DHCP port", [f"release DHCP port on {net.name}"] if has_port else []))
-        record(Step("files", [f"remove {config.dhcp_dir(net.id)}"] if config.dhcp_dir(net.id).exists() else []))
-    else:
-        record(Step("DHCP port", node.release_dhcp_port(net.id)))
-        record(Step("files", node.forget_dhcp_files(net.id)))
+    steps.append(run.plan("served by this node", lambda: _plan_served(config, registry, net, False)))
+
+    def dnsmasq() -> Step:
+        pid = control.running_pid(config, net.id)
+        if pid is None:
+            return Step("dnsmasq")
+        return Step("dnsmasq", [Action(f"stop dnsmasq for {net.name} (pid {pid})",
+                                       lambda: control.stop(config, net.id))])
+
+    steps.append(run.plan("dnsmasq", dnsmasq))
+    steps.append(run.plan("namespace", lambda: Step("namespace", node.plan_netns_down(net))))
+
+    def port_and_files() -> list[Step]:
+        port = node.own_dhcp_port(net)
+        release = [] if port is None else [Action(
+            f"release DHCP port {port.id[:8]}", lambda: registry.delete_port(port.id))]
+        d = config.dhcp_dir(net.id)
+        remove = [Action(f"remove {d}", lambda: node.forget_dhcp_files(net.id))] if d.exists() else []
+        return [Step("DHCP port", release), Step("files", remove)]
+
+    steps += port_and_files()
     others = [n for n in enabled_networks(config) if n != net.id]
     for role in reversed(daemons.ROLES):
         if others:
-            record(Step(role, note=f"kept: {len(others)} other network(s) use it"))
+            steps.append(Step(role, note=f"kept: {len(others)} other network(s) use it"))
             continue
-        is_running = daemons.running(config, role) is not None
-        if dry_run:
-            record(Step(role, [f"stop mdtool {role}"] if is_running else []))
-        else:
-            record(Step(role, [f"stop mdtool {role}"] if daemons.stop(config, role) else []))
-    return steps
+
+        def stop(role=role) -> Step:
+            pm = daemons.manager(config, role)
+            pid = pm.check().pid
+            if pid is None:
+                return Step(role)
+            return Step(role, [Action(f"stop mdtool {role} (pid {pid})", pm.disable)])
+
+        steps.append(run.plan(role, stop))
+    for step in steps:
+        run.apply(step)
+    return run.steps

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from mdtool import model
 from mdtool.config import Config
 from mdtool.errors import BadInput
+from mdtool.plan import Action, Run, Step
 from mdtool.registry import Registry
+
+
+def _apply(actions: list[Action]) -> list[str]:
+    """Apply one command's actions in order, with rollback; what was done."""
+    return Run(dry_run=False).apply(Step("", actions)).changes
 
 
 @dataclass
@@ -101,11 +107,10 @@ class Node:
         return [f"write {n}" for n in changed]
 
     def dnsmasq_start(self, network_ref: str) -> list[str]:
-        """Start dnsmasq; restart it when its command line changed (SIGHUP re-reads files,
-        not the command line: MTU, ranges)."""
-        from mdtool.dnsmasq import control
+        """Render and start dnsmasq as the model says: restart it when its command line
+        changed (SIGHUP re-reads files, not the command line: MTU, ranges)."""
         st = self._dnsmasq_state(network_ref)
-        return control.start(self.config, st.network, st.port)
+        return _apply(self.plan_dnsmasq(st.network, st.port))
 
     def dnsmasq_stop(self, network_ref: str) -> list[str]:
         from mdtool.dnsmasq import control
@@ -116,14 +121,34 @@ class Node:
         """Re-render; SIGHUP when a file changed; restart when the command line changed."""
         from mdtool.dnsmasq import control
         st = self._dnsmasq_state(network_ref)
-        status = control.manager(self.config, st.network, st.port).check()
-        if status.pid is None:
+        if control.manager(self.config, st.network, st.port).check().pid is None:
             raise BadInput(f"dnsmasq is not running for {st.network.name}: "
                            f"mdtool dnsmasq start {st.network.name}")
-        if not status.active:
-            return control.start(self.config, st.network, st.port)
-        changed = control.reload(self.config, st.network, st.port)
-        return [f"write {n}" for n in changed] + (["send SIGHUP to dnsmasq"] if changed else [])
+        return _apply(self.plan_dnsmasq(st.network, st.port))
+
+    # -- plans (observe, then the actions that bring the node to the model) ---------------
+
+    def plan_dnsmasq(self, net: model.Network, port: model.Port) -> list[Action]:
+        from mdtool.dnsmasq import control
+        return control.plan(self.config, net, port)
+
+    def plan_netns_up(self, net: model.Network, port: model.Port) -> list[Action]:
+        """The DHCP port's namespace, veth and addresses; creating the namespace is undone
+        by taking the whole DHCP port down again."""
+        from mdtool.netns import actions as netns_actions, dhcp_port
+        planned = dhcp_port.up(net, port, dry_run=True)
+        out = []
+        for a in planned:
+            undo = (lambda: self.netns_down(net.id)) if a.op == "create_namespace" else None
+            out.append(Action(a.text, lambda a=a: netns_actions.apply([a]), undo))
+        return out
+
+    def plan_netns_down(self, net: model.Network) -> list[Action]:
+        from mdtool.netns import actions as netns_actions, dhcp_port, names
+        others = [names.bridge_end_name(p.id) for p in net.ports
+                  if p.device_owner == model.DHCP_OWNER and p.host != self.config.host]
+        planned = dhcp_port.down(net.id, net.bridge, dry_run=True, keep=others)
+        return [Action(a.text, lambda a=a: netns_actions.apply([a])) for a in planned]
 
     def forget_dhcp_files(self, network_id: str) -> list[str]:
         d = self.config.dhcp_dir(network_id)

@@ -362,16 +362,18 @@ class Status:
     current: bool = True
     missing: tuple[Listener, ...] = ()
     blocked: tuple[str, ...] = ()
+    displaced: str | None = None  # the namespace it should run in, when it runs elsewhere
 
     @property
     def active(self) -> bool:
         """Runs exactly as asked, holds every address, and the pid file says so."""
         return (self.pid is not None and self.current and not self.missing and
-                not self.blocked and self.recorded == self.pid)
+                not self.blocked and not self.displaced and self.recorded == self.pid)
 
     @property
     def state(self) -> str:
-        """One word: running, blocked, outdated, deaf (alive without its socket), unrecorded
+        """One word: running, blocked, outdated, displaced (its namespace was deleted or
+        replaced under it), deaf (alive without its socket), unrecorded
         (running, but the pid file names another pid), died (the pid file names a process
         that is gone or a stranger) or stopped (no pid file)."""
         if self.blocked:
@@ -380,6 +382,8 @@ class Status:
             return "stopped" if self.recorded is None else "died"
         if not self.current:
             return "outdated"
+        if self.displaced:
+            return "displaced"
         if self.missing:
             return "deaf"
         if self.recorded != self.pid:
@@ -400,6 +404,9 @@ class Status:
                    "or another program)"
         if s == "outdated":
             return f"{self.name} (pid {self.pid}) runs with an older command line"
+        if s == "displaced":
+            return f"{self.name} (pid {self.pid}) runs outside {self.displaced} (deleted or " \
+                   "replaced under it)"
         if s == "deaf":
             return f"{self.name} (pid {self.pid}) no longer holds " + \
                 ", ".join(map(str, self.missing))
@@ -495,7 +502,21 @@ class ProcessManager:
                 blocked.append(held_sentence(listener, others[0]))
             elif not ours and pid is not None:
                 missing.append(listener)
-        return Status(self.name, pid, recorded, current, tuple(missing), tuple(blocked))
+        return Status(self.name, pid, recorded, current, tuple(missing), tuple(blocked),
+                      self.netns if pid is not None and not self._in_netns(pid) else None)
+
+    def _in_netns(self, pid: int) -> bool:
+        """Does ``pid`` run in our namespace (the same nsfs inode as /run/netns/<name>)?"""
+        if self.netns is None:
+            return True
+        try:
+            want = os.stat(os.path.join(NETNS_RUN_DIR, self.netns)).st_ino
+        except FileNotFoundError:
+            return False
+        try:
+            return os.stat(f"/proc/{pid}/ns/net").st_ino == want
+        except FileNotFoundError:  # gone meanwhile: judged on the next check
+            return True
 
     @property
     def pid(self) -> int | None:
@@ -520,6 +541,8 @@ class ProcessManager:
             return [f"start {self.name}"]
         if not status.current:
             return [f"restart {self.name}: its command line changed"]
+        if status.displaced:
+            return [f"restart {self.name}: pid {status.pid} runs outside {status.displaced}"]
         if status.missing:
             return [f"restart {self.name}: pid {status.pid} no longer holds "
                     f"{', '.join(map(str, status.missing))}"]
@@ -551,7 +574,7 @@ class ProcessManager:
             texts = self.plan(st)
             if not texts:
                 return []
-            if st.pid is not None and st.current and not st.missing:
+            if st.pid is not None and st.current and not st.missing and not st.displaced:
                 self._record(st.pid)
                 return texts
             if st.pid is not None:

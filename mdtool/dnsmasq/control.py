@@ -19,6 +19,7 @@ from mdtool.dnsmasq.render import FILES, Paths, command_line, render_files
 from mdtool.errors import OperationFailed
 from mdtool.files import ensure_dir, write_atomic
 from mdtool.netns import ip_lib, names
+from mdtool.plan import Action
 
 STARTUP_TIMEOUT = 5.0
 
@@ -87,6 +88,50 @@ def render_to_disk(config: Config, network: model.Network, dhcp_port: model.Port
     return changed
 
 
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise OperationFailed(f"cannot read {path}: {e.strerror}") from None
+
+
+def plan(config: Config, network: model.Network, dhcp_port: model.Port) -> list[Action]:
+    """Observe this network's dnsmasq files and process; the actions that bring them to the
+    model: write each file whose bytes differ (the leases seed only while no dnsmasq runs),
+    then start or restart it, or SIGHUP it when a file it re-reads changed."""
+    p = paths(config, network.id)
+    pm = manager(config, network, dhcp_port)
+    st = pm.check()
+    texts = render_files(network, dhcp_port, **_render_kwargs(config))
+    actions: list[Action] = []
+    changed: list[str] = []
+    for name in FILES:
+        if name == "leases" and st.pid is not None:
+            continue  # the running dnsmasq owns its lease file
+        if _read(getattr(p, name)) != texts[name].encode():
+            changed.append(name)
+            actions.append(Action(f"write {name}", lambda name=name: _write(p, name, texts[name])))
+    for text in pm.plan(st):
+        actions.append(Action(text, lambda: _start(pm, p), pm.disable if st.pid is None else None))
+    keeps_running = st.pid is not None and st.current and not st.displaced
+    if keeps_running and any(n != "leases" for n in changed):
+        actions.append(Action("send SIGHUP to dnsmasq", lambda: pm.signal(signal.SIGHUP)))
+    return actions
+
+
+def _write(p: Paths, name: str, text: str) -> None:
+    ensure_dir(p.host.parent, 0o755)
+    write_atomic(getattr(p, name), text, 0o644)
+
+
+def _start(pm: process.ProcessManager, p: Paths) -> list[str]:
+    ensure_dir(p.log.parent, 0o755)
+    _check_reachable(p.host.parent)
+    return pm.enable()
+
+
 def _check_reachable(path: Path) -> None:
     """dnsmasq reads our files as an unprivileged user: every folder up to them must be
     searchable by others."""
@@ -107,13 +152,10 @@ def start(config: Config, network: model.Network, dhcp_port: model.Port) -> list
     ns = names.namespace_name(network.id)
     if not ip_lib.namespace_exists(ns):
         raise OperationFailed(f"namespace {ns} does not exist; run `mdtool netns up {network.id}` first")
-    p = paths(config, network.id)
-    ensure_dir(p.log.parent, 0o755)
     pm = manager(config, network, dhcp_port)
     if pm.check().pid is None:
         render_to_disk(config, network, dhcp_port)
-        _check_reachable(p.host.parent)
-    return pm.enable()
+    return _start(pm, paths(config, network.id))
 
 
 def stop(config: Config, network_id: str) -> bool:

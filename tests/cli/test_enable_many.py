@@ -15,8 +15,8 @@ def test_all_dry_run(run):
     r = run("enable-isolated-metadata", "--all", "--dry-run")
     assert r.exit_code == 0, r.stderr
     lines = r.stderr.splitlines()
-    assert lines[:2] == ["✓ net1: 7 change(s) planned", "✓ net2: 7 change(s) planned"]
-    assert lines[-1] == ("enable-isolated-metadata: 2 of 2 network(s) ok, 14 change(s) planned, "
+    assert lines[:2] == ["✓ net1: 8 change(s) planned", "✓ net2: 8 change(s) planned"]
+    assert lines[-1] == ("enable-isolated-metadata: 2 of 2 network(s) ok, 16 change(s) planned, "
                          "nothing changed")
     assert r.stdout == ""
 
@@ -27,7 +27,7 @@ def test_one_failure_does_not_stop_the_others(run):
     assert r.exit_code == 1
     lines = r.stderr.splitlines()
     assert lines[0].startswith("✗ nodhcp: step 'registry' failed: ")
-    assert lines[1] == "✓ net2: 7 change(s) planned"
+    assert lines[1] == "✓ net2: 8 change(s) planned"
     assert lines[-1] == "mdtool: error: enable-isolated-metadata failed on 1 network(s): nodhcp"
 
 
@@ -44,4 +44,7 @@ def test_single_network_keeps_step_output(run):
     r = run("enable-isolated-metadata", "net1", "--dry-run")
     assert r.exit_code == 0
     assert r.stderr.splitlines()[0] == "1. registry: ok, nothing to do"
-    assert r.stderr.splitlines()[-1] == "dry run: 7 change(s) planned, nothing changed"
+    assert r.stderr.splitlines()[-1] == "dry run: 8 change(s) planned, nothing changed"
+    # every step plans what a real run does: reserve, namespace, dnsmasq, the three
+    # daemons, the proxy listening in the namespace, the registry's record
+    assert "would wait for mdtool proxy to listen on 169.254.169.254:80 in qdhcp-" in r.stderr

@@ -89,20 +89,39 @@ def test_shared_daemons_stay_while_another_network_needs_them(site):
     assert netns_exists(f"qdhcp-{b}") and not netns_exists(f"qdhcp-{a}")
 
 
-def test_a_failed_step_rolls_back_what_this_run_created(site):
-    net = site.network("e2e-fail", "10.86.0.0/24")
+def test_an_address_held_by_another_process_fails_before_changing_anything(site):
+    net = site.network("e2e-held", "10.86.0.0/24")
     blocker = socket.socket()
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind(("127.0.0.1", site.metadata_port))
     blocker.listen(1)
     try:
-        # something else holds the metadata port, yet answers no HTTP: the metadata step fails
+        # something else holds the metadata port: named, and the plan stops before any change
         res = site.mdtool("enable-isolated-metadata", net, check=False)
     finally:
         blocker.close()
     assert res.returncode == 1, res.stderr
     err = res.stderr.strip().splitlines()[-1]
-    assert err.startswith("mdtool: error: step 'metadata service' failed") and "rolled back" in err
+    assert err.startswith("mdtool: error: step 'metadata service' failed: "
+                          f"127.0.0.1:{site.metadata_port} is held by pid {os.getpid()} "), err
+    assert err.endswith("not by mdtool; rolled back: reserve DHCP port on e2e-held"), err
+    assert not netns_exists(f"qdhcp-{net}")
+    assert site.json("port-list") == []
+    site.mdtool("enable-isolated-metadata", net)
+    assert netns_exists(f"qdhcp-{net}")
+
+
+def test_a_failed_step_rolls_back_what_this_run_created(site):
+    net = site.network("e2e-fail", "10.87.0.0/24")
+    # 192.0.2.1 is no address of this host: the metadata service dies at start (bind)
+    res = site.mdtool("enable-isolated-metadata", net, check=False,
+                      env={"MDTOOL_METADATA_LISTEN_HOST": "192.0.2.1"})
+    assert res.returncode == 1, res.stderr
+    err = res.stderr.strip().splitlines()[-1]
+    assert err.startswith("mdtool: error: step 'metadata service' failed: mdtool metadata "
+                          "exited at start: "), err
+    assert "rolled back: start dnsmasq for e2e-fail" in err and "create namespace" in err, err
+    assert "reserve DHCP port on e2e-fail" in err and "could not undo" not in err, err
     assert not netns_exists(f"qdhcp-{net}")
     assert not processes_matching("dnsmasq", net)
     assert site.json("port-list") == []

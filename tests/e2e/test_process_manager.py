@@ -6,6 +6,7 @@
 - A pid file naming an unrelated process (``sleep``): ``enable`` neither starts a second
   daemon nor orphans the first, and never signals the stranger.
 - The agent's socket deleted under a running agent: ``enable`` repairs it.
+- ``--dry-run`` right before each repair prints exactly what the real run then reports.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def test_a_pid_file_naming_a_stranger_never_makes_a_second_daemon(site):
         for r in roles:
             (site.state_dir / f"{r}.pid").write_text(f"{stranger.pid}\n")
         dnsmasq_pidfile.write_text(f"{stranger.pid}\n")
+        dry = site.mdtool("enable-isolated-metadata", net, "--dry-run")
         res = site.mdtool("enable-isolated-metadata", net)
         assert stranger.poll() is None, "the stranger was signalled"
         for r in roles:
@@ -160,6 +162,7 @@ def test_a_pid_file_naming_a_stranger_never_makes_a_second_daemon(site):
             assert site.pid(r) == before[r], f"the {r} pid file was not repaired"
         assert processes_matching("dnsmasq", net) == [dnsmasq_before]
         assert int(dnsmasq_pidfile.read_text().split()[0]) == dnsmasq_before
+        assert _actions(dry.stderr) == _actions(res.stderr) != []
         again = site.mdtool("enable-isolated-metadata", net)
         assert "nothing changed" in again.stderr
     finally:
@@ -176,10 +179,41 @@ def test_a_deleted_agent_socket_is_repaired(site):
     assert http(site.curl(vm, "/openstack/latest/meta_data.json"))[0] == 200
     sock = site.state_dir / "metadata_proxy"
     sock.unlink()
+    dry = site.mdtool("enable-isolated-metadata", net, "--dry-run")
     res = site.mdtool("enable-isolated-metadata", net)
     assert "nothing changed" not in res.stderr, res.stderr
     assert "agent" in "\n".join(_actions(res.stderr)), res.stderr
+    assert _actions(dry.stderr) == _actions(res.stderr)
     assert sock.is_socket()
     code, body = http(site.curl(vm, "/openstack/latest/meta_data.json"))
     assert code == 200 and json.loads(body)["uuid"] == vm.id
     assert len(processes_matching("mdtool", str(site.state_dir), "agent", "run")) == 1
+
+
+def test_dry_run_equals_the_real_run_when_dnsmasq_files_changed(site):
+    net = site.network("pm-files", "10.95.0.0/24")
+    site.mdtool("enable-isolated-metadata", net)
+    site.instance("vm-files", net)   # a new port: the host file must change, dnsmasq SIGHUPed
+    (site.state_dir / "dhcp" / net / "opts").write_text("edited by hand\n")
+    dry = site.mdtool("enable-isolated-metadata", net, "--dry-run")
+    res = site.mdtool("enable-isolated-metadata", net)
+    acts = _actions(res.stderr)
+    assert any("host" in a for a in acts) and any("opts" in a for a in acts), res.stderr
+    assert any("SIGHUP" in a for a in acts), res.stderr
+    assert _actions(dry.stderr) == acts
+
+
+def test_dry_run_equals_the_real_run_when_daemons_died(site):
+    net = site.network("pm-dead", "10.96.0.0/24")
+    site.mdtool("enable-isolated-metadata", net)
+    for role in ("proxy", "agent"):
+        _kill(site.pid(role))
+    dnsmasq_pid = int((site.state_dir / "dhcp" / net / "pid").read_text().split()[0])
+    _kill(dnsmasq_pid)
+    dry = site.mdtool("enable-isolated-metadata", net, "--dry-run")
+    res = site.mdtool("enable-isolated-metadata", net)
+    acts = _actions(res.stderr)
+    assert any("start mdtool proxy" in a for a in acts), res.stderr
+    assert any("start mdtool agent" in a for a in acts), res.stderr
+    assert any("dnsmasq" in a for a in acts), res.stderr
+    assert _actions(dry.stderr) == acts
