@@ -70,13 +70,18 @@ def running_pid(config: Config, network_id: str) -> int | None:
     return pid if all(i in argv for i in _identity(config, network_id)) else None
 
 
+def rendered(config: Config, network: model.Network, dhcp_port: model.Port) -> dict[str, str]:
+    """The texts of host, opts, addn_hosts and leases for this node's options (pure)."""
+    return render_files(network, dhcp_port, dns_integration=config.get("dns_integration"),
+                        **_render_kwargs(config))
+
+
 def render_to_disk(config: Config, network: model.Network, dhcp_port: model.Port, *,
                    output_dir: str | os.PathLike | None = None) -> list[str]:
     """Write host, opts, addn_hosts (and the leases seed while dnsmasq is not running);
     return the names of the files whose bytes changed."""
     p = paths(config, network.id, output_dir)
-    texts = render_files(network, dhcp_port, dns_integration=config.get("dns_integration"),
-                         **_render_kwargs(config))
+    texts = rendered(config, network, dhcp_port)
     running = output_dir is None and running_pid(config, network.id) is not None
     ensure_dir(p.host.parent, 0o755)
     changed = []
@@ -104,7 +109,7 @@ def plan(config: Config, network: model.Network, dhcp_port: model.Port) -> list[
     p = paths(config, network.id)
     pm = manager(config, network, dhcp_port)
     st = pm.check()
-    texts = render_files(network, dhcp_port, **_render_kwargs(config))
+    texts = rendered(config, network, dhcp_port)
     actions: list[Action] = []
     changed: list[str] = []
     for name in FILES:

@@ -183,7 +183,7 @@ def program_label(pid: int) -> str | None:
 
 def _observe_dnsmasq(config: Config, net: model.Network,
                      port: model.Port | None) -> DnsmasqState:
-    from mdtool.dnsmasq import control, render
+    from mdtool.dnsmasq import control
     p = control.paths(config, net.id)
     pid = control.running_pid(config, net.id)
     st = DnsmasqState(pid=pid, cmdline=process.cmdline(pid) if pid else None,
@@ -198,8 +198,7 @@ def _observe_dnsmasq(config: Config, net: model.Network,
         return st
     try:
         st.expected_cmdline = control.argv(config, net, port)
-        texts = render.render_files(net, port, dns_domain=config.get("dns_domain"),
-                                    lease_duration=config.get("dhcp_lease_duration"))
+        texts = control.rendered(config, net, port)
     except MdtoolError as e:
         st.error = str(e)
         return st
