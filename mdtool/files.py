@@ -19,11 +19,15 @@ LOG_MODE = 0o640       # logs name instances and addresses: root and its group
 PRIVATE_MODE = 0o600   # the secret, the database, the EnvironmentFile of the units
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = FILE_MODE) -> bool:
+def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = FILE_MODE,
+                 durable: bool = True) -> bool:
     """Replace ``path`` with ``data`` via a temp file + ``os.replace``.
 
     Returns False (and touches nothing) when the file already holds exactly ``data``.
     A full or read-only disk raises OperationFailed and leaves the old file intact.
+    ``durable=False`` skips the fsync, for what a reboot makes stale anyway (pid files):
+    under a busy disk it took long enough to land in the middle of dnsmasq writing its
+    own pid file (unlink, then O_EXCL create: "File exists").
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
@@ -38,7 +42,8 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = FILE_MO
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
         tmp = None

@@ -151,7 +151,7 @@ def spawn(argv: Sequence[str], *, pidfile: str | os.PathLike,
     # Detach the Popen object: the daemon outlives it; _reap() collects it later.
     proc.returncode = 0
     try:
-        write_atomic(pidfile, f"{proc.pid}\n", FILE_MODE)
+        write_atomic(pidfile, f"{proc.pid}\n", FILE_MODE, durable=False)
     except OperationFailed as e:
         signal_pid(proc.pid, signal.SIGKILL)
         raise OperationFailed(f"pid file of {argv[0]}: {e}") from None
@@ -600,7 +600,7 @@ class ProcessManager:
         return pid is not None and signal_pid(pid, sig)
 
     def _record(self, pid: int) -> None:
-        write_atomic(self.pidfile, f"{pid}\n", FILE_MODE)
+        write_atomic(self.pidfile, f"{pid}\n", FILE_MODE, durable=False)
 
     def _remove_pidfile(self) -> None:
         try:

@@ -72,3 +72,12 @@ def test_daemon_log_file_mode(tmp_path, umask_000):
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def test_write_atomic_without_fsync(tmp_path, monkeypatch, umask_000):
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    assert files.write_atomic(tmp_path / "pid", "123\n", durable=False)
+    assert synced == [] and mode(tmp_path / "pid") == 0o644
+    assert files.write_atomic(tmp_path / "f", "x")
+    assert len(synced) == 1
