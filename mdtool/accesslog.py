@@ -3,7 +3,7 @@ in time order (``mdtool logs``), so an operator needs no grep over three files.
 
 Each daemon logs one line a request (see mdtool/logs.py for the line format):
   proxy     ``network=<id> src=<ip> GET /path 200 1.2ms``, and for repeated 4xx of one source
-            ``network=<id> src=<ip>: 17,430 more 429 in 10 s``
+            ``network=<id> src=<ip>: 17,430 more 429 in 10 s`` (the agent: ``source=``)
   agent     ``network=<id> source=<ip> instance=<id> GET /path status=200 ms=1.2``
   metadata  ``instance=<id> GET /path status=200 ms=1.2``
 Only lines of that shape count; start-up and other messages are left out.
@@ -21,7 +21,8 @@ _LINE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?P<level>[A-
                    r"mdtool\.(?P<role>proxy|agent|metadata)[\w.]*: (?P<msg>.*)$")
 _METHOD = re.compile(r"^[A-Z]{3,10}$")
 # The proxy's summary of repeated 4xx lines (mdtool.proxy.handler.flush_repeats).
-_SUMMARY = re.compile(r"^network=(?P<network>\S+) src=(?P<src>\S+): [\d,]+ more \d{3} in \d+ s$")
+_SUMMARY = re.compile(r"^network=(?P<network>\S+) (?:src|source)=(?P<src>\S+): [\d,]+ more \d{3} "
+                      r"in \d+ s$")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from mdtool.http import headers as fields
 from mdtool.http.client import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mdtool.http.headers import HOP_BY_HOP
 from mdtool.http.types import Request, Response
+from mdtool.logs import Repeats
 
 log = logging.getLogger("mdtool.agent")
 
@@ -73,6 +74,11 @@ class AgentHandler:
         self.index = index
         self.upstream = upstream
         self.secret = secret
+        # Repeated 4xx of one (network, source) are summarised, as the proxy does: an
+        # instance asking for what it may not have costs two lines per window, not one
+        # per request. Windows that ended are reported with the next request.
+        self.repeats = Repeats()
+        self._flushed = 0.0
 
     async def handle(self, req: Request) -> Response:
         start = time.monotonic()
@@ -84,10 +90,19 @@ class AgentHandler:
         except Exception:
             log.exception("request %s %s failed", req.method, req.path)
             resp = _text(500, "The metadata agent failed to handle the request.")
-        log.info("network=%s source=%s instance=%s %s %s status=%d ms=%.1f%s",
-                 network_id or "-", source_ip or "-", instance_id, req.method, req.path,
-                 resp.status, (time.monotonic() - start) * 1000.0,
-                 fields.probe_tag(req.header("User-Agent")))
+        now = time.monotonic()
+        if now - self._flushed >= 1.0:
+            self._flushed = now
+            for who, status, n, seconds in self.repeats.due(now):
+                net, _, src = who.partition(" ")
+                log.info("network=%s source=%s: %s more %d in %.0f s", net, src, f"{n:,}",
+                         status, seconds)
+        if not 400 <= resp.status < 500 or self.repeats.first(
+                f"{network_id or '-'} {source_ip or '-'}", resp.status, now):
+            log.info("network=%s source=%s instance=%s %s %s status=%d ms=%.1f%s",
+                     network_id or "-", source_ip or "-", instance_id, req.method, req.path,
+                     resp.status, (now - start) * 1000.0,
+                     fields.probe_tag(req.header("User-Agent")))
         return resp
 
     async def _serve(self, req: Request, network_id: str | None,

@@ -41,3 +41,6 @@ def test_inspect_probes_are_marked():
     tagged = parse(AGENT + " probe=mdtool-inspect")
     assert tagged.probe and tagged.instance == VM
     assert parse(META + " probe=mdtool-inspect").probe
+    agent = parse(f"2026-12-02 10:00:11,000 INFO mdtool.agent.handler: network={NET} "
+                  "source=10.0.0.5: 999 more 404 in 10 s")
+    assert (agent.role, agent.network, agent.source) == ("agent", NET, "10.0.0.5")

@@ -319,3 +319,29 @@ def test_follower_keeps_last_index_when_registry_fails():
 
     asyncio.run(scenario())
     follower.close()
+
+
+def test_repeated_404s_of_one_source_are_summarised(caplog, monkeypatch):
+    """An instance asking again and again for what it may not have: the first 404 is a
+    line, the rest one summary per window, reported with a later request."""
+    from mdtool.agent import handler as agent_handler
+    from mdtool.agent.handler import AgentHandler
+    clock = [100.0]
+    monkeypatch.setattr(agent_handler.time, "monotonic", lambda: clock[0])
+    idx = PortIndex(ports())
+    h = AgentHandler(lambda: idx, FakeUpstream(), SECRET)
+
+    async def many():
+        for _ in range(1000):
+            await h.handle(agent_req(src="172.17.17.99"))
+            clock[0] += 0.001
+        clock[0] = 111.0
+        await h.handle(agent_req())  # another source, a 200: it brings the summary out
+
+    with caplog.at_level(logging.INFO, "mdtool.agent"):
+        asyncio.run(many())
+    lines = [r.getMessage() for r in caplog.records if r.name == "mdtool.agent"]
+    assert len(lines) == 3, lines
+    assert "source=172.17.17.99" in lines[0] and "status=404" in lines[0]
+    assert lines[1] == f"network={NET} source=172.17.17.99: 999 more 404 in 11 s"
+    assert "status=200" in lines[2]
