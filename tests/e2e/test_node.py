@@ -16,12 +16,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from tests.e2e.conftest import http
 from tests.e2e.test_multinode import two_nodes  # noqa: F401 (a fixture)
-from tests.e2e.helpers import _kill, requires, wait_for, wait_for_log
+from tests.e2e.helpers import _kill, processes_matching, requires, wait_for, wait_for_log
 
 pytestmark = [pytest.mark.e2e, requires("ip", "dnsmasq", "udhcpc", "curl")]
 
@@ -205,3 +206,26 @@ def test_two_nodes_on_postgresql_both_follow_a_port(two_nodes):
     for n in (a, b):
         wait_for(lambda: mac not in _host_file(n.state_dir, net), 2,
                  f"the port to leave {n.host}'s host file")
+
+
+def test_enable_and_disable_beside_node_run_never_fight(site, served_net):
+    """One lock and one code path: a disable while node run runs stays disabled (node run
+    tears nothing back up and starts nothing), an enable after it is picked up with one
+    dnsmasq, not two."""
+    node = NodeRun.on(site)
+    ns = f"qdhcp-{served_net}"
+    site.mdtool("disable-isolated-metadata", served_net)
+    deadline = time.monotonic() + 5  # longer than 2 resync intervals of this node run
+    while time.monotonic() < deadline:
+        assert not os.path.exists(f"/run/netns/{ns}"), node.text()
+        assert not processes_matching("dnsmasq", served_net), node.text()
+        time.sleep(0.2)
+    assert site.json("net-show", served_net)["hosts"] == []
+    assert "died: starting it again" not in node.text()
+    site.mdtool("enable-isolated-metadata", served_net)
+    vm = site.instance("vm-fight", served_net)
+    site.plug(vm)
+    assert _quick_lease(site, vm), site.dhcp.output("udhcpc") + node.text()
+    assert len(processes_matching("dnsmasq", served_net)) == 1
+    for role in ("proxy", "agent", "metadata"):
+        assert len(processes_matching("mdtool", str(site.state_dir), role, "run")) == 1, role
