@@ -267,7 +267,7 @@ class DbUrl(Type):
 
     def parse(self, text: str) -> str:
         v = _printable(text)
-        if not re.fullmatch(r"(sqlite|postgresql(\+\w+)?)://\S*", v):
+        if not re.fullmatch(r"(sqlite|postgres|postgresql)(\+\w+)?://\S*", v, re.IGNORECASE):
             raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB")
         return v
 
@@ -531,7 +531,7 @@ def mask(value: Any) -> str:
 
 def mask_url(url: str) -> str:
     """A database URL without its password."""
-    return re.sub(r"^([a-z0-9+]+://[^:/@]*):[^@]*@", r"\1:********@", url)
+    return re.sub(r"^([A-Za-z0-9+]+://[^:/@]*):[^@]*@", r"\1:********@", url)
 
 
 class Config:

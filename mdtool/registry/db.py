@@ -14,7 +14,6 @@ from several queries is one snapshot (a read-only snapshot never fails to serial
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import Callable
 
@@ -108,8 +107,9 @@ def make_engine(url: str) -> Engine:
 
 
 def _masked(url: str) -> str:
-    """The URL for an error message: never its password."""
-    return re.sub(r"^([A-Za-z0-9+]+://[^:/@]*):[^@]*@", r"\1:********@", url)
+    """The URL for an error message: never its password (config.mask_url, the one rule)."""
+    from mdtool.config import mask_url
+    return mask_url(url)
 
 
 def pg_url(u: sa.engine.URL) -> sa.engine.URL:

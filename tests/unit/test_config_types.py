@@ -82,6 +82,12 @@ def test_good_values(tmp_path, name, value, parsed):
     assert c.get(name) == parsed
 
 
+@pytest.mark.parametrize("url", ["postgres://u:p@h/db", "postgresql+psycopg2://u@h/db",
+                                 "sqlite:////var/lib/mdtool/mdtool.db", "sqlite://"])
+def test_database_urls_the_registry_takes(tmp_path, url):
+    assert Config(state_dir=str(tmp_path), db_url=url, environ={}).db_url == url
+
+
 def test_global_settings_are_typed(tmp_path):
     with pytest.raises(BadInput, match="^environment MDTOOL_STATE_DIR: bad value for state_dir: "):
         Config(environ={"MDTOOL_STATE_DIR": "/var/lib/x\n--dhcp-script=/tmp/x"})
