@@ -32,7 +32,7 @@ SECRET_FILE = "metadata_proxy_shared_secret"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_PATH_CHARS = re.compile(r"/[A-Za-z0-9._+@%=:/-]*")
+_PATH_CHARS = re.compile(r"/[A-Za-z0-9._+@=:/-]*")
 FQDN_MAX = 253
 
 
@@ -221,15 +221,16 @@ class Host(Type):
 
 
 class AbsPath(Type):
-    """An absolute path of plain characters (letters, digits, ``._+@%=:/-``): no space,
-    comma or quote, so it is one argv element and one unit-file word as it is."""
+    """An absolute path of plain characters (letters, digits, ``._+@=:/-``): no space,
+    comma, quote or ``%`` (a systemd specifier), so it is one argv element and one
+    unit-file word as it is."""
 
     describe = "absolute path"
 
     def parse(self, text: str) -> str:
         v = _printable(text)
         if not _PATH_CHARS.fullmatch(v):
-            raise ValueError("expected an absolute path of letters, digits and ._+@%=:/- "
+            raise ValueError("expected an absolute path of letters, digits and ._+@=:/- "
                              f"(no spaces or commas), got {v!r}")
         return os.path.normpath(v)
 

@@ -65,10 +65,11 @@ LIMIT_NOFILE = 65536  # the proxy holds a socket per connection on every network
 def mdtool_executable(explicit: str | None = None) -> str:
     """An absolute path to the mdtool command for ExecStart."""
     if explicit:
-        path = Path(explicit)
-        if not path.is_absolute():
-            raise BadInput(f"--mdtool must be an absolute path, got {explicit!r}")
-        return str(path)
+        from mdtool.config import AbsPath
+        try:
+            return AbsPath().parse(explicit)
+        except ValueError as e:
+            raise BadInput(f"--mdtool: {e}") from None
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "mdtool"
     if os.path.basename(argv0) in ("__main__.py", "-c", "") or argv0.endswith(".py"):
         found = shutil.which("mdtool")

@@ -53,6 +53,7 @@ def test_dns_domain_injection_from_environment_names_the_variable(tmp_path):
     ("nova_metadata_url", "http://host:99999/"),
     ("log_dir", "relative/logs"),
     ("log_file", "/var/log/x y.log"),
+    ("log_dir", "/var/log/%n"),              # a systemd specifier in ReadWritePaths=
     ("host", "node_1!"),
 ])
 def test_bad_values_name_file_and_line(tmp_path, name, value):

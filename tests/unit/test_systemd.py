@@ -101,6 +101,8 @@ def test_cli_render(tmp_path, monkeypatch):
     assert r.exit_code == 0 and "nothing to do, already as asked" in r.stderr
     r = CliRunner().invoke(cli, ["systemd", "render", "--output-dir", str(tmp_path), "--mdtool", "rel"])
     assert r.exit_code == 2 and "absolute path" in r.stderr
+    r = CliRunner().invoke(cli, ["systemd", "render", "--mdtool", "/opt/my tools/mdtool"])
+    assert r.exit_code == 2 and r.stderr.startswith("mdtool: error: --mdtool: expected an absolute")
 
 
 def test_render_defaults_to_stdout_and_writes_nothing(tmp_path, monkeypatch):
