@@ -226,8 +226,21 @@ def check_proxy_listening(o: Observation) -> Check:
     return Check(name, OK, "; ".join(f"{s.local} by {s.pid_program}" for s in found.values()))
 
 
+def _held(o: Observation, role: str, name: str) -> Check | None:
+    """Another process holds an address of ``role``: it answers in mdtool's place."""
+    d = o.daemons.get(role)
+    if d is None or not d.held:
+        return None
+    return Check(name, FAIL, d.held[0],
+                 f"another program answers in place of mdtool {role}: instances may get its "
+                 "bytes", f"stop that process; then: {_enable(o)}")
+
+
 def check_agent(o: Observation) -> Check:
     name = "agent socket answers"
+    held = _held(o, "agent", name)
+    if held is not None:
+        return held
     a = o.agent
     if a is not None and a.answered:
         return Check(name, OK, f"{a.describe()} from {o.agent_socket}")
@@ -237,6 +250,9 @@ def check_agent(o: Observation) -> Check:
 
 def check_metadata(o: Observation) -> Check:
     name = "metadata service answers"
+    held = _held(o, "metadata", name)
+    if held is not None:
+        return held
     a = o.metadata
     ours = o.daemons.get("metadata")
     if o.metadata_local and a is not None and a.answered and ours and not ours.running:

@@ -53,6 +53,7 @@ class DaemonState:
     pidfile: str
     log: str
     recorded_pid: int | None = None  # what the pid file says, alive or not
+    held: tuple[str, ...] = ()  # its addresses held by another process, in words
 
     @property
     def running(self) -> bool:
@@ -141,11 +142,7 @@ def observe(config: Config, registry: Registry, network_ref: str,
     obs = Observation(ref=command_ref(registry, net), network=net, host=config.host,
                       namespace=ns, namespace_exists=ip_lib.namespace_exists(ns),
                       dhcp_port=port, tap=names.tap_name(port.id) if port else None)
-    obs.daemons = {role: DaemonState(role, daemons.running(config, role),
-                                     str(daemons.pidfile(config, role)),
-                                     str(daemons.logfile(config, role)),
-                                     process.read_pid(daemons.pidfile(config, role)))
-                   for role in daemons.ROLES}
+    obs.daemons = {role: _daemon_state(config, role) for role in daemons.ROLES}
     if obs.namespace_exists:
         _observe_netns(obs)
     if port is not None:
@@ -155,6 +152,14 @@ def observe(config: Config, registry: Registry, network_ref: str,
     obs.dnsmasq = _observe_dnsmasq(config, net, port)
     _observe_services(config, registry, obs, port_ref)
     return obs
+
+
+def _daemon_state(config: Config, role: str) -> DaemonState:
+    """The process manager's judgement: running only with our exact argv; an address of
+    ours held by another process is named (process.held_sentence, as enable says it)."""
+    st = daemons.manager(config, role).check()
+    return DaemonState(role, st.pid if st.current else None, str(daemons.pidfile(config, role)),
+                       str(daemons.logfile(config, role)), st.recorded, st.blocked)
 
 
 def _observe_netns(obs: Observation) -> None:

@@ -76,6 +76,14 @@ def _answers(port: int) -> bool:
         return False
 
 
+def _strings(doc) -> list[str]:
+    if isinstance(doc, str):
+        return [doc]
+    if isinstance(doc, dict):
+        doc = list(doc.values())
+    return [t for d in doc for t in _strings(d)] if isinstance(doc, list) else []
+
+
 def _last_error(res) -> str:
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     return lines[-1] if lines else ""
@@ -107,6 +115,11 @@ def test_a_squatter_on_the_metadata_port_is_named_and_never_served(site, squatte
     assert want in err and "not by mdtool" in err, err
     assert "start mdtool metadata" not in res.stderr.replace("would start", "")
     assert "Traceback" not in res.stderr
+    # inspect names the squatter with the same sentence
+    sentence = err[err.index(f"127.0.0.1:{site.metadata_port} is held by"):err.index("not by mdtool")]
+    seen = site.mdtool("inspect", net, "-f", "json", check=False)
+    assert any(sentence + "not by mdtool" in text for text in _strings(json.loads(seen.stdout))), \
+        seen.stdout
     # nothing of ours serves: the instance cannot reach the squatter through mdtool
     assert not processes_matching("mdtool", str(site.state_dir))
     site.plug(vm)
