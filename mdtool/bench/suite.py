@@ -693,6 +693,22 @@ def node(h: Harness, sizes: Sizes, log=print) -> dict:
     """`mdtool node run` over ``sizes.node_networks`` networks: bring-up and no-change full
     resync, idle CPU, write -> dnsmasq and write -> lease latency, one port changing among
     all the networks, and the respawn time of each supervised process."""
+    env_port = h.metadata_port  # the pipeline's metadata service may hold it: one of our own
+    h.metadata_port = _free_port_other(env_port)
+    try:
+        return _node(h, sizes, log)
+    finally:
+        h.metadata_port = env_port
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def _node(h: Harness, sizes: Sizes, log) -> dict:
     from mdtool.registry import open_registry
     sd = h.state_dir("node")
     reg = open_registry(f"sqlite:///{sd}/mdtool.db")
@@ -719,6 +735,10 @@ def node(h: Harness, sizes: Sizes, log=print) -> dict:
 
     # bring-up: node run's first resync enables every network from nothing
     proc, (count, seconds) = start_node()
+    down = [n.id for n in nets if not (sd / "dhcp" / n.id / "host").exists()]
+    if down:
+        tail = "; ".join(_text(node_log).splitlines()[-3:])
+        raise RuntimeError(f"node run did not bring {len(down)} network(s) up: {tail}")
     out["bring_up"] = {"networks": count, "seconds": seconds}
     log(f"  node run brought {count} networks up in {seconds:.1f} s")
     # idle CPU: nothing changes; the feed polls, the pidfds sleep in epoll
@@ -736,7 +756,7 @@ def node(h: Harness, sizes: Sizes, log=print) -> dict:
         port = reg.create_port(n.id)
         t0 = time.perf_counter()
         host_file = sd / "dhcp" / n.id / "host"
-        wait_for(lambda: port.mac_address in host_file.read_text(), 30, "the port in dnsmasq")
+        wait_for(lambda: port.mac_address in _text(host_file), 30, "the port in dnsmasq")
         change_ms.append((time.perf_counter() - t0) * 1000)
     out["change"] = {"samples": len(change_ms), "p50_ms": _pct(change_ms, 50),
                      "p99_ms": _pct(change_ms, 99), "max_ms": max(change_ms)}
@@ -803,7 +823,7 @@ def _lease_instance(h: Harness, reg, net_id: str, sd: Path, host_files: list[Pat
     inst_ns = h.name("bi")
     h.cleanup.add("instance namespace", lambda: delete_netns(inst_ns))
     h.cleanup.add("instance tap", lambda: delete_link("tap" + first.id[:11]))
-    wait_for(lambda: all(first.mac_address in f.read_text() for f in host_files), 30,
+    wait_for(lambda: all(first.mac_address in _text(f) for f in host_files), 30,
              "the instance's port in dnsmasq")
     return first, inst_ns, hook
 
@@ -818,7 +838,7 @@ def _lease_samples(reg, net_id: str, first, inst_ns: str, hook: Path, host_files
     lease_ms, reload_ms = [], []
 
     def everywhere(present: bool) -> bool:
-        return all((mac in f.read_text()) == present for f in host_files)
+        return all((mac in _text(f)) == present for f in host_files)
     for _ in range(samples):
         wait_for(lambda: everywhere(False), 30, "the old port to leave dnsmasq")
         ip("addr", "flush", "dev", "eth0", "scope", "global", netns=inst_ns)
