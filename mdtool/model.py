@@ -86,6 +86,8 @@ class Port:
     device_owner: str = ""
     project_id: str = ""
     host: str = ""  # node identity, for DHCP ports
+    # Neutron's port_security_enabled: anti-spoofing rules on the bridge when mdtool plugs it.
+    port_security_enabled: bool = True
 
 
 @dataclass

@@ -47,7 +47,8 @@ def port(p: model.Port) -> dict[str, Any]:
     return {"id": p.id, "name": p.name, "network_id": p.network_id, "mac_address": p.mac_address,
             "fixed_ips": [{"subnet_id": f.subnet_id, "ip_address": f.ip_address} for f in p.fixed_ips],
             "device_id": p.device_id, "device_owner": p.device_owner, "project_id": p.project_id,
-            "tenant_id": p.project_id, "binding:host_id": p.host}
+            "tenant_id": p.project_id, "binding:host_id": p.host,
+            "port_security_enabled": p.port_security_enabled}
 
 
 def instance(i: model.Instance) -> dict[str, Any]:

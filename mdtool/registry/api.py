@@ -157,7 +157,8 @@ class Registry:
             allocs.setdefault(a.port_id, []).append(model.FixedIP(a.subnet_id, a.ip_address))
         return [model.Port(id=r.id, name=r.name, network_id=r.network_id, mac_address=r.mac_address,
                            fixed_ips=allocs.get(r.id, []), device_id=r.device_id,
-                           device_owner=r.device_owner, project_id=r.project_id, host=r.host)
+                           device_owner=r.device_owner, project_id=r.project_id, host=r.host,
+                           port_security_enabled=bool(r.port_security_enabled))
                 for r in rows]
 
     def _network_view(self, conn: Connection, r: sa.Row, with_ports: bool,
@@ -449,7 +450,7 @@ class Registry:
     def create_port(self, network: str, *, name: str = "", mac_address: str | None = None,
                     fixed_ips: Iterable[dict[str, str]] | None = None, device_id: str | None = None,
                     device_owner: str | None = None, project_id: str | None = None,
-                    host: str = "") -> model.Port:
+                    host: str = "", port_security_enabled: bool = True) -> model.Port:
         if name:
             v.name(name, "port name")
         mac = v.mac(mac_address) if mac_address else None
@@ -468,7 +469,8 @@ class Registry:
                 raise Conflict(f"MAC address {mac} is already used on network {nrow.name}")
             conn.execute(t.ports.insert().values(
                 id=pid, network_id=nrow.id, name=name, mac_address=mac,
-                device_id=inst.id if inst else "", device_owner=owner, project_id=project, host=host))
+                device_id=inst.id if inst else "", device_owner=owner, project_id=project, host=host,
+                port_security_enabled=bool(port_security_enabled)))
             self._allocate(conn, nrow, pid, fixed_ips)
         return self.get_port(pid)
 
@@ -553,7 +555,8 @@ class Registry:
 
     def update_port(self, ref: str, *, name: str | None = None, device_id: str | None = None,
                     fixed_ips: list[dict[str, str]] | None = None,
-                    mac_address: str | None = None) -> model.Port:
+                    mac_address: str | None = None,
+                    port_security_enabled: bool | None = None) -> model.Port:
         with self._write() as conn:
             r = self._resolve(conn, t.ports, ref, "port")
             values: dict = {}
@@ -574,6 +577,8 @@ class Registry:
                         t.ports.c.id != r.id)).first():
                     raise Conflict(f"MAC address {mac} is already used on this network")
                 values["mac_address"] = mac
+            if port_security_enabled is not None:
+                values["port_security_enabled"] = bool(port_security_enabled)
             if values:
                 conn.execute(t.ports.update().where(t.ports.c.id == r.id).values(**values))
             if fixed_ips is not None:

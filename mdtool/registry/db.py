@@ -55,11 +55,20 @@ def _v3(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE subnets ADD COLUMN {column} VARCHAR(32)")
 
 
+def _v4_port_security(conn: Connection) -> None:
+    # Neutron's port_security_enabled, on by default; v1 (create_all) already has it on a
+    # new database, so add it only where it is missing.
+    if "port_security_enabled" not in {c["name"] for c in sa.inspect(conn).get_columns("ports")}:
+        conn.exec_driver_sql("ALTER TABLE ports ADD COLUMN port_security_enabled BOOLEAN "
+                             "NOT NULL DEFAULT TRUE")
+
+
 # Any constant: concurrent first starts on an empty PostgreSQL database take turns.
 _PG_UPGRADE_LOCK = 0x6D64746F6F6C  # "mdtool"
 
 # (version, step). Append new steps; never edit a released one.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3),
+                                                           (4, _v4_port_security)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

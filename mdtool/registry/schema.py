@@ -70,6 +70,7 @@ ports = sa.Table(
     sa.Column("device_owner", sa.String(255), nullable=False),
     sa.Column("project_id", sa.String(64), nullable=False),
     sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("port_security_enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.UniqueConstraint("network_id", "mac_address", name="uq_ports_network_mac"),
 )
 

@@ -20,13 +20,19 @@ FIXED_IP_KEYS = ("subnet", "ip_address")
               help="Address to hold (repeatable; either key may be left out; default: next free).")
 @click.option("--device-id", metavar="INSTANCE", shell_complete=complete.instances, help="Instance (name or id) that owns the port.")
 @click.option("--project-id", metavar="P", help="Default: the instance's, else the network's.")
+@click.option("--port-security/--no-port-security", "port_security", default=True,
+              show_default=True,
+              help="Anti-spoofing rules on the bridge when plugged: only the port's MAC, "
+                   "fixed IPs and DHCP as a client.")
 @format_options
 @pass_ctx
-def port_create(ctx, network, name, mac_address, fixed_ips, device_id, project_id, fmt, columns):
+def port_create(ctx, network, name, mac_address, fixed_ips, device_id, project_id, port_security,
+                fmt, columns):
     """Create a port on NETWORK; its address comes from the subnet's pool unless given."""
     specs = parse_pairs(fixed_ips, FIXED_IP_KEYS, "--fixed-ip", ()) if fixed_ips else None
     p = ctx.registry.create_port(network, name=name, mac_address=mac_address, fixed_ips=specs,
-                                 device_id=device_id, project_id=project_id)
+                                 device_id=device_id, project_id=project_id,
+                                 port_security_enabled=port_security)
     emit_one(records.port(p), fmt, columns, "Created a new port:")
 
 
@@ -57,13 +63,15 @@ def port_show(ctx, port, fmt, columns):
 @click.option("--fixed-ip", "fixed_ips", multiple=True, metavar="subnet=S,ip_address=IP",
               help="Replace the port's addresses.")
 @click.option("--mac-address", metavar="MAC", help="New MAC address.")
+@click.option("--port-security/--no-port-security", "port_security", default=None,
+              help="Turn the port's anti-spoofing rules on or off.")
 @format_options
 @pass_ctx
-def port_update(ctx, port, name, device_id, fixed_ips, mac_address, fmt, columns):
+def port_update(ctx, port, name, device_id, fixed_ips, mac_address, port_security, fmt, columns):
     """Change a port; the agent serves the change within a second."""
     specs = parse_pairs(fixed_ips, FIXED_IP_KEYS, "--fixed-ip", ()) if fixed_ips else None
     p = ctx.registry.update_port(port, name=name, device_id=device_id, fixed_ips=specs,
-                                 mac_address=mac_address)
+                                 mac_address=mac_address, port_security_enabled=port_security)
     emit_one(records.port(p), fmt, columns, "Updated port:")
 
 
