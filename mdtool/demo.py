@@ -143,9 +143,13 @@ def destroy(config: Config, registry: Registry, demo: Demo, say) -> None:
     from mdtool.enable import disable
     from mdtool.errors import MdtoolError
     from mdtool.netns import plug
+    try:
+        network = registry.get_network(demo.network_id)
+    except MdtoolError:
+        network = None
     for inst in demo.instances:
         try:
-            plug.unplug(inst.port_id, inst.namespace)
+            plug.unplug(inst.port_id, inst.namespace, network=network)
         except MdtoolError as e:
             say(f"  (unplug {inst.namespace}: {e})")
     try:

@@ -97,7 +97,8 @@ def plug(config: Config, port: model.Port, network: model.Network, namespace: st
 def unplug(config: Config, port_id: str, namespace: str | None = None, *,
            network: model.Network | None = None, dry_run: bool = False) -> list[str]:
     """Remove the namespace, both veth ends, and the bridge when it carried its last port;
-    ``namespace`` defaults to where this node plugged the port ([] when it did not)."""
+    ``namespace`` defaults to where this node plugged the port ([] when it did not).
+    With ``network`` (from the registry), the port's port security rules go too."""
     from mdtool.netns import plug as netns_plug
     rec = read(config, port_id)
     namespace = namespace or (rec.namespace if rec else None)
@@ -106,7 +107,7 @@ def unplug(config: Config, port_id: str, namespace: str | None = None, *,
     bridge, network_id = ((rec.bridge, rec.network_id) if rec is not None
                           else (network.bridge, network.id) if network is not None else (None, None))
     actions = netns_plug.unplug(port_id, namespace, bridge=bridge, network_id=network_id,
-                                dry_run=dry_run)
+                                network=network, dry_run=dry_run)
     texts = [a.text for a in actions]
     if rec is not None and rec.namespace == namespace:
         if not dry_run:

@@ -19,7 +19,7 @@ from mdtool.registry import Registry
 def delete_port(config: Config, registry: Registry, ref: str) -> tuple[model.Port, list[str]]:
     """Unplug the port if this node plugged it, then delete it: (port, what was unplugged)."""
     port = registry.get_port(ref)
-    changes = plugs.unplug(config, port.id)
+    changes = plugs.unplug(config, port.id, network=registry.get_network(port.network_id))
     return registry.delete_port(port.id), changes
 
 
@@ -30,7 +30,8 @@ def delete_instance(config: Config, registry: Registry,
     changes: list[str] = []
     for port in registry.list_ports(device_id=inst.id):
         if port.device_owner == model.COMPUTE_OWNER:
-            changes += plugs.unplug(config, port.id)
+            changes += plugs.unplug(config, port.id,
+                                    network=registry.get_network(port.network_id))
     i, ports = registry.delete_instance(inst.id)
     return i, ports, changes
 

@@ -15,6 +15,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 pkgs=(iproute2 dnsmasq-base isc-dhcp-client udhcpc curl procps net-tools)
+# nft: port security of plugged instance ports (bridge family rules).
+pkgs+=(nftables)
 # cloud-init: the real metadata reader, run with Debian's /usr/bin/python3.
 pkgs+=(cloud-init python3)
 if [ "$want_test" = 1 ]; then

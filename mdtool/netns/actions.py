@@ -9,7 +9,8 @@ from typing import Any
 @dataclass(frozen=True)
 class Action:
     text: str                       # "create namespace qdhcp-…", shown by --dry-run and reports
-    op: str                         # name of the mdtool.netns.ip_lib function that does it
+    op: str                         # the mdtool.netns.ip_lib function that does it, or
+                                    # "module.function" of another mdtool.netns module
     args: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -31,8 +32,12 @@ def delete_idle_bridge(bridge: str | None, link, network_id: str, ports: list[st
 
 def apply(actions: list[Action]) -> list[Action]:
     """Run the actions in order; stops at the first failure (OperationFailed)."""
+    import importlib
+
     from mdtool.netns import ip_lib
 
     for action in actions:
-        getattr(ip_lib, action.op)(**action.args)
+        module, _, function = action.op.rpartition(".")
+        target = importlib.import_module(f"mdtool.netns.{module}") if module else ip_lib
+        getattr(target, function)(**action.args)
     return actions

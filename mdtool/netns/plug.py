@@ -8,7 +8,7 @@ sits on the network's bridge, as Nova's tap would. Idempotent, plan then apply.
 from __future__ import annotations
 
 from mdtool import model
-from mdtool.netns import ip_lib, names
+from mdtool.netns import ip_lib, names, portsec
 from mdtool.netns.actions import Action, apply, delete_idle_bridge
 
 
@@ -80,18 +80,39 @@ def plan_plug(port: model.Port, network: model.Network, ns_name: str, ifname: st
 
 def plug(port: model.Port, network: model.Network, ns_name: str, *, ifname: str = "eth0",
          dry_run: bool = False) -> list[Action]:
-    """Wire ``port`` into namespace ``ns_name``; [] when it already is."""
+    """Wire ``port`` into namespace ``ns_name`` behind its port security rules; [] when it
+    already is so. The rules come first: they match the tap by name, so they hold from the
+    tap's first frame."""
+    if dry_run:
+        return _plan_plug_here(port, network, ns_name, ifname)
+    with portsec.locked():
+        return apply(_plan_plug_here(port, network, ns_name, ifname))
+
+
+def _plan_plug_here(port: model.Port, network: model.Network, ns_name: str,
+                    ifname: str) -> list[Action]:
     ns_exists = ip_lib.namespace_exists(ns_name)
-    actions = plan_plug(port, network, ns_name, ifname, ns_exists=ns_exists,
-                        ns_links=ip_lib.list_links(ns_name) if ns_exists else [],
-                        host_links=ip_lib.list_links(None))
-    return actions if dry_run else apply(actions)
+    return portsec.plan_sync(network, plugging=port.id) + plan_plug(
+        port, network, ns_name, ifname, ns_exists=ns_exists,
+        ns_links=ip_lib.list_links(ns_name) if ns_exists else [],
+        host_links=ip_lib.list_links(None))
 
 
 def unplug(port_id: str, ns_name: str, *, bridge: str | None = None,
-           network_id: str | None = None, dry_run: bool = False) -> list[Action]:
-    """Remove both veth ends and the namespace, and ``bridge`` when mdtool created it for
-    ``network_id`` and this port was the last it carried; [] when nothing was there."""
+           network_id: str | None = None, network: model.Network | None = None,
+           dry_run: bool = False) -> list[Action]:
+    """Remove both veth ends and the namespace, ``bridge`` when mdtool created it for
+    ``network_id`` and this port was the last it carried, and the port's rules from
+    ``network``'s port security table (the table itself with the last port); [] when
+    nothing was there."""
+    if dry_run:
+        return _plan_unplug(port_id, ns_name, bridge, network_id, network)
+    with portsec.locked():
+        return apply(_plan_unplug(port_id, ns_name, bridge, network_id, network))
+
+
+def _plan_unplug(port_id: str, ns_name: str, bridge: str | None, network_id: str | None,
+                 network: model.Network | None) -> list[Action]:
     actions: list[Action] = []
     removed: set[str] = set()
     host_end_name = names.tap_name(port_id)
@@ -110,4 +131,6 @@ def unplug(port_id: str, ns_name: str, *, bridge: str | None = None,
         br = next((l for l in links if l.ifname == bridge), None)
         actions += delete_idle_bridge(bridge, br, network_id,
                                       [l.ifname for l in links if l.master == bridge], removed)
-    return actions if dry_run else apply(actions)
+    if network is not None:
+        actions += portsec.plan_sync(network, unplugging=port_id)
+    return actions

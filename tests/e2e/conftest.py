@@ -53,6 +53,7 @@ class Site:
     def network(self, name: str, cidr: str, *extra: str) -> str:
         net_id = self.mdtool("net-create", name, "-f", "value", "-c", "id").stdout.strip()
         self.networks.append(net_id)
+        self.cleanup.nft_table(net_id)
         self.mdtool("subnet-create", net_id, cidr, "--no-gateway", *extra)
         return net_id
 

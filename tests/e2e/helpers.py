@@ -195,6 +195,17 @@ class Cleanup:
         self.add(f"link {name}", remove)
         return name
 
+    def nft_table(self, network_id: str) -> str:
+        """Delete the network's port security table (bridge family) if it exists."""
+        name = f"mdtool-{network_id}"
+
+        def remove():
+            if shutil.which("nft"):
+                subprocess.run(["nft", "delete", "table", "bridge", name], capture_output=True,
+                               stdin=subprocess.DEVNULL, timeout=30)
+        self.add(f"nft table bridge {name}", remove)
+        return name
+
     def pidfile(self, path: str | os.PathLike, *needles: str) -> None:
         """Kill the process of a pid file if its cmdline still holds ``needles``."""
         def kill():

@@ -44,6 +44,7 @@ class Env:
         self.ns = names.namespace_name(self.net.id)
         # registered first = removed last; each removal tolerates "already gone"
         cleanup.link(self.net.bridge)
+        cleanup.nft_table(self.net.id)
         cleanup.link(names.bridge_end_name(self.dhcp.id))
         cleanup.netns(self.ns)
         cleanup.processes("dnsmasq", self.net.id)

@@ -111,7 +111,9 @@ def test_an_instance_sees_only_its_own_data_and_loses_it_with_its_port(site):
 
 def check_token_reply_dies_at_a_forwarding_hop(site, net, a):
     """A container behind an instance that routes for it: its GETs come through (404: its
-    address is no port), but the token reply leaves with TTL 1 and dies at the relay."""
+    address is no port), but the token reply leaves with TTL 1 and dies at the relay.
+    A router sends from addresses that are not its own: its port has no port security."""
+    site.mdtool("port-update", a.port_id, "--no-port-security")
     ns_c = site.cleanup.netns(f"ctr-{a.port_id[:8]}")
     subprocess.run(["ip", "netns", "add", ns_c], check=True)
     sh = lambda *cmd, ns=None: subprocess.run(  # noqa: E731

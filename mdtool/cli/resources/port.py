@@ -72,6 +72,8 @@ def port_update(ctx, port, name, device_id, fixed_ips, mac_address, port_securit
     specs = parse_pairs(fixed_ips, FIXED_IP_KEYS, "--fixed-ip", ()) if fixed_ips else None
     p = ctx.registry.update_port(port, name=name, device_id=device_id, fixed_ips=specs,
                                  mac_address=mac_address, port_security_enabled=port_security)
+    if port_security is not None or specs is not None or mac_address is not None:
+        _sync_port_security(ctx, p.network_id)
     emit_one(records.port(p), fmt, columns, "Updated port:")
 
 
@@ -85,9 +87,18 @@ def port_delete(ctx, ports):
 
     def delete(ref: str) -> list[str]:
         p, unplugged = delete_port(ctx.config, ctx.registry, ref)
+        _sync_port_security(ctx, p.network_id)  # a tap another state dir plugged
         ips = ", ".join(f.ip_address for f in p.fixed_ips)
         return [f"unplug: {c}" for c in unplugged] + [f"Deleted port: {p.name or p.id} ({ips})"]
     delete_each(ctx, "port", ports, delete)
+
+
+def _sync_port_security(ctx, network_id: str) -> None:
+    """The rules of the network's ports plugged on this node follow the registry at once
+    (another node's follow on its next port-plug)."""
+    from mdtool.netns import portsec
+    for action in portsec.sync(ctx.registry.get_network(network_id)):
+        ctx.say(f"port security: {action.text}")
 
 
 COMMANDS = [port_create, port_list, port_show, port_update, port_delete]
