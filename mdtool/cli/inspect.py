@@ -146,6 +146,10 @@ def _show(console, report) -> None:
         _block(console, f"cat {opts.path if opts else d.pidfile.rsplit('/', 1)[0] + '/opts'}",
                "\n".join(d.opts_lines) if d.opts_lines is not None else "(no opts file)")
 
+    ps = o.port_security
+    if ps is not None and (ps.live or ps.expected):
+        _block(console, f"nft list table bridge {ps.table}",
+               (ps.live or "(missing)").rstrip("\n"))
     console.print(Text("# mdtool daemons", style="bold cyan"))
     daemons = Table(box=None, pad_edge=False)
     for col in ("role", "state", "pid", "log"):

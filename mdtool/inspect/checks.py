@@ -337,6 +337,38 @@ def check_probe_proxy(o: Observation) -> Check:
                              f"{p.proxy.describe()}", _daemon_note(o, "proxy"), _enable(o))
 
 
+def check_port_security(o: Observation) -> Check:
+    name = "port security rules"
+    st = o.port_security
+    if st is None:
+        return Check(name, WARN, "not observed")
+    parts = [f"{len(st.plugged) - len(st.unsecured)} plugged port(s) protected"]
+    if st.unsecured:
+        parts.append("port security off: " + ", ".join(st.unsecured))
+    if st.orphans:
+        parts.append("taps of deleted ports (drop all): " + ", ".join(st.orphans))
+    summary = "; ".join(parts)
+    if st.error:
+        return Check(name, WARN, f"{summary}; not judged: {st.error}")
+    if st.expected == st.live:
+        table = f"table bridge {st.table}" if st.live else "no table needed"
+        return Check(name, OK, f"{summary}; {table}, as the registry says")
+    fix = "mdtool port-update PORT --port-security (re-applies the network's rules on this node)"
+    if st.live is None:
+        return Check(name, FAIL, f"{summary}; table bridge {st.table} is missing",
+                     "the plugged ports send unchecked: the table was deleted (nft flush "
+                     "ruleset, a firewall reload)", fix)
+    if st.expected is None:
+        return Check(name, WARN, f"{summary}; table bridge {st.table} is left over",
+                     "no plugged port needs it", "nft delete table bridge " + st.table)
+    wanted, live = st.expected.splitlines(), st.live.splitlines()
+    diff = [f"-{l.strip()}" for l in wanted if l not in live] + \
+           [f"+{l.strip()}" for l in live if l not in wanted]
+    return Check(name, FAIL, f"{summary}; table bridge {st.table} differs from the registry: "
+                             + " ".join(diff[:6]) + (" …" if len(diff) > 6 else ""),
+                 "the rules were changed by hand, or the port changed on another node", fix)
+
+
 # In dependency order, each with the checks it needs: when one of those failed (or was
 # skipped), the check is skipped, so one fault gives one cause and one fix, not a cascade of
 # its consequences. A new check: append it with what it depends on.
@@ -354,6 +386,7 @@ CHECKS = (
     (check_secret, (check_metadata,)),
     (check_probe_agent, (check_agent, check_metadata, check_secret)),
     (check_probe_proxy, (check_proxy_listening,)),
+    (check_port_security, ()),
 )
 
 

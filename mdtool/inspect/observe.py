@@ -13,7 +13,7 @@ from mdtool.config import Config
 from mdtool.errors import BadInput, MdtoolError, NotFound
 from mdtool.inspect import procnet
 from mdtool.inspect.probe import Answer, get_in_netns, get_unix, get_url
-from mdtool.netns import ip_lib, names
+from mdtool.netns import ip_lib, names, portsec
 from mdtool.registry import Registry
 
 PROBE_PATH = "/openstack/latest/meta_data.json"
@@ -111,6 +111,7 @@ class Observation:
     secret: Answer | None = None
     secret_note: str | None = None  # why the secret was not checked
     probe: ProbeState = field(default_factory=ProbeState)
+    port_security: portsec.State | None = None  # rules of the ports plugged on this node
 
     def tap_link(self) -> ip_lib.Link | None:
         return next((l for l in self.links if l.ifname == self.tap), None) if self.tap else None
@@ -150,6 +151,7 @@ def observe(config: Config, registry: Registry, network_ref: str,
         host = {l.ifname: l for l in ip_lib.host_links_matching(names=(net.bridge, end))}
         obs.bridge, obs.bridge_end = host.get(net.bridge), host.get(end)
     obs.dnsmasq = _observe_dnsmasq(config, net, port)
+    obs.port_security = portsec.observe(net)
     _observe_services(config, registry, obs, port_ref)
     return obs
 

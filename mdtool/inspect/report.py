@@ -95,6 +95,11 @@ def to_dict(r: Report) -> dict:
                      "metadata_url": o.metadata_url, "metadata_local": o.metadata_local,
                      "metadata": answer_dict(o.metadata),
                      "secret": answer_dict(o.secret), "secret_note": o.secret_note},
+        "port_security": None if o.port_security is None else {
+            "table": o.port_security.table, "plugged": o.port_security.plugged,
+            "unsecured": o.port_security.unsecured, "orphans": o.port_security.orphans,
+            "rules": o.port_security.live, "current": o.port_security.live == o.port_security.expected,
+            "error": o.port_security.error},
         "checks": [c.as_dict() for c in r.checks],
         "probe": {
             "port": p.port_id, "ip": p.port_ip, "instance_id": p.instance_id,

@@ -9,6 +9,7 @@ from mdtool.inspect import checks
 from mdtool.inspect.observe import DaemonState, DnsmasqState, FileState, Observation, ProbeState
 from mdtool.inspect.probe import Answer
 from mdtool.inspect.procnet import Socket
+from mdtool.netns import portsec
 from mdtool.netns.ip_lib import Address, Link
 
 NET = "11111111-2222-3333-4444-555555555555"
@@ -43,6 +44,7 @@ def healthy() -> Observation:
         metadata=Answer(400), secret=Answer(200),
         probe=ProbeState("p1", "172.17.17.5", INST, "proj", Answer(200, b'{"uuid": "%s"}' % INST.encode()),
                          Answer(404)),
+        port_security=portsec.State("mdtool-" + NET),
     )
 
 

@@ -127,3 +127,31 @@ def test_tap_of_a_deleted_port_may_send_nothing():
     assert only_orphan.op == "nft.replace_table" and "deleted port: drop all" in only_orphan.text
     assert "\tchain port-" not in only_orphan.args["ruleset"]
 
+
+def test_inspect_judges_the_live_table_against_the_registry():
+    from mdtool.inspect.checks import check_port_security
+
+    class O:  # the one field the check reads
+        port_security = None
+
+    a = port(A, "fa:16:3e:00:00:0b", "10.0.0.5")
+    wanted = portsec.render(network(a), [a])
+    o = O()
+    o.port_security = portsec.State(f"mdtool-{NET}", plugged=["tapaaaaaaaa-00"], expected=wanted,
+                                    live=wanted)
+    c = check_port_security(o)
+    assert (c.status, c.detail) == ("ok", f"1 plugged port(s) protected; table bridge mdtool-{NET}, "
+                                          "as the registry says")
+    o.port_security.live = None                                  # nft flush ruleset
+    c = check_port_security(o)
+    assert c.status == "fail" and c.detail.endswith("is missing") and "port-update" in c.fix
+    o.port_security.live = wanted.replace("ip saddr 10.0.0.5 accept", "ip saddr 10.0.0.9 accept")
+    c = check_port_security(o)
+    assert c.status == "fail" and c.detail.endswith(
+        "differs from the registry: -ip saddr 10.0.0.5 accept +ip saddr 10.0.0.9 accept")
+    o.port_security = portsec.State(f"mdtool-{NET}", plugged=["tapaaaaaaaa-00"],
+                                    unsecured=["tapaaaaaaaa-00"])
+    c = check_port_security(o)
+    assert c.status == "ok" and "port security off: tapaaaaaaaa-00" in c.detail
+    o.port_security.error = "nft not found; is it installed?"
+    assert check_port_security(o).status == "warn"
