@@ -24,12 +24,6 @@ def list_table(table: str, family: str = FAMILY) -> str | None:
                           f"{msg[-1] if msg else f'exit status {res.returncode}'}")
 
 
-def list_tables(family: str = FAMILY) -> list[str]:
-    """Names of the tables of ``family``."""
-    out = process.run(["nft", "list", "tables", family]).stdout
-    return [line.split()[2] for line in out.splitlines() if line.startswith("table ")]
-
-
 def replace_table(table: str, ruleset: str) -> None:
     """Apply ``ruleset`` (a script that replaces ``table`` as a whole) in one transaction."""
     process.run(["nft", "-f", "-"], input=ruleset)
