@@ -8,8 +8,8 @@ not with mdtool's code.
 
 from __future__ import annotations
 
+import ipaddress
 import json
-import shutil
 import subprocess
 import sys
 
@@ -128,9 +128,11 @@ def test_secondary_ip_and_arp_spoofing_get_nothing_of_the_neighbours(site, tmp_p
     code, body = steal(site, b, a, dhcp)
     assert (code, "secret of a" in body) == (0, False)
     assert neighbour_mac(net, a.ip) != b.mac  # the ARP claims never reached the DHCP port
-    # both still get their own
+    # both still get their own (b after its own ARP entry for the DHCP port, which its
+    # spoofed packets left unresolved, has failed and been resolved again from its own IP)
     assert http(site.curl(a, USER_DATA)) == (200, "secret of a")
-    assert http(site.curl(b, USER_DATA)) == (200, "data of b")
+    wait_for(lambda: http(site.curl(b, USER_DATA, "-m", "2")) == (200, "data of b"), 20,
+             "b's own user-data")
 
     # the switch really switches: without port security on b, the same trick works
     off = site.mdtool("port-update", b.port_id, "--no-port-security")
@@ -195,3 +197,42 @@ def test_a_rogue_dhcp_server_reaches_no_other_instance(site, rogue):
     assert site.dhcp.udhcpc(c.namespace), site.dhcp.output("udhcpc")
     [got] = ns_ipv4(c.namespace, "eth0")
     assert got.startswith("10.89.0.2") and got != f"{c.ip}/24"
+
+
+def eui64_link_local(mac: str) -> str:
+    b = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes([b[0] ^ 2]) + b[1:3] + b"\xff\xfe" + b[3:]
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
+
+
+def curl6(vm, path: str) -> tuple[int, str]:
+    return http(subprocess.run(["ip", "netns", "exec", vm.namespace, "curl", "-sS", "-m", "2", "-g",
+                                "-w", "\n%{http_code}", f"http://[fe80::a9fe:a9fe%eth0]{path}"],
+                               capture_output=True, text=True, timeout=20))
+
+
+def test_a_neighbours_ipv6_link_local_gets_nothing(site, tmp_path):
+    """Over IPv6 the instance is known by the EUI-64 link-local of its MAC: b, with a's
+    link-local address instead of its own, gets nothing of a's."""
+    net = site.network("ps-v6", "10.90.0.0/24")
+    site.mdtool("subnet-create", net, "fd00:90::/64", "--ip-version", "6", "--no-gateway")
+    site.mdtool("enable-isolated-metadata", net)
+    (tmp_path / "a").write_text("secret of a")
+    a = site.instance("vm-a6", net, "--user-data", tmp_path / "a")
+    b = site.instance("vm-b6", net)
+    site.mdtool("dnsmasq", "reload", net)
+    site.boot(a)
+    site.boot(b)
+    wait_for(lambda: curl6(a, USER_DATA) == (200, "secret of a"), 20, "a's user-data over IPv6")
+    lla = eui64_link_local(a.mac)
+    assert f"ip6 saddr {lla} accept" in chain(nft_table(net), a.port_id)
+    in_b = ["ip", "netns", "exec", b.namespace, "ip"]
+    subprocess.run(in_b + ["-6", "addr", "flush", "dev", "eth0", "scope", "link"], check=True)
+    subprocess.run(in_b + ["addr", "add", f"{lla}/64", "dev", "eth0", "nodad"], check=True)
+    code, body = curl6(b, USER_DATA)
+    assert (code, "secret of a" in body) == (0, False)
+    assert curl6(a, USER_DATA) == (200, "secret of a")
+    # without port security on b, the same works
+    site.mdtool("port-update", b.port_id, "--no-port-security")
+    wait_for(lambda: curl6(b, USER_DATA) == (200, "secret of a"), 20,
+             "b to read a's user-data over IPv6 without port security")
