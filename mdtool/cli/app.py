@@ -50,6 +50,7 @@ def make_console(**options):
     from rich.console import Console
     options.setdefault("highlight", False)
     options.setdefault("soft_wrap", True)
+    options.setdefault("emoji", False)  # a MAC fa:16:3e:cd:… printed :cd: as 💿
     if os.environ.get("NO_COLOR"):
         options["color_system"] = None
     return Console(**options)
