@@ -7,7 +7,8 @@ the same host, another test) is never touched:
   longer has the network, or no longer has this node's DHCP port on it, its dnsmasq, its
   namespace ``qdhcp-<id>`` with both veth ends, and that dir go;
 - a port this node plugged has ``<state_dir>/plugs/<port_id>.json`` (:mod:`mdtool.plugs`):
-  when the registry no longer has the port, its namespace and veth go;
+  when the registry no longer has the port, its namespace, veth and port security rules go
+  (the network's nftables table, when the registry no longer has the network either);
 - a bridge mdtool created for one of those networks (alias ``mdtool:<network_id>``) goes
   when nothing else is left on it;
 - the shared daemons of this state dir (pid files) stop when no network is left to serve.
@@ -66,13 +67,14 @@ def find(config: Config, registry: Registry) -> list[Orphan]:
 
     from mdtool import daemons
     from mdtool.dnsmasq import control
-    from mdtool.netns import dhcp_port, ip_lib, names
+    from mdtool.netns import dhcp_port, ip_lib, names, portsec
     from mdtool.netns import plug as netns_plug
     from mdtool.netns.actions import delete_idle_bridge
 
     orphans: list[Orphan] = []
     bridges: dict[str, str] = {}        # bridge name -> network id it was made for
     removed: set[str] = set()           # host links the tasks delete
+    tables_gone: set[str] = set()       # networks whose port security table goes
     still_served = []
     for net_id in _served_dirs(config):
         net, why = _network_gone(registry, config, net_id)
@@ -110,7 +112,14 @@ def find(config: Config, registry: Registry) -> list[Orphan]:
         except NotFound:
             pass
         o = Orphan(f"namespace {rec.namespace} (plugged port {rec.port_id} is not in the registry)")
-        actions = netns_plug.unplug(rec.port_id, rec.namespace, dry_run=True)
+        try:  # the port's port security rules go with it; the table with its network
+            net = registry.get_network(rec.network_id)
+        except NotFound:
+            net = None
+        actions = netns_plug.unplug(rec.port_id, rec.namespace, network=net, dry_run=True)
+        if net is None and rec.network_id not in tables_gone:
+            tables_gone.add(rec.network_id)
+            actions += portsec.plan_forget(rec.network_id)
         o.tasks += _actions(actions)
         removed |= {a.args["ifname"] for a in actions
                     if a.op == "delete_link" and not a.args.get("netns")}

@@ -99,6 +99,15 @@ def plan(network: model.Network, plugged: set[str], live: str | None,
                                                       replace=True)})]
 
 
+def plan_forget(network_id: str) -> list[Action]:
+    """The network is gone from the registry: its table goes too, if it is there."""
+    table = table_name(network_id)
+    if shutil.which("nft") is None or nft.list_table(table) is None:
+        return []
+    return [Action(f"delete nft table bridge {table} (network {network_id} is not in the registry)",
+                   "nft.delete_table", {"table": table})]
+
+
 def observe_plugged(network: model.Network) -> tuple[set[str], tuple[str, ...]]:
     """(ids of the network's ports plugged on this host, taps on its bridge that mdtool
     plugged for a port the registry no longer has). A plugged tap carries our alias."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import shutil
 import sqlite3
+import subprocess
 
 import pytest
 
@@ -45,6 +46,9 @@ def _host_objects(net: str, vm) -> list[str]:
         alias = (path / "ifalias").read_text().strip() if (path / "ifalias").exists() else ""
         if net in alias or vm.port_id in alias:
             left.append(f"link {path.name} ({alias})")
+    if shutil.which("nft") and subprocess.run(
+            ["nft", "list", "table", "bridge", f"mdtool-{net}"], capture_output=True).returncode == 0:
+        left.append(f"nft table bridge mdtool-{net} (port security)")
     return sorted(set(left))
 
 
