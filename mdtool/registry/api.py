@@ -489,10 +489,14 @@ class Registry:
         subnets = conn.execute(sa.select(t.subnets).where(t.subnets.c.network_id == nrow.id)
                                .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
         wanted: list[tuple[sa.Row, Addr | None]] = []
+        auto = [s for s in subnets if ipv6_modes.is_auto_address(s.ipv6_address_mode, s.ipv6_ra_mode)]
+        auto_ids = {s.id for s in auto}
         if fixed_ips is None:
-            # Neutron's default: one address from each IPv4 subnet, else from the first subnet.
+            # Neutron's default: one address from an IPv4 subnet and one from a DHCPv6 (or
+            # static) IPv6 subnet; the automatic-address subnets come below.
             v4 = [s for s in subnets if s.ip_version == 4]
-            wanted = [(s, None) for s in (v4[:1] or subnets[:1])]
+            v6 = [s for s in subnets if s.ip_version == 6 and s.id not in auto_ids]
+            wanted = [(s, None) for s in v4[:1] + v6[:1]]
         else:
             for spec in fixed_ips:
                 sub = None
@@ -508,7 +512,18 @@ class Registry:
                     if not matches:
                         raise BadInput(f"IP address {addr} is in no subnet of network {nrow.name}")
                     sub = matches[0]
+                if addr is not None and sub.id in auto_ids:
+                    raise BadInput(f"IPv6 address {addr} cannot be given to a port on subnet "
+                                   f"{sub.name or sub.id}: it uses automatic addresses "
+                                   f"({sub.ipv6_address_mode or sub.ipv6_ra_mode}, EUI-64 of "
+                                   "the MAC); name the subnet only")
                 wanted.append((sub, addr))
+        # Every automatic-address subnet gives the port its EUI-64 address (as Neutron).
+        have = set(conn.execute(sa.select(t.ip_allocations.c.subnet_id)
+                                .where(t.ip_allocations.c.port_id == port_id)).scalars())
+        have |= {s.id for s, _ in wanted}
+        wanted += [(s, None) for s in auto if s.id not in have]
+        mac = conn.execute(sa.select(t.ports.c.mac_address).where(t.ports.c.id == port_id)).scalar_one()
         used_now: set[str] = set()
         for pos, (sub, addr) in enumerate(wanted):
             net = ipaddress.ip_network(sub.cidr)
@@ -520,6 +535,11 @@ class Registry:
                     raise Conflict(f"IP address {addr} is already in use on network {nrow.name}")
                 if sub.gateway_ip and str(addr) == sub.gateway_ip:
                     raise Conflict(f"IP address {addr} is the gateway of subnet {sub.name or sub.id}")
+            elif sub.id in auto_ids:
+                addr = ipv6_modes.eui64_address(sub.cidr, mac)
+                if str(addr) in used:
+                    raise Conflict(f"IP address {addr} (EUI-64 of {mac}) is already in use on "
+                                   f"network {nrow.name}")
             else:
                 addr = self._next_free(sub, used)
             used_now.add(str(addr))

@@ -9,6 +9,21 @@ from mdtool import model
 from mdtool.errors import BadInput
 
 
+def is_auto_address(address_mode: str | None, ra_mode: str | None) -> bool:
+    """Instances make their own address (SLAAC or DHCPv6-stateless): Neutron then gives
+    every port the modified EUI-64 address of its MAC, and no other."""
+    return (address_mode or ra_mode) in (model.IPV6_SLAAC, model.IPV6_DHCP_STATELESS)
+
+
+def eui64_address(cidr: str, mac: str) -> ipaddress.IPv6Address:
+    """The address an instance with ``mac`` gives itself in the /64 ``cidr`` (RFC 4291
+    modified EUI-64: universal/local bit flipped, ff:fe in the middle)."""
+    b = bytes(int(x, 16) for x in mac.split(":"))
+    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
+    net = ipaddress.IPv6Network(cidr)
+    return ipaddress.IPv6Address(int(net.network_address) | int.from_bytes(iid, "big"))
+
+
 def check(net: ipaddress.IPv4Network | ipaddress.IPv6Network, address_mode: str | None,
           ra_mode: str | None, enable_dhcp: bool) -> None:
     """Refuse (BadInput, exit 2) what Neutron refuses, and a DHCPv6 subnet dnsmasq cannot
@@ -26,10 +41,9 @@ def check(net: ipaddress.IPv4Network | ipaddress.IPv6Network, address_mode: str 
         if address_mode and ra_mode and address_mode != ra_mode:
             raise BadInput(f"--ipv6-ra-mode {ra_mode} with --ipv6-address-mode {address_mode}: "
                            "when both are set they must be the same (as in Neutron)")
-        auto = address_mode or ra_mode
-        if auto in (model.IPV6_SLAAC, model.IPV6_DHCP_STATELESS) and net.prefixlen != 64:
-            raise BadInput(f"{net} with {auto}: addresses are EUI-64, which needs a /64 "
-                           "(as in Neutron)")
+        if is_auto_address(address_mode, ra_mode) and net.prefixlen != 64:
+            raise BadInput(f"{net} with {address_mode or ra_mode}: addresses are EUI-64, "
+                           "which needs a /64 (as in Neutron)")
     if net.version == 6 and model.dnsmasq_range_wanted(6, enable_dhcp, address_mode, ra_mode) \
             and net.prefixlen < model.DNSMASQ_MIN_IPV6_PREFIX:
         raise BadInput(f"{net}: dnsmasq serves DHCPv6 only on a /{model.DNSMASQ_MIN_IPV6_PREFIX} "

@@ -69,3 +69,23 @@ def test_update_keeps_the_rules(run, net, db_snapshot):
     r = run("subnet-update", s64["id"], "--disable-dhcp")
     assert r.exit_code == 2 and "IPv6 modes" in r.stderr
     assert db_snapshot() == before
+
+
+def test_ports_get_eui64_addresses_on_automatic_subnets(run, net, db_snapshot):
+    s6 = json.loads(run("subnet-create", net, "fd00:1::/64", "--ipv6-address-mode", "slaac",
+                        "-f", "json").stdout)
+    st = json.loads(run("subnet-create", net, "fd00:2::/64", "--ipv6-address-mode",
+                        "dhcpv6-stateful", "-f", "json").stdout)
+    # Neutron's default: one IPv4, one DHCPv6 address, and the EUI-64 one of every SLAAC subnet
+    p = json.loads(run("port-create", net, "--mac-address", "fa:16:3e:00:00:0b", "-f", "json").stdout)
+    got = {f["subnet_id"]: f["ip_address"] for f in p["fixed_ips"]}
+    assert got[s6["id"]] == "fd00:1::f816:3eff:fe00:b"
+    assert got[st["id"]].startswith("fd00:2::") and len(got) == 3
+    # naming other subnets still brings the automatic address along
+    p = json.loads(run("port-create", net, "--mac-address", "fa:16:3e:00:00:0c",
+                       "--fixed-ip", f"subnet={st['id']}", "-f", "json").stdout)
+    assert [f["ip_address"] for f in p["fixed_ips"]][-1] == "fd00:1::f816:3eff:fe00:c"
+    before = db_snapshot()
+    r = run("port-create", net, "--fixed-ip", "ip_address=fd00:1::5")
+    assert r.exit_code == 2 and "automatic addresses" in r.stderr, r.stderr
+    assert db_snapshot() == before

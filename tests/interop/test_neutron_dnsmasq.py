@@ -8,6 +8,8 @@ differs, docs/openstack.md names the difference and the test asserts exactly it.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.interop.neutron import FILES, Site, render_both, show
@@ -107,6 +109,13 @@ def test_ipv6_modes(site, openstack, mode):
     mine, theirs = assert_same_files(site, openstack, "net1")
     assert [a for a in mine.argv if a.startswith("--dhcp-range")] == \
         [a for a in theirs.argv if a.startswith("--dhcp-range")]
+    if mode != "dhcpv6-stateful":  # automatic addresses: Neutron's IPAM picks them (EUI-64)
+        ports = [(f["ip_address"], p["mac_address"]) for p in json.loads(
+            site("port-list", "--network", "net1", "-f", "json")) for f in
+            json.loads(site("port-show", p["id"], "-f", "json"))["fixed_ips"] if ":" in f["ip_address"]]
+        assert len(ports) == 3  # both instances and the DHCP port
+        neutron = openstack.run("neutron_eui64", {"ports": [["2001:db8:1::/64", mac] for _, mac in ports]})
+        assert [ip for ip, _ in ports] == neutron
 
 
 def test_ipv6_without_modes(site, openstack):
