@@ -21,6 +21,8 @@ pkgs+=(nftables)
 pkgs+=(cloud-init python3)
 if [ "$want_test" = 1 ]; then
   pkgs+=(haproxy wrk postgresql)
+  # python3-venv: Debian's python3 builds .venv-openstack (Neutron and Nova, tests/interop).
+  pkgs+=(python3-venv)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
