@@ -360,7 +360,23 @@ class Registry:
                 dns_nameservers=dns, host_routes=routes,
                 project_id=project_id or nrow.project_id,
                 ipv6_address_mode=ipv6_address_mode, ipv6_ra_mode=ipv6_ra_mode))
+            if ipv6_modes.is_auto_address(ipv6_address_mode, ipv6_ra_mode):
+                self._add_auto_addresses(conn, nrow.id, sid, str(net))
         return self.get_subnet(sid)
+
+    @staticmethod
+    def _add_auto_addresses(conn: Connection, network_id: str, subnet_id: str, cidr: str) -> None:
+        """A new automatic-address subnet gives every port of its network the EUI-64
+        address of its MAC there (as Neutron does on subnet create)."""
+        a = t.ip_allocations
+        last = dict(conn.execute(sa.select(a.c.port_id, sa.func.max(a.c.position))
+                                 .where(a.c.network_id == network_id).group_by(a.c.port_id)).all())
+        for port_id, mac in conn.execute(sa.select(t.ports.c.id, t.ports.c.mac_address)
+                                         .where(t.ports.c.network_id == network_id)).all():
+            conn.execute(a.insert().values(
+                port_id=port_id, subnet_id=subnet_id, network_id=network_id,
+                ip_address=str(ipv6_modes.eui64_address(cidr, mac)),
+                position=last.get(port_id, -1) + 1))
 
     @staticmethod
     def _host_routes(specs: Iterable[tuple[str, str]], version: int) -> list[dict[str, str]]:

@@ -89,3 +89,13 @@ def test_ports_get_eui64_addresses_on_automatic_subnets(run, net, db_snapshot):
     r = run("port-create", net, "--fixed-ip", "ip_address=fd00:1::5")
     assert r.exit_code == 2 and "automatic addresses" in r.stderr, r.stderr
     assert db_snapshot() == before
+
+
+def test_a_new_automatic_subnet_addresses_the_ports_already_there(run, net):
+    p = json.loads(run("port-create", net, "--mac-address", "fa:16:3e:00:00:0d", "-f", "json").stdout)
+    assert run("subnet-create", net, "fd00:1::/64", "--ipv6-address-mode", "dhcpv6-stateless").exit_code == 0
+    ips = [f["ip_address"] for f in json.loads(run("port-show", p["id"], "-f", "json").stdout)["fixed_ips"]]
+    assert ips == [p["fixed_ips"][0]["ip_address"], "fd00:1::f816:3eff:fe00:d"]
+    # a DHCPv6-stateful subnet does not: its addresses are asked for
+    assert run("subnet-create", net, "fd00:2::/64", "--ipv6-address-mode", "dhcpv6-stateful").exit_code == 0
+    assert len(json.loads(run("port-show", p["id"], "-f", "json").stdout)["fixed_ips"]) == 2
