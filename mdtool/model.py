@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 DHCP_OWNER = "network:dhcp"
 COMPUTE_OWNER = "compute:nova"
+DEFAULT_FLAVOR = "m1.small"
 METADATA_IPV4 = "169.254.169.254"
 METADATA_IPV6 = "fe80::a9fe:a9fe"
 # Neutron's ipv6_address_mode / ipv6_ra_mode values.
@@ -117,3 +118,4 @@ class Instance:
     launch_index: int = 0
     created_at: str = ""
     password: str | None = None
+    flavor: str = DEFAULT_FLAVOR  # its name: Nova's EC2 instance-type

@@ -57,4 +57,4 @@ def instance(i: model.Instance) -> dict[str, Any]:
             "user_data": "present" if i.user_data is not None else "",
             "user_data_bytes": len(i.user_data) if i.user_data is not None else 0,
             "vendor_data": i.vendor_data, "availability_zone": i.availability_zone,
-            "created": i.created_at}
+            "flavor": i.flavor, "created": i.created_at}

@@ -139,7 +139,7 @@ class Registry:
             key_name=r.key_name, public_keys=dict(r.public_keys), meta=dict(r.meta),
             user_data=r.user_data, vendor_data=r.vendor_data,
             availability_zone=r.availability_zone, launch_index=r.launch_index,
-            created_at=r.created_at, password=r.password)
+            created_at=r.created_at, password=r.password, flavor=r.flavor)
 
     def _ports(self, conn: Connection, where=None) -> list[model.Port]:
         q = sa.select(t.ports).order_by(t.ports.c.network_id, t.ports.c.name, t.ports.c.id)
@@ -689,7 +689,8 @@ class Registry:
                         user_data: bytes | None = None, key_name: str | None = None,
                         public_key: str | None = None, meta: dict[str, str] | None = None,
                         vendor_data: dict | None = None, availability_zone: str = "nova",
-                        instance_id: str | None = None) -> model.Instance:
+                        instance_id: str | None = None,
+                        flavor: str = model.DEFAULT_FLAVOR) -> model.Instance:
         """Record an instance; ``instance_id`` keeps a real Nova's UUID (for interop)."""
         v.name(name, "instance name")
         v.project_id(project_id)
@@ -701,6 +702,7 @@ class Registry:
                 raise BadInput("--key-name and --public-key go together")
             keys[v.name(key_name, "key name")] = public_key
         self._check_vendor_data(vendor_data)
+        v.name(flavor, "flavor name")
         iid = v.uuid(instance_id, "instance id") if instance_id else str(uuid.uuid4())
         with self._write() as conn:
             if conn.execute(sa.select(t.instances.c.id).where(t.instances.c.id == iid)).first():
@@ -709,7 +711,7 @@ class Registry:
                 id=iid, name=name, hostname=host, project_id=project_id, key_name=key_name,
                 public_keys=keys, meta=meta or {}, user_data=user_data, vendor_data=vendor_data,
                 availability_zone=availability_zone, launch_index=0, password=None,
-                created_at=_now()))
+                flavor=flavor, created_at=_now()))
         return self.get_instance(iid)
 
     @staticmethod
@@ -735,10 +737,13 @@ class Registry:
                         user_data: bytes | None = None, clear_user_data: bool = False,
                         meta: dict[str, str] | None = None, unset_meta: Iterable[str] = (),
                         key_name: str | None = None, public_key: str | None = None,
-                        vendor_data: dict | None = None) -> model.Instance:
+                        vendor_data: dict | None = None,
+                        flavor: str | None = None) -> model.Instance:
         self._check_user_data(user_data)
         self._check_vendor_data(vendor_data)
         values: dict = {}
+        if flavor is not None:
+            values["flavor"] = v.name(flavor, "flavor name")
         if name is not None:
             values["name"] = v.name(name, "instance name")
         if hostname is not None:

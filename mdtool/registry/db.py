@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mdtool.errors import BadInput, OperationFailed
 from mdtool.files import create_private
+from mdtool import model
 from mdtool.registry import schema
 
 BUSY_TIMEOUT_MS = 60_000
@@ -63,12 +64,21 @@ def _v4_port_security(conn: Connection) -> None:
                              "NOT NULL DEFAULT TRUE")
 
 
+def _v5_flavor(conn: Connection) -> None:
+    """instances.flavor: the flavor name Nova's EC2 instance-type gives (existing
+    instances get the default one)."""
+    if "flavor" not in {c["name"] for c in sa.inspect(conn).get_columns("instances")}:
+        conn.exec_driver_sql("ALTER TABLE instances ADD COLUMN flavor VARCHAR(255) "
+                             f"NOT NULL DEFAULT '{model.DEFAULT_FLAVOR}'")
+
+
 # Any constant: concurrent first starts on an empty PostgreSQL database take turns.
 _PG_UPGRADE_LOCK = 0x6D64746F6F6C  # "mdtool"
 
 # (version, step). Append new steps; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3),
-                                                           (4, _v4_port_security)]
+                                                           (4, _v4_port_security),
+                                                           (5, _v5_flavor)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from mdtool.model import DEFAULT_FLAVOR
+
 metadata = sa.MetaData()
 
 # One row. ``revision`` is bumped first in every write transaction: it serialises writers
@@ -58,6 +60,7 @@ instances = sa.Table(
     sa.Column("launch_index", sa.Integer, nullable=False),
     sa.Column("password", sa.Text, nullable=True),
     sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("flavor", sa.String(255), nullable=False, server_default=DEFAULT_FLAVOR),
 )
 
 ports = sa.Table(

@@ -205,3 +205,16 @@ def test_net_show_names_the_nodes_serving_it(run, cli_db):
     assert r.exit_code == 0 and json.loads(r.stdout)["hosts"] == ["node-a", "node-b"]
     table = run("net-show", "n").stdout
     assert "| hosts " in table and "node-a" in table and "node-b" in table
+
+
+def test_instance_flavor_create_show_update(run):
+    r = run("instance-create", "vm1", "-f", "value", "-c", "flavor")
+    assert (r.exit_code, r.stdout) == (0, "m1.small\n")
+    r = run("instance-create", "vm2", "--flavor", "m1.large", "-f", "value", "-c", "flavor")
+    assert (r.exit_code, r.stdout) == (0, "m1.large\n")
+    r = run("instance-update", "vm1", "--flavor", "m1.tiny", "-f", "value", "-c", "flavor")
+    assert (r.exit_code, r.stdout) == (0, "m1.tiny\n")
+    assert run("instance-show", "vm1", "-f", "value", "-c", "flavor").stdout == "m1.tiny\n"
+    r = run("instance-create", "vm3", "--flavor", "bad\nname")
+    assert r.exit_code == 2 and "flavor name" in r.stderr
+    assert "vm3" not in run("instance-list", "-f", "value", "-c", "name").stdout

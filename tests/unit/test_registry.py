@@ -132,3 +132,22 @@ def test_upgrade_to_v3_adds_the_ipv6_mode_columns(db_url):
     with eng.connect() as c:  # idempotent: the columns are there, nothing to add (read only)
         regdb._v3(c)
     eng.dispose()
+
+
+def test_upgrade_to_v5_adds_the_flavor_column(db_url):
+    reg = Registry(db_url)
+    reg.create_instance("vm", flavor="m1.large")
+    reg.engine.dispose()
+    eng = regdb.make_engine(db_url)
+    with eng.connect().execution_options(mdtool_write=True) as c, c.begin():  # back to schema 4
+        c.execute(sa.text("alter table instances drop column flavor"))
+        c.execute(sa.text("update registry_state set schema_version = 4"))
+    eng.dispose()
+    reg = Registry(db_url)
+    assert reg.get_instance("vm").flavor == "m1.small"  # existing instances: the default
+    assert reg.update_instance("vm", flavor="m1.tiny").flavor == "m1.tiny"
+    reg.engine.dispose()
+    eng = regdb.make_engine(db_url)
+    with eng.connect() as c:  # idempotent: the column is there, nothing to add (read only)
+        regdb._v5_flavor(c)
+    eng.dispose()

@@ -11,6 +11,7 @@ from mdtool.cli import records
 from mdtool.cli.output import format_options
 from mdtool.cli.resources.common import delete_each, emit_list, emit_one, pass_ctx
 from mdtool.errors import BadInput
+from mdtool.model import DEFAULT_FLAVOR
 
 
 def _read_file(path: str, what: str, limit: int) -> bytes:
@@ -68,17 +69,19 @@ def _meta(items) -> dict[str, str]:
 @click.option("--vendor-data", metavar="FILE", help="JSON object served as vendor_data.json.")
 @click.option("--id", "instance_id", metavar="UUID",
               help="Keep this id (a real Nova's instance UUID, when mdtool stands in for Neutron).")
+@click.option("--flavor", default=DEFAULT_FLAVOR, show_default=True, metavar="NAME",
+              help="Flavor name (the EC2 instance-type).")
 @format_options
 @pass_ctx
 def instance_create(ctx, name, project_id, hostname, user_data, key_name, public_key, meta,
-                    vendor_data, instance_id, fmt, columns):
+                    vendor_data, instance_id, flavor, fmt, columns):
     """Record an instance: what Nova would know of it."""
     from mdtool.registry.api import USER_DATA_MAX
     ud = _read_file(user_data, "user-data", USER_DATA_MAX) if user_data else None
     i = ctx.registry.create_instance(
         name, project_id=project_id, hostname=hostname, user_data=ud, key_name=key_name,
         public_key=_public_key(public_key), meta=_meta(meta), vendor_data=_vendor_data(vendor_data),
-        instance_id=instance_id)
+        instance_id=instance_id, flavor=flavor)
     emit_one(records.instance(i), fmt, columns, "Created a new instance:")
 
 
@@ -112,10 +115,11 @@ def instance_show(ctx, instance, fmt, columns):
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Set a metadata item (repeatable).")
 @click.option("--unset-meta", multiple=True, metavar="KEY", help="Remove a metadata item.")
 @click.option("--vendor-data", metavar="FILE", help="Replace the vendor data (JSON object).")
+@click.option("--flavor", metavar="NAME", help="New flavor name (the EC2 instance-type).")
 @format_options
 @pass_ctx
 def instance_update(ctx, instance, name, hostname, user_data, no_user_data, key_name, public_key,
-                    meta, unset_meta, vendor_data, fmt, columns):
+                    meta, unset_meta, vendor_data, flavor, fmt, columns):
     """Change an instance; the metadata service serves the change at once."""
     from mdtool.registry.api import USER_DATA_MAX
     if user_data and no_user_data:
@@ -124,7 +128,7 @@ def instance_update(ctx, instance, name, hostname, user_data, no_user_data, key_
     i = ctx.registry.update_instance(
         instance, name=name, hostname=hostname, user_data=ud, clear_user_data=no_user_data,
         meta=_meta(meta), unset_meta=unset_meta, key_name=key_name,
-        public_key=_public_key(public_key), vendor_data=_vendor_data(vendor_data))
+        public_key=_public_key(public_key), vendor_data=_vendor_data(vendor_data), flavor=flavor)
     emit_one(records.instance(i), fmt, columns, "Updated instance:")
 
 
