@@ -160,11 +160,14 @@ class DnsName(Type):
     """A DNS name (RFC 1123, as Neutron validates ``dns_domain``); ``max_len`` leaves room
     for what is put in front of it (dnsmasq's ``host-<ip>.`` names)."""
 
-    def __init__(self, max_len: int = FQDN_MAX):
+    def __init__(self, max_len: int = FQDN_MAX, empty: bool = False):
         self.max_len = max_len
-        self.describe = "DNS name"
+        self.empty = empty
+        self.describe = "DNS name (or empty)" if empty else "DNS name"
 
     def parse(self, text: str) -> str:
+        if self.empty and not _printable(text).strip():
+            return ""
         return dns_name(text, self.max_len)
 
 
@@ -334,6 +337,9 @@ OPTIONS: list[Option] = [
     # room for dnsmasq's longest name in front: "host-" + 39 characters of IPv6 + "."
     Option("DEFAULT", "dns_domain", DnsName(FQDN_MAX - 45), "openstacklocal",
            "domain handed out by dnsmasq"),
+    Option("DEFAULT", "dhcp_domain", DnsName(empty=True), "novalocal",
+           "domain Nova's [api] dhcp_domain appends to the hostname in meta_data.json and the "
+           "EC2 hostnames (empty: the bare hostname)"),
     Option("DEFAULT", "dns_integration", Bool(), True,
            "host names in dnsmasq's files as Neutron's server gives them with the ML2 dns "
            "extension (FQDN ending in a dot); false: as Neutron's DHCP agent alone names them"),

@@ -68,7 +68,7 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
         tcp = config.metadata_listen
     secret = config.shared_secret()
     registry = open_registry(config.db_url)
-    service = MetadataService(registry, secret, dns_domain=config.get("dns_domain") or "",
+    service = MetadataService(registry, secret, dhcp_domain=config.get("dhcp_domain") or "",
                               follow_source=False)
     changes = getattr(registry, "changes", None)
     feed = changes() if callable(changes) else None  # None: poll every REVISION_POLL_SECONDS

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -19,12 +20,11 @@ from mdtool.agent.sign import verify_instance_id
 from mdtool.errors import NotFound
 from mdtool.http.types import Request, Response
 from mdtool.metadata.tree import (
-    LATEST, MAX_PASSWORD_BYTES, OS_VERSIONS, TEXT_TYPE, InstanceDocs,
+    EC2_ROOT, LATEST, MAX_PASSWORD_BYTES, OS_VERSIONS, TEXT_TYPE, Doc, InstanceDocs,
 )
 
 log = logging.getLogger("mdtool.metadata")
 
-READ_METHODS = ("GET", "HEAD")
 BAD_SIGNATURE = "Invalid proxy request signature."
 
 
@@ -41,6 +41,16 @@ class MetadataSource(Protocol):
 
 def _text(status: int, text: str) -> Response:
     return Response.text(status, text)
+
+
+def _doc(doc: Doc) -> Response:
+    return Response(200, doc.body, [("Content-Type", doc.content_type)])
+
+
+def _joined(req: Request, name: str) -> str | None:
+    """A header's values joined by commas, as a WSGI server hands repeated ones to Nova."""
+    values = [v for k, v in req.headers if k.lower() == name.lower()]
+    return ",".join(values) if values else None
 
 
 def _password_path(path: str) -> bool:
@@ -62,11 +72,11 @@ class MetadataService:
     so a hot instance is answered without touching the database at all.
     """
 
-    def __init__(self, source: MetadataSource, secret: str, *, dns_domain: str = "",
+    def __init__(self, source: MetadataSource, secret: str, *, dhcp_domain: str = "",
                  follow_source: bool = True, max_cached: int = 10000):
         self.source = source
         self.secret = secret
-        self.dns_domain = dns_domain
+        self.dhcp_domain = dhcp_domain
         self.follow_source = follow_source
         self.max_cached = max_cached
         self.revision: int | None = None
@@ -106,7 +116,7 @@ class MetadataService:
                 networks[nid] = self.source.get_network(nid)
             except NotFound:  # deleted between the two reads; the next revision fixes it
                 pass
-        return InstanceDocs(instance, ports, networks, dns_domain=self.dns_domain,
+        return InstanceDocs(instance, ports, networks, dhcp_domain=self.dhcp_domain,
                             revision=revision)
 
     async def docs_for(self, instance_id: str) -> InstanceDocs | None:
@@ -142,35 +152,34 @@ class MetadataService:
     # Requests ----------------------------------------------------------------------
 
     async def handle(self, req: Request) -> Response:
-        instance_id = req.header("X-Instance-ID")
-        tenant_id = req.header("X-Tenant-ID")
-        signature = req.header("X-Instance-ID-Signature")
+        path = req.path
+        if posixpath.normpath(path) == "/":  # Nova lists the EC2 versions to anyone
+            return _doc(EC2_ROOT)
+        instance_id = _joined(req, "X-Instance-ID")
+        tenant_id = _joined(req, "X-Tenant-ID")
+        signature = _joined(req, "X-Instance-ID-Signature")
         if instance_id is None:
             return _text(400, "X-Instance-ID header is missing from the request.")
         if signature is None:
             return _text(400, "X-Instance-ID-Signature header is missing from the request.")
         if tenant_id is None:
             return _text(400, "X-Tenant-ID header is missing from the request.")
-        if sum(1 for k, _ in req.headers if k.lower() == "x-instance-id") > 1:
-            return _text(400, "Several X-Instance-ID headers in the request.")
+        # Several X-Instance-ID headers arrive joined, as a WSGI server hands them to Nova:
+        # the joined value's signature does not match (403).
         if not verify_instance_id(self.secret, instance_id, signature):
             log.warning("bad X-Instance-ID-Signature for instance %s from %s",
                         instance_id, req.header("X-Forwarded-For") or req.peer)
             return _text(403, BAD_SIGNATURE)
 
-        path = req.path
+        # Nova answers every method alike but on the password path (GET or POST only).
         method = req.method.upper()
-        if method not in READ_METHODS:
-            if method == "POST" and _password_path(path):
-                pass
-            elif method == "PUT" and _token_path(path):
-                # Session tokens (IMDSv2) are the proxy's business, not Nova's.
-                return _text(404, "Session tokens are not issued by the metadata service.")
-            else:
-                allow = "GET, HEAD, POST" if _password_path(path) else "GET, HEAD"
-                resp = _text(405, "Method not allowed.")
-                resp.headers.append(("Allow", allow))
-                return resp
+        if method == "PUT" and _token_path(path):
+            # Session tokens (IMDSv2) are the proxy's business, not Nova's.
+            return _text(404, "Session tokens are not issued by the metadata service.")
+        if _password_path(path) and method not in ("GET", "POST"):
+            return _text(400, "GET and POST only are supported.")
+        if method == "POST" and not _password_path(path):
+            method = "GET"
 
         try:
             docs = await self.docs_for(instance_id)
@@ -190,7 +199,7 @@ class MetadataService:
         doc = docs.lookup(path)
         if doc is None:
             return _text(404, "Not found.")
-        return Response(200, doc.body, [("Content-Type", doc.content_type)])
+        return _doc(doc)
 
     async def _set_password(self, docs: InstanceDocs, body: bytes) -> Response:
         if len(body) > MAX_PASSWORD_BYTES:

@@ -17,17 +17,21 @@ from dataclasses import dataclass
 from mdtool import model
 
 OS_VERSIONS = ("2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15", "2016-06-30",
-               "2016-10-06", "2017-02-22", "2018-08-27")
+               "2016-10-06", "2017-02-22", "2018-08-27", "2020-10-14", "2025-04-04")
 EC2_VERSIONS = ("1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10", "2007-12-15",
                 "2008-02-01", "2008-09-01", "2009-04-04")
 LATEST = "latest"
 
 # The OpenStack version that introduced each file or field (as Nova gates them).
 _GRIZZLY, _HAVANA, _LIBERTY, _NEWTON_ONE, _NEWTON_TWO = OS_VERSIONS[1:6]
+_VICTORIA = OS_VERSIONS[8]
 
+# What Nova's network_data.json calls a link plugged into a Linux bridge (its VIF type).
+VIF_TYPE = "bridge"
+
+# Nova answers through webob, which adds the charset to both.
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=UTF-8"
-BINARY_TYPE = "application/octet-stream"
 
 MAX_PASSWORD_BYTES = 256
 RANDOM_SEED_BYTES = 512
@@ -73,10 +77,13 @@ def _json(obj) -> Doc:
 
 
 def fqdn(hostname: str, domain: str) -> str:
-    """Nova's hostname: the instance's short name plus the DHCP domain, unless already qualified."""
-    if not domain or "." in hostname:
-        return hostname
-    return f"{hostname}.{domain}"
+    """Nova's hostname: the instance's hostname, then ``.`` and ``[api] dhcp_domain`` when
+    that is set (Nova appends it even to a name that has dots)."""
+    return f"{hostname}.{domain}" if domain else hostname
+
+
+def _dns_services(subnet: model.Subnet) -> list[dict]:
+    return [{"type": "dns", "address": ns} for ns in subnet.dns_nameservers]
 
 
 def _ec2_suffix(instance_id: str) -> str:
@@ -100,18 +107,21 @@ def first_ipv4(ports: list[model.Port]) -> tuple[str, str]:
     return "", (ports[0].mac_address if ports else "")
 
 
+EC2_ROOT = _listing(list(EC2_VERSIONS) + [LATEST])
+
+
 class InstanceDocs:
     """Every document served to one instance at one registry revision."""
 
     def __init__(self, instance: model.Instance, ports: list[model.Port],
-                 networks: dict[str, model.Network], *, dns_domain: str = "",
+                 networks: dict[str, model.Network], *, dhcp_domain: str = "",
                  revision: int = 0):
         self.instance = instance
         self.ports = [p for p in ports if p.device_id == instance.id]
         self.networks = networks
-        self.dns_domain = dns_domain
+        self.dhcp_domain = dhcp_domain
         self.revision = revision
-        self.hostname = fqdn(instance.hostname or instance.name, dns_domain)
+        self.hostname = fqdn(instance.hostname or instance.name, dhcp_domain)
         # Nova draws a new seed per metadata object; one per cached revision is as good.
         self.random_seed = base64.b64encode(os.urandom(RANDOM_SEED_BYTES)).decode()
         self._cache: dict[str, Doc | None] = {}
@@ -132,7 +142,7 @@ class InstanceDocs:
     def _render(self, path: str) -> Doc | None:
         parts = [p for p in path.split("/") if p]
         if not parts:
-            return _listing(list(EC2_VERSIONS) + [LATEST])
+            return EC2_ROOT
         if parts[0] == "openstack":
             return self._render_openstack(parts[1:])
         return self._render_ec2(parts)
@@ -154,13 +164,14 @@ class InstanceDocs:
         if name == "meta_data.json":
             return _json(self.meta_data(version))
         if name == "user_data":
-            return Doc(self.instance.user_data or b"", BINARY_TYPE)
+            return Doc(self.instance.user_data or b"")
         if name == "vendor_data.json":
             return _json(self.instance.vendor_data or {})
         if name == "vendor_data2.json":
-            return _json({"static": self.instance.vendor_data} if self.instance.vendor_data else {})
+            return _json({"static": self.instance.vendor_data or {}})
         if name == "network_data.json":
-            return _json(self.network_data())
+            # Nova leaves this one as text/plain; its body is JSON all the same.
+            return Doc(_json(self.network_data()).body)
         if name == "password":
             return Doc((self.instance.password or "").encode())
         return None
@@ -180,11 +191,12 @@ class InstanceDocs:
         return files
 
     def meta_data(self, version: str = LATEST) -> dict:
+        """Nova's keys in Nova's order (``meta`` only when there is some; no ``files``:
+        mdtool injects none)."""
         inst = self.instance
-        md: dict = {
-            "uuid": inst.id,
-            "meta": dict(inst.meta),
-        }
+        md: dict = {"uuid": inst.id}
+        if inst.meta:
+            md["meta"] = dict(inst.meta)
         if inst.public_keys:
             md["public_keys"] = dict(inst.public_keys)
             md["keys"] = [{"name": name, "type": "ssh", "data": data}
@@ -199,63 +211,67 @@ class InstanceDocs:
             md["project_id"] = inst.project_id
         if _version_at_least(version, _NEWTON_ONE, OS_VERSIONS):
             md["devices"] = []
-        md["files"] = []
+        if _version_at_least(version, _VICTORIA, OS_VERSIONS):
+            md["dedicated_cpus"] = []  # no CPU pinning here
         return md
 
     def network_data(self) -> dict:
-        """Links, networks and services in the shape cloud-init's ``convert_net_json`` reads.
+        """Links, networks and services as Nova's ``get_network_metadata`` writes them.
 
-        A subnet with DHCP becomes ``ipv4_dhcp`` (the instance must ask DHCP, or it would
-        miss the option-121 route to 169.254.169.254); one without DHCP is static with its
-        address, netmask and routes. IPv6 is always static here.
+        One link per port, typed by its VIF type; per port, its first IPv4 and its first
+        IPv6 address become one network each. A subnet with DHCP (and no IPv6 address
+        mode) is ``ipv4_dhcp``/``ipv6_dhcp`` without an address: the instance must ask
+        DHCP, or it would miss the option-121 route to 169.254.169.254. An IPv6 subnet
+        with a mode is ``ipv6_<mode>``, static like a subnet without DHCP. The link's
+        MTU is null when one of its subnets has DHCP (DHCP hands it out).
         """
         links, nets, services = [], [], []
-        seen_dns: set[str] = set()
         for port in self.ports:
             network = self.networks.get(port.network_id)
-            link_id = "tap" + port.id[:11]
-            link = {"ethernet_mac_address": port.mac_address, "id": link_id,
-                    "mtu": network.mtu if network and network.mtu else None,
-                    "type": "phy", "vif_id": port.id}
-            links.append(link)
             subnets = {s.id: s for s in (network.subnets if network else [])}
+            firsts: dict[int, tuple[model.FixedIP, model.Subnet]] = {}
             for fip in port.fixed_ips:
                 subnet = subnets.get(fip.subnet_id)
-                if subnet is None:
+                if subnet is not None:
+                    firsts.setdefault(subnet.ip_version, (fip, subnet))
+            if not firsts:
+                continue
+            link_id = "tap" + port.id[:11]
+            dhcp = any(subnets[f.subnet_id].enable_dhcp for f in port.fixed_ips
+                       if f.subnet_id in subnets)
+            links.append({"id": link_id, "vif_id": port.id, "type": VIF_TYPE,
+                          "mtu": None if dhcp or not network.mtu else network.mtu,
+                          "ethernet_mac_address": port.mac_address})
+            for ip_version in (4, 6):
+                if ip_version not in firsts:
                     continue
-                entry = self._network_entry(len(nets), link_id, port, fip, subnet)
-                nets.append(entry)
-                for ns in subnet.dns_nameservers:
-                    if ns not in seen_dns:
-                        seen_dns.add(ns)
-                        services.append({"type": "dns", "address": ns})
+                fip, subnet = firsts[ip_version]
+                nets.append(self._network_entry(len(nets), link_id, port, fip, subnet))
+                for dns in _dns_services(subnet):
+                    if dns not in services:
+                        services.append(dns)
         return {"links": links, "networks": nets, "services": services}
 
     @staticmethod
     def _network_entry(index: int, link_id: str, port: model.Port, fip: model.FixedIP,
                        subnet: model.Subnet) -> dict:
+        v = subnet.ip_version
+        if subnet.ipv6_address_mode is None and subnet.enable_dhcp:
+            return {"id": f"network{index}", "type": f"ipv{v}_dhcp", "link": link_id,
+                    "network_id": port.network_id}
         net = ipaddress.ip_network(subnet.cidr, strict=False)
-        entry: dict = {"id": f"network{index}", "link": link_id, "network_id": port.network_id}
-        if subnet.ip_version == 4 and subnet.enable_dhcp:
-            entry["type"] = "ipv4_dhcp"
-            entry["ip_address"] = fip.ip_address
-            return entry
         routes = []
         if subnet.gateway_ip:
-            default = "0.0.0.0" if subnet.ip_version == 4 else "::"
+            default = "0.0.0.0" if v == 4 else "::"
             routes.append({"network": default, "netmask": default, "gateway": subnet.gateway_ip})
         for hr in subnet.host_routes:
             dest = ipaddress.ip_network(hr.destination, strict=False)
             routes.append({"network": str(dest.network_address), "netmask": str(dest.netmask),
                            "gateway": hr.nexthop})
-        entry.update({
-            "type": f"ipv{subnet.ip_version}",
-            "ip_address": fip.ip_address,
-            "netmask": str(net.netmask),
-            "routes": routes,
-            "services": [{"type": "dns", "address": ns} for ns in subnet.dns_nameservers],
-        })
-        return entry
+        mode = f"_{subnet.ipv6_address_mode}" if subnet.ipv6_address_mode else ""
+        return {"id": f"network{index}", "type": f"ipv{v}{mode}", "link": link_id,
+                "ip_address": fip.ip_address, "netmask": str(net.netmask), "routes": routes,
+                "network_id": port.network_id, "services": _dns_services(subnet)}
 
     # EC2 tree ----------------------------------------------------------------------
 
@@ -271,7 +287,7 @@ class InstanceDocs:
         if parts[1] == "user-data":
             if len(parts) != 2 or self.instance.user_data is None:
                 return None
-            return Doc(self.instance.user_data, BINARY_TYPE)
+            return Doc(self.instance.user_data)
         if parts[1] != "meta-data":
             return None
         node = self.ec2_meta_data(version)
@@ -310,7 +326,7 @@ class InstanceDocs:
             md["public-ipv4"] = ""
             md["mac"] = mac
         if since("2007-08-29"):
-            md["instance-type"] = ""
+            md["instance-type"] = inst.flavor
         if since("2007-12-15"):
             md["block-device-mapping"] = _Dir({"ami": "vda", "root": "/dev/vda"})
         if since("2008-02-01"):

@@ -68,7 +68,7 @@ class Chain:
 
     async def _main(self):
         self.stop = asyncio.Event()
-        service = MetadataService(self.registry, SECRET, dns_domain="openstacklocal",
+        service = MetadataService(self.registry, SECRET, dhcp_domain="novalocal",
                                   follow_source=False)
         await service.refresh()
         md_server = HttpServer(service.handle)
@@ -146,8 +146,8 @@ def result():
 def test_openstack_reader_metadata(result):
     md = result["metadata"]
     assert md["uuid"] == IID and md["instance-id"] == IID
-    assert md["hostname"] == "vm1.openstacklocal"
-    assert md["local-hostname"] == "vm1.openstacklocal"
+    assert md["hostname"] == "vm1.novalocal"
+    assert md["local-hostname"] == "vm1.novalocal"
     assert md["public_keys"] == {"mykey": KEY}
     assert md["project_id"] == "proj-1"
     assert result["random_seed_len"] == 512
@@ -163,10 +163,10 @@ def test_openstack_network_config(result):
     assert cfg["version"] == 1
     phys, dns = cfg["config"]
     assert phys["type"] == "physical" and phys["name"] == "eth0"
-    assert phys["mac_address"] == INSTANCE_MAC and phys["mtu"] == 1450
+    # MTU null in network_data.json, as Nova writes it with DHCP: DHCP option 26 gives it
+    assert phys["mac_address"] == INSTANCE_MAC and phys.get("mtu") is None
     types = [s["type"] for s in phys["subnets"]]
-    assert types == ["static6", "dhcp4"]
-    assert phys["subnets"][0]["address"] == "fd00:1::b"
+    assert types == ["dhcp4", "dhcp6"]  # v4 first; IPv6 with DHCP and no mode: ipv6_dhcp
     assert dns == {"type": "nameserver", "address": "172.17.17.2"}
 
 
@@ -175,7 +175,7 @@ def test_ec2_reader(result):
         assert ec2["instance-id"] == "i-0f6c8b4e"
         assert ec2["local-ipv4"] == INSTANCE_IP
         assert ec2["mac"] == INSTANCE_MAC
-        assert ec2["hostname"] == "vm1.openstacklocal"
+        assert ec2["hostname"] == "vm1.novalocal"
         assert ec2["placement"] == {"availability-zone": "nova"}
         assert ec2["public-keys"] == {"mykey": KEY}
         assert ec2["security-groups"] == "default" and ec2["ami-launch-index"] == "0"

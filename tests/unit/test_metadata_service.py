@@ -115,7 +115,7 @@ def reg():
 
 @pytest.fixture
 def svc(reg):
-    s = MetadataService(reg, SECRET, dns_domain="openstacklocal")
+    s = MetadataService(reg, SECRET, dhcp_domain="novalocal")
     yield s
     s.close()
 
@@ -148,7 +148,7 @@ def test_bad_signature_is_403(svc):
 def test_signature_of_another_instance_is_403(svc):
     headers = signed_headers()
     headers[0] = ("X-Instance-ID", "another")
-    assert call(svc, "/", headers=headers).status == 403
+    assert call(svc, "/latest/meta-data/", headers=headers).status == 403
 
 
 def test_unknown_instance_is_404(svc):
@@ -161,9 +161,18 @@ def test_project_mismatch_is_404(svc):
     assert resp.status == 404
 
 
-def test_duplicate_instance_header_is_400(svc):
-    headers = signed_headers() + [("X-Instance-ID", "other")]
-    assert call(svc, "/", headers=headers).status == 400
+def test_duplicate_instance_header_is_403_as_in_nova(svc):
+    """A WSGI server hands Nova the values joined by a comma: the signature fails."""
+    headers = signed_headers() + [("X-Instance-ID", IID)]
+    resp = call(svc, "/openstack/latest/meta_data.json", headers=headers)
+    assert (resp.status, text(resp)) == (403, "Invalid proxy request signature.")
+
+
+@pytest.mark.parametrize("headers", [[], [("X-Forwarded-For", "10.0.0.9")]])
+def test_root_is_the_ec2_versions_to_anyone_as_in_nova(svc, headers):
+    resp = call(svc, "/", headers=headers)
+    assert (resp.status, ctype(resp)) == (200, "text/plain; charset=UTF-8")
+    assert text(resp) == "\n".join(EC2_VERSIONS)
 
 
 def test_registry_failure_is_500(svc, reg):
@@ -175,14 +184,23 @@ def test_registry_failure_is_500(svc, reg):
 
 # Methods --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,path", [
-    ("POST", "/openstack/latest/meta_data.json"), ("DELETE", "/latest/meta-data/"),
-    ("PUT", "/openstack/latest/password"), ("PATCH", "/"), ("POST", "/latest/user-data"),
-])
-def test_other_methods_are_405(svc, method, path):
-    resp = call(svc, path, method=method)
-    assert resp.status == 405
-    assert ("Allow" in dict(resp.headers))
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("path", ["/openstack/latest/meta_data.json", "/latest/meta-data/",
+                                  "/latest/user-data"])
+def test_other_methods_answered_as_get_as_in_nova(svc, method, path):
+    """Nova's handler never looks at the method outside the password path (a 405 made
+    Neutron's agent fail with "Unexpected response code: 405")."""
+    resp = call(svc, path, method=method, body=b"ignored")
+    get = call(svc, path)
+    assert resp.status == 200
+    assert (resp.body, resp.headers) == (get.body, get.headers)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "HEAD"])
+def test_password_path_takes_get_and_post_only_as_in_nova(svc, reg, method):
+    resp = call(svc, "/openstack/latest/password", method=method, body=b"x")
+    assert (resp.status, text(resp)) == (400, "GET and POST only are supported.")
+    assert reg.instances[IID].password is None
 
 
 def test_head_is_served(svc):
@@ -197,7 +215,7 @@ def test_token_put_is_not_ours(svc):
 # OpenStack tree -------------------------------------------------------------------
 
 OS_VERSIONS = ["2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15", "2016-06-30",
-               "2016-10-06", "2017-02-22", "2018-08-27", "latest"]
+               "2016-10-06", "2017-02-22", "2018-08-27", "2020-10-14", "2025-04-04", "latest"]
 
 
 @pytest.mark.parametrize("path", ["/openstack", "/openstack/"])
@@ -225,21 +243,34 @@ def test_openstack_files_of_old_version_and_without_user_data():
 
 
 def test_meta_data_json(svc):
+    """Nova's keys in Nova's order, byte for byte (the random seed aside)."""
     resp = call(svc, "/openstack/latest/meta_data.json")
     assert resp.status == 200
     assert ctype(resp) == "application/json"
     md = json.loads(resp.body)
-    assert md["uuid"] == IID
-    assert md["name"] == "vm1"
-    assert md["hostname"] == "vm1.openstacklocal"
-    assert md["launch_index"] == 0
-    assert md["availability_zone"] == "nova"
-    assert md["project_id"] == PROJECT
-    assert md["public_keys"] == {"mykey": KEY}
-    assert md["keys"] == [{"name": "mykey", "type": "ssh", "data": KEY}]
-    assert md["meta"] == {"role": "db"}
-    assert md["devices"] == [] and md["files"] == []
     assert len(base64.b64decode(md["random_seed"])) == 512
+    assert resp.body.decode() == (
+        '{"uuid": "%s", "meta": {"role": "db"}, "public_keys": {"mykey": "%s"}, '
+        '"keys": [{"name": "mykey", "type": "ssh", "data": "%s"}], '
+        '"hostname": "vm1.novalocal", "name": "vm1", "launch_index": 0, '
+        '"availability_zone": "nova", "random_seed": "%s", "project_id": "%s", '
+        '"devices": [], "dedicated_cpus": []}' % (IID, KEY, KEY, md["random_seed"], PROJECT))
+
+
+def test_meta_data_json_without_meta_and_dhcp_domain(reg):
+    reg.instances[IID].meta = {}
+    svc = MetadataService(reg, SECRET, dhcp_domain="")
+    md = json.loads(call(svc, "/openstack/2018-08-27/meta_data.json").body)
+    assert "meta" not in md and "files" not in md and "dedicated_cpus" not in md
+    assert md["hostname"] == "vm1"
+    assert "dedicated_cpus" in json.loads(call(svc, "/openstack/2020-10-14/meta_data.json").body)
+    svc.close()
+
+
+@pytest.mark.parametrize("version", ["2020-10-14", "2025-04-04"])
+def test_newest_versions_are_served(svc, version):
+    assert text(call(svc, f"/openstack/{version}")).split("\n")[-1] == "vendor_data2.json"
+    assert call(svc, f"/openstack/{version}/meta_data.json").status == 200
 
 
 def test_meta_data_json_of_folsom_lacks_later_fields(svc):
@@ -252,7 +283,7 @@ def test_user_data_vendor_data(svc, reg):
     resp = call(svc, "/openstack/latest/user_data")
     assert resp.status == 200 and resp.body == b"#cloud-config\nhostname: vm1\n"
     assert json.loads(call(svc, "/openstack/latest/vendor_data.json").body) == {}
-    assert json.loads(call(svc, "/openstack/latest/vendor_data2.json").body) == {}
+    assert call(svc, "/openstack/latest/vendor_data2.json").body == b'{"static": {}}'
     reg.instances[IID].vendor_data = {"cloud-init": "#cloud-config\n"}
     reg.bump()
     assert json.loads(call(svc, "/openstack/latest/vendor_data.json").body) == {
@@ -262,31 +293,57 @@ def test_user_data_vendor_data(svc, reg):
 
 
 def test_network_data_json_dhcp(svc):
+    """As Nova writes it: v4 then v6 of the port, DHCP entries without an address, the
+    link typed by its VIF type, its MTU null (DHCP gives it); served as text/plain."""
     resp = call(svc, "/openstack/latest/network_data.json")
-    assert ctype(resp) == "application/json"
-    nd = json.loads(resp.body)
+    assert ctype(resp) == "text/plain; charset=UTF-8"
     port_id = "4d3c2b1a-0000-4000-8000-00000000000b"
-    assert nd["links"] == [{"ethernet_mac_address": "fa:16:3e:00:00:0b", "id": "tap4d3c2b1a-00",
-                            "mtu": 1450, "type": "phy", "vif_id": port_id}]
-    v6, v4 = nd["networks"]
-    assert v4 == {"id": "network1", "link": "tap4d3c2b1a-00", "network_id": NET,
-                  "type": "ipv4_dhcp", "ip_address": "172.17.17.11"}
-    assert v6["type"] == "ipv6" and v6["ip_address"] == "fd00:1::b"
-    assert v6["netmask"] == "ffff:ffff:ffff:ffff::"
-    assert v6["routes"] == [{"network": "::", "netmask": "::", "gateway": "fd00:1::1"}]
-    assert nd["services"] == [{"type": "dns", "address": "172.17.17.2"}]
+    assert resp.body.decode() == (
+        '{"links": [{"id": "tap4d3c2b1a-00", "vif_id": "%s", "type": "bridge", "mtu": null, '
+        '"ethernet_mac_address": "fa:16:3e:00:00:0b"}], '
+        '"networks": [{"id": "network0", "type": "ipv4_dhcp", "link": "tap4d3c2b1a-00", '
+        '"network_id": "%s"}, {"id": "network1", "type": "ipv6_dhcp", '
+        '"link": "tap4d3c2b1a-00", "network_id": "%s"}], '
+        '"services": [{"type": "dns", "address": "172.17.17.2"}]}' % (port_id, NET, NET))
 
 
 def test_network_data_json_static():
     reg = make_registry(dhcp=False)
+    reg.networks[NET].subnets[1].enable_dhcp = False
     svc = MetadataService(reg, SECRET)
     nd = json.loads(call(svc, "/openstack/latest/network_data.json").body)
-    v4 = nd["networks"][1]
-    assert v4 == {"id": "network1", "link": "tap4d3c2b1a-00", "network_id": NET, "type": "ipv4",
+    assert nd["links"][0]["mtu"] == 1450
+    v4, v6 = nd["networks"]
+    assert list(v4) == ["id", "type", "link", "ip_address", "netmask", "routes",
+                        "network_id", "services"]
+    assert v4 == {"id": "network0", "link": "tap4d3c2b1a-00", "network_id": NET, "type": "ipv4",
                   "ip_address": "172.17.17.11", "netmask": "255.255.255.0",
                   "routes": [{"network": "10.0.0.0", "netmask": "255.0.0.0",
                               "gateway": "172.17.17.254"}],
                   "services": [{"type": "dns", "address": "172.17.17.2"}]}
+    assert v6 == {"id": "network1", "link": "tap4d3c2b1a-00", "network_id": NET, "type": "ipv6",
+                  "ip_address": "fd00:1::b", "netmask": "ffff:ffff:ffff:ffff::",
+                  "routes": [{"network": "::", "netmask": "::", "gateway": "fd00:1::1"}],
+                  "services": []}
+    svc.close()
+
+
+@pytest.mark.parametrize("mode", ["slaac", "dhcpv6-stateful", "dhcpv6-stateless"])
+def test_network_data_json_ipv6_modes(reg, mode):
+    sub6 = reg.networks[NET].subnets[1]
+    sub6.ipv6_address_mode = sub6.ipv6_ra_mode = mode
+    svc = MetadataService(reg, SECRET)
+    v6 = json.loads(call(svc, "/openstack/latest/network_data.json").body)["networks"][1]
+    assert (v6["type"], v6["ip_address"], v6["netmask"]) == (
+        f"ipv6_{mode}", "fd00:1::b", "ffff:ffff:ffff:ffff::")
+    svc.close()
+
+
+def test_network_data_json_one_network_per_version_of_a_port(reg):
+    reg.ports[1].fixed_ips.append(model.FixedIP(SUBNET4, "172.17.17.12"))
+    svc = MetadataService(reg, SECRET)
+    nets = json.loads(call(svc, "/openstack/latest/network_data.json").body)["networks"]
+    assert [n["type"] for n in nets] == ["ipv4_dhcp", "ipv6_dhcp"]
     svc.close()
 
 
@@ -360,8 +417,8 @@ def test_ec2_meta_data_listing_of_1_0(svc):
 
 @pytest.mark.parametrize("path,expected", [
     ("/latest/meta-data/instance-id", "i-0f6c8b4e"),
-    ("/latest/meta-data/hostname", "vm1.openstacklocal"),
-    ("/latest/meta-data/local-hostname", "vm1.openstacklocal"),
+    ("/latest/meta-data/hostname", "vm1.novalocal"),
+    ("/latest/meta-data/local-hostname", "vm1.novalocal"),
     ("/latest/meta-data/local-ipv4", "172.17.17.11"),
     ("/latest/meta-data/mac", "fa:16:3e:00:00:0b"),
     ("/latest/meta-data/ami-launch-index", "0"),
@@ -382,9 +439,18 @@ def test_ec2_leaves_and_dirs(svc, path, expected):
     assert text(resp) == expected  # exact: leaves carry no trailing newline
 
 
-def test_ec2_user_data(svc):
-    resp = call(svc, "/latest/user-data")
+@pytest.mark.parametrize("path", ["/latest/user-data", "/openstack/latest/user_data"])
+def test_user_data_text_plain_as_in_nova(svc, path):
+    resp = call(svc, path)
     assert resp.status == 200 and resp.body == b"#cloud-config\nhostname: vm1\n"
+    assert ctype(resp) == "text/plain; charset=UTF-8"
+
+
+def test_ec2_instance_type_is_the_flavor(svc, reg):
+    assert text(call(svc, "/latest/meta-data/instance-type")) == "m1.small"
+    reg.instances[IID].flavor = "m1.tiny"
+    reg.bump()
+    assert text(call(svc, "/latest/meta-data/instance-type")) == "m1.tiny"
 
 
 def test_ec2_unknown_version_is_404(svc):
