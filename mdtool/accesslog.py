@@ -21,8 +21,8 @@ _LINE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?P<level>[A-
                    r"mdtool\.(?P<role>proxy|agent|metadata)[\w.]*: (?P<msg>.*)$")
 _METHOD = re.compile(r"^[A-Z]{3,10}$")
 # The proxy's summary of repeated 4xx lines (mdtool.proxy.handler.flush_repeats).
-_SUMMARY = re.compile(r"^network=(?P<network>\S+) (?:src|source)=(?P<src>\S+): [\d,]+ more \d{3} "
-                      r"in \d+ s$")
+_SUMMARY = re.compile(r"^(?:network=(?P<network>\S+) (?:src|source)=(?P<src>\S+)|"
+                      r"instance=(?P<instance>\S+)): [\d,]+ more \d{3} in \d+ s$")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ def parse(line: str) -> Access | None:
         return None
     summary = _SUMMARY.match(m["msg"])
     if summary:
-        return Access(m["ts"], m["role"], m["msg"], summary.groupdict())
+        return Access(m["ts"], m["role"], m["msg"],
+                      {k: v for k, v in summary.groupdict().items() if v is not None})
     tokens = m["msg"].split(" ")
     fields = dict(t.split("=", 1) for t in tokens if "=" in t and not t.startswith("/"))
     if not any(_METHOD.match(t) for t in tokens) or not ("network" in fields or "instance" in fields):

@@ -139,6 +139,26 @@ class Repeats:
         return out
 
 
+class RepeatGate:
+    """Repeats for a daemon without a timer: ``allow()`` says whether a request's line is
+    logged (every non-4xx, the first 4xx of a window) and, at most once a second, logs
+    the summaries of the windows that ended with ``summary % (*key, count, status,
+    seconds)`` (``key``: a tuple, e.g. (network, source))."""
+
+    def __init__(self, logger: logging.Logger, summary: str, window: float = 10.0):
+        self.logger = logger
+        self.summary = summary
+        self.repeats = Repeats(window)
+        self._flushed = 0.0
+
+    def allow(self, key: tuple, status: int, now: float) -> bool:
+        if now - self._flushed >= 1.0:
+            self._flushed = now
+            for who, st, n, seconds in self.repeats.due(now):
+                self.logger.info(self.summary, *who, f"{n:,}", st, seconds)
+        return not 400 <= status < 500 or self.repeats.first(key, status, now)
+
+
 class RotatingFile(logging.FileHandler):
     """A daemon's log file: rotated at ``max_bytes`` keeping ``backups`` old files
     (``path.1`` the newest), reopened when moved away (logrotate), always files.LOG_MODE.

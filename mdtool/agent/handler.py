@@ -23,7 +23,7 @@ from mdtool.http import headers as fields
 from mdtool.http.client import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mdtool.http.headers import HOP_BY_HOP
 from mdtool.http.types import Request, Response
-from mdtool.logs import Repeats
+from mdtool.logs import RepeatGate
 
 log = logging.getLogger("mdtool.agent")
 
@@ -77,8 +77,7 @@ class AgentHandler:
         # Repeated 4xx of one (network, source) are summarised, as the proxy does: an
         # instance asking for what it may not have costs two lines per window, not one
         # per request. Windows that ended are reported with the next request.
-        self.repeats = Repeats()
-        self._flushed = 0.0
+        self.repeats = RepeatGate(log, "network=%s source=%s: %s more %d in %.0f s")
 
     async def handle(self, req: Request) -> Response:
         start = time.monotonic()
@@ -91,18 +90,12 @@ class AgentHandler:
             log.exception("request %s %s failed", req.method, req.path)
             resp = _text(500, "The metadata agent failed to handle the request.")
         now = time.monotonic()
-        if now - self._flushed >= 1.0:
-            self._flushed = now
-            for who, status, n, seconds in self.repeats.due(now):
-                net, _, src = who.partition(" ")
-                log.info("network=%s source=%s: %s more %d in %.0f s", net, src, f"{n:,}",
-                         status, seconds)
-        if not 400 <= resp.status < 500 or self.repeats.first(
-                f"{network_id or '-'} {source_ip or '-'}", resp.status, now):
+        # inspect's probes get their own (tagged) line: never counted in a 4xx summary
+        tag = fields.probe_tag(req.header("User-Agent"))
+        if tag or self.repeats.allow((network_id or "-", source_ip or "-"), resp.status, now):
             log.info("network=%s source=%s instance=%s %s %s status=%d ms=%.1f%s",
                      network_id or "-", source_ip or "-", instance_id, req.method, req.path,
-                     resp.status, (now - start) * 1000.0,
-                     fields.probe_tag(req.header("User-Agent")))
+                     resp.status, (now - start) * 1000.0, tag)
         return resp
 
     async def _serve(self, req: Request, network_id: str | None,

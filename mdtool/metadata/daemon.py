@@ -9,6 +9,7 @@ import time
 
 from mdtool.http.headers import probe_tag
 from mdtool.http.types import Request, Response
+from mdtool.logs import RepeatGate
 
 log = logging.getLogger("mdtool.metadata")
 
@@ -16,12 +17,18 @@ REVISION_POLL_SECONDS = 0.25
 
 
 def logged(service) -> "callable":
+    # Repeated 4xx for one instance are summarised, as the proxy and the agent do.
+    repeats = RepeatGate(log, "instance=%s: %s more %d in %.0f s")
+
     async def handle(req: Request) -> Response:
         start = time.monotonic()
         resp = await service.handle(req)
-        log.info("instance=%s %s %s status=%d ms=%.1f%s", req.header("X-Instance-ID") or "-",
-                 req.method, req.path, resp.status, (time.monotonic() - start) * 1000.0,
-                 probe_tag(req.header("User-Agent")))
+        now = time.monotonic()
+        instance = req.header("X-Instance-ID") or "-"
+        tag = probe_tag(req.header("User-Agent"))  # inspect's probes: always their own line
+        if tag or repeats.allow((instance,), resp.status, now):
+            log.info("instance=%s %s %s status=%d ms=%.1f%s", instance, req.method, req.path,
+                     resp.status, (now - start) * 1000.0, tag)
         return resp
     return handle
 

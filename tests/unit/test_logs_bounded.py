@@ -141,3 +141,33 @@ def test_rotation_options_and_log_file_left_to_logrotate(tmp_path):
     c = Config(state_dir=str(tmp_path), config_file="/dev/null",
                environ={"MDTOOL_LOG_DIR": str(tmp_path / "logs"), "MDTOOL_LOG_ROTATION_TYPE": "none"})
     assert logs.setup(c, "agent", 0).max_bytes == 0
+
+
+def test_the_metadata_service_summarises_repeated_4xx_of_one_instance(caplog, monkeypatch):
+    from mdtool.accesslog import parse
+    from mdtool.http.types import Response
+    from mdtool.metadata import daemon as md
+    clock = [100.0]
+    monkeypatch.setattr(md.time, "monotonic", lambda: clock[0])
+
+    class Service:
+        async def handle(self, req):
+            return Response(404 if req.path == "/nope" else 200, b"")
+
+    handle = md.logged(Service())
+
+    async def many():
+        for _ in range(500):
+            await handle(Request("GET", "/nope", [("X-Instance-ID", "i-1")], b"", ""))
+            clock[0] += 0.001
+        clock[0] = 111.0
+        await handle(Request("GET", "/ok", [("X-Instance-ID", "i-2")], b"", ""))
+
+    with caplog.at_level(logging.INFO, logger="mdtool.metadata"):
+        asyncio.run(many())
+    lines = [r.getMessage() for r in caplog.records if r.name == "mdtool.metadata"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("instance=i-1 GET /nope status=404")
+    assert lines[1] == "instance=i-1: 499 more 404 in 11 s"
+    assert lines[2].startswith("instance=i-2 GET /ok status=200")
+    assert parse(f"2026-12-03 00:00:00,000 INFO mdtool.metadata: {lines[1]}").instance == "i-1"
