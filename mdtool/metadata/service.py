@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
+from http import HTTPStatus
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -20,7 +21,7 @@ from mdtool.agent.sign import verify_instance_id
 from mdtool.errors import NotFound
 from mdtool.http.types import Request, Response
 from mdtool.metadata.tree import (
-    EC2_ROOT, LATEST, MAX_PASSWORD_BYTES, OS_VERSIONS, TEXT_TYPE, Doc, InstanceDocs,
+    EC2_ROOT, LATEST, MAX_PASSWORD_BYTES, OS_VERSIONS, HTML_TYPE, Doc, InstanceDocs,
 )
 
 log = logging.getLogger("mdtool.metadata")
@@ -39,8 +40,18 @@ class MetadataSource(Protocol):
     def set_instance_password(self, instance_id: str, password: str) -> bool: ...
 
 
-def _text(status: int, text: str) -> Response:
-    return Response.text(status, text)
+# What webob's HTTPException says when Nova gives no explanation of its own.
+_NOVA_DEFAULT = {
+    404: "The resource could not be found.",
+    409: "There was a conflict when trying to complete your request.",
+    500: "An unknown error has occurred. Please try your request again.",
+}
+
+
+def _text(status: int, explanation: str | None = None) -> Response:
+    """An error as Nova's webob writes it in plain text: status line, explanation."""
+    text = explanation or _NOVA_DEFAULT[status]
+    return Response.text(status, f"{status} {HTTPStatus(status).phrase}\n\n{text}\n\n   ")
 
 
 def _doc(doc: Doc) -> Response:
@@ -159,11 +170,11 @@ class MetadataService:
         tenant_id = _joined(req, "X-Tenant-ID")
         signature = _joined(req, "X-Instance-ID-Signature")
         if instance_id is None:
-            return _text(400, "X-Instance-ID header is missing from the request.")
+            return _text(400, "X-Instance-ID header is missing from request.")
         if signature is None:
-            return _text(400, "X-Instance-ID-Signature header is missing from the request.")
+            return _text(400, "X-Instance-ID-Signature header is missing from request.")
         if tenant_id is None:
-            return _text(400, "X-Tenant-ID header is missing from the request.")
+            return _text(400, "X-Tenant-ID header is missing from request.")
         # Several X-Instance-ID headers arrive joined, as a WSGI server hands them to Nova:
         # the joined value's signature does not match (403).
         if not verify_instance_id(self.secret, instance_id, signature):
@@ -175,7 +186,7 @@ class MetadataService:
         method = req.method.upper()
         if method == "PUT" and _token_path(path):
             # Session tokens (IMDSv2) are the proxy's business, not Nova's.
-            return _text(404, "Session tokens are not issued by the metadata service.")
+            return _text(404)
         if _password_path(path) and method not in ("GET", "POST"):
             return _text(400, "GET and POST only are supported.")
         if method == "POST" and not _password_path(path):
@@ -185,30 +196,30 @@ class MetadataService:
             docs = await self.docs_for(instance_id)
         except Exception:
             log.exception("reading instance %s from the registry failed", instance_id)
-            return _text(500, "The metadata service could not read the registry.")
+            return _text(500)
         if docs is None or docs.instance.id != instance_id:  # the registry also takes names
-            return _text(404, "Instance not found.")
+            return _text(404)
         if docs.instance.project_id != tenant_id:
             log.warning("X-Tenant-ID %s does not match the project of instance %s",
                         tenant_id, instance_id)
-            return _text(404, "Instance not found.")
+            return _text(404)
 
         if method == "POST":
             return await self._set_password(docs, req.body)
 
         doc = docs.lookup(path)
         if doc is None:
-            return _text(404, "Not found.")
+            return _text(404)
         return _doc(doc)
 
     async def _set_password(self, docs: InstanceDocs, body: bytes) -> Response:
         if len(body) > MAX_PASSWORD_BYTES:
-            return _text(400, f"Password data larger than {MAX_PASSWORD_BYTES} bytes.")
+            return _text(400, "Request is too large.")
         if not body:
             # Stored, an empty password would look unset yet block every later POST.
             return _text(400, "Password data is empty.")
         if docs.instance.password:
-            return _text(409, "A password is already set for this instance.")
+            return _text(409)
         try:
             password = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -216,5 +227,5 @@ class MetadataService:
         stored = await self._call(self.source.set_instance_password, docs.instance.id, password)
         self.forget(docs.instance.id)  # the next GET must see it, before the revision poll
         if not stored:
-            return _text(409, "A password is already set for this instance.")
-        return Response(200, b"", [("Content-Type", TEXT_TYPE)])
+            return _text(409)
+        return Response(200, b"", [("Content-Type", HTML_TYPE)])

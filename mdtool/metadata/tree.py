@@ -32,6 +32,7 @@ VIF_TYPE = "bridge"
 # Nova answers through webob, which adds the charset to both.
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=UTF-8"
+HTML_TYPE = "text/html; charset=UTF-8"  # webob's default: Nova's password answers
 
 MAX_PASSWORD_BYTES = 256
 RANDOM_SEED_BYTES = 512
@@ -173,7 +174,7 @@ class InstanceDocs:
             # Nova leaves this one as text/plain; its body is JSON all the same.
             return Doc(_json(self.network_data()).body)
         if name == "password":
-            return Doc((self.instance.password or "").encode())
+            return Doc((self.instance.password or "").encode(), HTML_TYPE)
         return None
 
     def openstack_files(self, version: str) -> list[str]:
