@@ -6,7 +6,9 @@ Neutron's server are stubbed). mdtool's agent (its request handler, in process) 
 every request a metadata client makes once to Nova over HTTP and once to mdtool's
 metadata service; status, content type and body must be the same. Where mdtool
 deliberately differs, docs/openstack.md names the difference and this test asserts
-exactly it.
+exactly it. The other way round, Neutron's own ``_proxy_request``
+(tests/interop/drivers/neutron_metadata_proxy.py) sends the same requests to mdtool's
+metadata service over HTTP and must get Nova's answers.
 """
 
 from __future__ import annotations
@@ -217,3 +219,52 @@ def test_password_post_once_same_as_nova(both):
     mine, theirs = both.both("POST", "/openstack/latest/password", b"c2VjcmV0")
     assert mine[0] == theirs[0] == 200
     assert both.request(both.to_mdtool, "GET", "/openstack/latest/password")[2] == b"c2VjcmV0"
+
+
+# Neutron's metadata agent in front of mdtool's metadata service ------------------------
+
+def test_neutron_agent_through_mdtool_metadata(both, openstack):
+    """Neutron's own `_proxy_request` to mdtool's metadata service (over HTTP): every path
+    and method gets the answer it gets from Nova, never "Unexpected response code"."""
+    import threading
+
+    from mdtool.http.listen import bind_tcp
+    from mdtool.http.server import HttpServer
+
+    loop = asyncio.new_event_loop()
+    server = HttpServer(both.service.handle)
+    sock = bind_tcp("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    loop.run_until_complete(server.add_socket(sock))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    paths = OPENSTACK_PATHS + EC2_PATHS + BOTOCORE_PATHS + ["/latest/meta-data/instance-type"]
+    requests = [{"method": "GET", "path": p, "body": ""} for p in paths]
+    requests += [{"method": m, "path": p, "body": "x"}
+                 for m in ("POST", "PUT", "DELETE")
+                 for p in ("/openstack/latest/meta_data.json", "/latest/meta-data/instance-id",
+                           "/openstack/latest/password")]
+    try:
+        got = openstack.run("neutron_metadata_proxy", {
+            "url": f"http://127.0.0.1:{port}", "secret": SECRET,
+            "instance_id": both.service.source.get_instance("vm1").id,
+            "project_id": "admin", "remote_ip": both.ip, "requests": requests})
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+    assert all("error" not in g for g in got), [(r, g) for r, g in zip(requests, got)
+                                                 if "error" in g]
+    for r, g in zip(requests, got):
+        status, ctype, body = both.request(both.to_nova, r["method"], r["path"],
+                                           r["body"].encode())
+        assert g["status"] == status, (r, g, status)
+        if status == 200:
+            mine = body.decode()
+            if r["path"].endswith("meta_data.json"):
+                mine, g["body"] = (SEED.sub(b'"random_seed": ""', x.encode()).decode()
+                                   for x in (mine, g["body"]))
+            if re.fullmatch(r"/(latest|2\d{3}-\d\d-\d\d)/meta-data/", r["path"]):
+                mine = with_mac(body).decode()
+            assert (g["content_type"], g["body"]) == (ctype.split(";")[0], mine), r
