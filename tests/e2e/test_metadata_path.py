@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -238,3 +239,30 @@ def test_https_nova_behind_the_real_chain(site, tmp_path_factory):
     assert code == 503
     log = "".join(p.read_text() for p in site.state_dir.glob("log/*agent*"))
     assert "its certificate is not trusted" in log and "check auth_ca_cert" in log
+
+
+BOTOCORE = r"""
+import json
+from botocore.utils import InstanceMetadataFetcher, InstanceMetadataRegionFetcher
+creds = InstanceMetadataFetcher(timeout=5, num_attempts=2).retrieve_iam_role_credentials()
+region = InstanceMetadataRegionFetcher(timeout=5, num_attempts=2).retrieve_region()
+print(json.dumps({"creds": creds, "region": region}))
+"""
+
+
+def test_botocore_imds_fetchers_in_the_instance(site):
+    """botocore's own IMDS client (token PUT, then GETs with the token) against the real
+    proxy, agent and metadata service: no IAM role (so no credentials, without an error)
+    and the region it derives from the availability zone."""
+    import botocore  # noqa: F401 (in the test extra: missing, the test fails, never skips)
+    net = site.network("e2e-boto", "10.81.0.0/24")
+    site.mdtool("enable-isolated-metadata", net)
+    vm = site.instance("vm-boto", net)
+    site.mdtool("dnsmasq", "reload", net)
+    site.boot(vm)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = "/nonexistent"
+    res = subprocess.run(["ip", "netns", "exec", vm.namespace, sys.executable, "-c", BOTOCORE],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"creds": {}, "region": "nov"}  # zone "nova" minus a letter
