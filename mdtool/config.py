@@ -328,6 +328,11 @@ OPTIONS: list[Option] = [
            "client certificate for https to Nova (with nova_client_priv_key)"),
     Option("DEFAULT", "nova_client_priv_key", AbsPath(), None,
            "private key of nova_client_cert"),
+    Option("DEFAULT", "metadata_backend", Choice("local", "nova"), "local",
+           "local: where mdtool serves its own metadata, the proxy answers in its own process "
+           "(the agent's and the metadata service's code, no hop between them); nova: the "
+           "wire-compatible chain proxy -> agent -> metadata service or Nova, always used "
+           "when nova_metadata_host or nova_metadata_url names another service"),
     Option("DEFAULT", "metadata_listen_host", Host(), None,
            "TCP address `metadata run` listens on as well as its Unix socket (unset: no TCP "
            "unless metadata_listen_port is set, then 127.0.0.1)"),
@@ -627,6 +632,11 @@ class Config:
         listen = self.metadata_listen
         return listen is not None and url.rstrip("/") in (
             f"http://127.0.0.1:{listen[1]}", f"http://localhost:{listen[1]}")
+
+    @property
+    def fast_path(self) -> bool:
+        """True when the proxy answers in-process (see mdtool/fastpath.py)."""
+        return self.get("metadata_backend") == "local" and self.nova_metadata_is_local
 
     @property
     def metadata_socket(self) -> Path:

@@ -68,12 +68,15 @@ def forward_headers(req: Request, source_ip: str, match: Match, secret: str) -> 
 
 
 class AgentHandler:
-    """``await handler.handle(request) -> Response``; logs one line per request."""
+    """``await handler.handle(request) -> Response``; logs one line per request, unless
+    ``log_requests`` is False (the fast path: the proxy in front logs that request already)."""
 
-    def __init__(self, index: Callable[[], PortIndex], upstream: Upstream, secret: str):
+    def __init__(self, index: Callable[[], PortIndex], upstream: Upstream, secret: str, *,
+                 log_requests: bool = True):
         self.index = index
         self.upstream = upstream
         self.secret = secret
+        self.log_requests = log_requests
         # Repeated 4xx of one (network, source) are summarised, as the proxy does: an
         # instance asking for what it may not have costs two lines per window, not one
         # per request. Windows that ended are reported with the next request.
@@ -89,6 +92,12 @@ class AgentHandler:
         except Exception:
             log.exception("request %s %s failed", req.method, req.path)
             resp = _text(500, "The metadata agent failed to handle the request.")
+        if self.log_requests:
+            self._log(req, resp, network_id, source_ip, instance_id, start)
+        return resp
+
+    def _log(self, req: Request, resp: Response, network_id: str | None, source_ip: str | None,
+             instance_id: str, start: float) -> None:
         now = time.monotonic()
         # inspect's probes get their own (tagged) line: never counted in a 4xx summary
         tag = fields.probe_tag(req.header("User-Agent"))
@@ -96,7 +105,6 @@ class AgentHandler:
             log.info("network=%s source=%s instance=%s %s %s status=%d ms=%.1f%s",
                      network_id or "-", source_ip or "-", instance_id, req.method, req.path,
                      resp.status, (now - start) * 1000.0, tag)
-        return resp
 
     async def _serve(self, req: Request, network_id: str | None,
                      source_ip: str | None) -> tuple[Response, str]:

@@ -33,7 +33,15 @@ def logged(service) -> "callable":
     return handle
 
 
-async def _poll(service, stop: asyncio.Event, feed=None) -> None:
+def make_service(config, registry):
+    """This node's metadata service over ``registry`` (the daemon's, and the proxy's in
+    fast-path mode: one construction, so both answer alike)."""
+    from mdtool.metadata.service import MetadataService
+    return MetadataService(registry, config.shared_secret(),
+                           dhcp_domain=config.get("dhcp_domain") or "", follow_source=False)
+
+
+async def follow_revisions(service, stop: asyncio.Event, feed=None) -> None:
     """Drop cached documents when the revision moves; between checks, sleep on the
     registry's change feed (PostgreSQL: woken by NOTIFY, 5 s fallback; SQLite: 0.25 s)."""
     failing = False
@@ -58,7 +66,6 @@ async def _poll(service, stop: asyncio.Event, feed=None) -> None:
 def run(config, host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (0 on a clean stop)."""
     from mdtool.http.server import HttpServer, Limits, run_daemon
-    from mdtool.metadata.service import MetadataService
     from mdtool.config import mask_url
     from mdtool.registry import open_registry
 
@@ -73,10 +80,8 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
         tcp = (host, port)
     else:
         tcp = config.metadata_listen
-    secret = config.shared_secret()
     registry = open_registry(config.db_url)
-    service = MetadataService(registry, secret, dhcp_domain=config.get("dhcp_domain") or "",
-                              follow_source=False)
+    service = make_service(config, registry)
     changes = getattr(registry, "changes", None)
     feed = changes() if callable(changes) else None  # None: poll every REVISION_POLL_SECONDS
     metrics = daemon_metrics.start(config, "metadata")
@@ -102,7 +107,7 @@ def run(config, host: str | None = None, port: int | None = None) -> int:
                 await server.add_socket(sock)
             log.info("metadata service listening on %s (registry %s, revision %s)",
                      " and ".join(where), mask_url(config.db_url), service.revision)
-            poller = asyncio.create_task(_poll(service, stop, feed))
+            poller = asyncio.create_task(follow_revisions(service, stop, feed))
             await stop.wait()
             log.info("metadata service stopping")
         finally:

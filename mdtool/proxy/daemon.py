@@ -72,7 +72,12 @@ def limits_from_config(config: Config) -> Limits:
     )
 
 
-def pool_from_config(config: Config, size: int = 128) -> UpstreamPool:
+def pool_from_config(config: Config, size: int = 128):
+    """The proxy's upstream: the agent's Unix socket, or in fast-path mode the agent's and
+    the metadata service's code in this process (mdtool/fastpath.py)."""
+    if config.fast_path:
+        from mdtool.fastpath import LocalBackend
+        return LocalBackend(config)
     timeout = config.get("timeout_server", "metadata_haproxy")
     return UpstreamPool("unix:" + str(config.agent_socket), size=size,
                         connect_timeout=min(5.0, timeout), read_timeout=timeout)
@@ -373,7 +378,10 @@ def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEF
     before, nofile = raise_nofile_limit()
 
     async def main(stop: asyncio.Event) -> int:
-        daemon = ProxyDaemon(pool_from_config(config), limits_from_config(config), network_ids,
+        pool = pool_from_config(config)
+        if hasattr(pool, "open"):
+            await pool.open(stop)
+        daemon = ProxyDaemon(pool, limits_from_config(config), network_ids,
                              port=port, poll_interval=poll_interval,
                              netns_prefix=netns_prefix,
                              rate_limits=RateLimits.from_config(config),
@@ -383,8 +391,9 @@ def run(config: Config, network_ids: list[str] | None = None, *, port: int = DEF
                              hop_limit=config.get("http_put_response_hop_limit"))
         what = (", ".join(network_ids) if network_ids else
                 f"every {netns_prefix}* namespace with a {config.state_dir}/dhcp/<id> dir")
-        log.info("metadata proxy started (pid %d): %s -> unix:%s", os.getpid(), what,
-                 config.agent_socket)
+        log.info("metadata proxy started (pid %d): %s -> %s", os.getpid(), what,
+                 "in-process agent and metadata service (metadata_backend = local)"
+                 if config.fast_path else f"unix:{config.agent_socket}")
         if nofile != before:
             log.info("open-file limit raised from %d to %d", before, nofile)
         metrics = None

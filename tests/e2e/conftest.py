@@ -102,7 +102,7 @@ def http(res: subprocess.CompletedProcess) -> tuple[int, str]:
 
 
 @pytest.fixture
-def site(tmp_path):
+def site(tmp_path, request):
     if os.geteuid() != 0:
         pytest.skip("needs root")
     cleanup = Cleanup()
@@ -114,6 +114,10 @@ def site(tmp_path):
              env={"MDTOOL_STATE_DIR": str(state), "MDTOOL_METADATA_LISTEN_PORT": str(port),
                   "MDTOOL_NOVA_METADATA_PORT": str(port)})
     s.metadata_port = port
+    # The fast path (the proxy answers in-process) is the default and what most tests run;
+    # tests of the wire-compatible chain itself (agent down, a signature refused, ...) are
+    # marked `chain` and run proxy -> agent -> metadata service.
+    s.env["MDTOOL_METADATA_BACKEND"] = "nova" if request.node.get_closest_marker("chain") else "local"
     for var in ("MDTOOL_DB", "MDTOOL_CONFIG", "MDTOOL_NOVA_METADATA_URL"):
         if var in os.environ:
             s.env[var] = ""  # empty counts as unset: the test's own defaults apply

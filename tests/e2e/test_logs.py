@@ -22,6 +22,7 @@ def _lines(site, *args) -> list[str]:
     return [ln for ln in site.mdtool("logs", "-n", "0", *args).stdout.splitlines() if ln]
 
 
+@pytest.mark.chain
 def test_logs_of_an_instance_and_of_a_network(site):
     net = site.network("logs-net", "10.71.0.0/24")
     vm1 = site.instance("logs-vm1", net)
@@ -53,6 +54,27 @@ def test_logs_of_an_instance_and_of_a_network(site):
     assert last_two == everyone[-2:]
 
 
+def test_fast_path_logs_one_line_a_request_found_by_address(site):
+    # metadata_backend = local: the proxy answers in-process and alone logs the request.
+    net = site.network("fastlog-net", "10.73.0.0/24")
+    vm1 = site.instance("fastlog-vm1", net)
+    vm2 = site.instance("fastlog-vm2", net)
+    site.mdtool("enable-isolated-metadata", net)
+    for vm in (vm1, vm2):
+        site.boot(vm)
+    assert http(site.curl(vm1, "/openstack/latest/meta_data.json"))[0] == 200
+    assert http(site.curl(vm2, "/openstack/latest/meta_data.json"))[0] == 200
+    mine = []
+    for _ in range(50):
+        mine = _lines(site, "--instance", "fastlog-vm1")
+        if mine:
+            break
+        time.sleep(0.1)
+    assert [ln.split()[2] for ln in mine] == ["proxy"], mine
+    assert vm1.ip in mine[0] and "meta_data.json" in mine[0]
+
+
+@pytest.mark.chain
 def test_logs_follow_prints_new_requests(site):
     net = site.network("follow-net", "10.72.0.0/24")
     vm = site.instance("follow-vm", net)

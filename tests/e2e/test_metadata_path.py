@@ -108,6 +108,7 @@ def test_forged_headers_get_only_own_metadata(site):
     assert code == 200 and body != "" and victim.id[:8] not in body
 
 
+@pytest.mark.chain
 def test_wrong_secret_unknown_source_and_agent_down(site):
     net = site.network("e2e-neg", "10.80.0.0/24")
     site.mdtool("enable-isolated-metadata", net)

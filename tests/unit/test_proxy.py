@@ -185,8 +185,14 @@ def test_limits_and_pool_come_from_config(tmp_path):
     lim = limits_from_config(cfg)
     assert (lim.head_timeout, lim.keepalive_timeout, lim.max_header_bytes,
             lim.max_header_count, lim.max_body_bytes) == (3, 4, 2048, 20, 100)
-    pool = pool_from_config(cfg)
+    # the chain: the agent's socket, with the proxy's timeout
+    chain = Config(state_dir=str(tmp_path), config_file=str(ini),
+                   environ={"MDTOOL_METADATA_BACKEND": "nova"})
+    pool = pool_from_config(chain)
     assert pool.unix_path == str(tmp_path / "metadata_proxy") and pool.read_timeout == 7
+    # the default where mdtool serves its own metadata: the fast path, in-process
+    from mdtool.fastpath import LocalBackend
+    assert isinstance(pool_from_config(cfg), LocalBackend)
 
 
 def test_daemon_waits_for_a_missing_namespace(caplog):

@@ -166,7 +166,7 @@ def test_metadata_service_drops_its_cache_on_notify(pg_url):
     async def scenario():
         stop = asyncio.Event()
         await service.refresh()
-        task = asyncio.create_task(mdaemon._poll(service, stop, feed))
+        task = asyncio.create_task(mdaemon.follow_revisions(service, stop, feed))
         while feed.conn is None:
             await asyncio.sleep(0.01)
         before = service.revision
