@@ -269,9 +269,11 @@ class Harness:
         self.cleanup.add(f"process {proc.pid}", lambda: stop(proc))
         return proc
 
-    def mdtool_daemon(self, state_dir: Path, *args: str, log_name: str) -> subprocess.Popen:
+    def mdtool_daemon(self, state_dir: Path, *args: str, log_name: str,
+                      env: dict[str, str] | None = None) -> subprocess.Popen:
         log = state_dir / f"{log_name}.log"
-        return self.spawn([sys.executable, "-m", "mdtool", *args], log=log, env=self.env(state_dir))
+        return self.spawn([sys.executable, "-m", "mdtool", *args], log=log,
+                          env={**self.env(state_dir), **(env or {})})
 
     def netns(self, name: str) -> str:
         """Register then create an empty namespace with lo up."""

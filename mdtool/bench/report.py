@@ -18,8 +18,15 @@ def targets(r: dict) -> dict:
     t: dict = {}
     tp = r.get("throughput")
     if tp:
-        t["throughput: (c) >= (b) at every connection count"] = all(
-            v["c_over_b"] is not None and v["c_over_b"] >= 1.0 for v in tp["ratios"].values())
+        for c in ("16", "64"):
+            v = tp["ratios"].get(c)
+            if v:
+                t[f"throughput: fast path (c) >= 50% of haproxy (a) at {c} connections"] = (
+                    v["c_over_a"] is not None and v["c_over_a"] >= 0.5)
+                t[f"latency: fast path p99 <= 2x haproxy's at {c} connections"] = (
+                    v["p99_c_over_a"] is not None and v["p99_c_over_a"] <= 2.0)
+        t["throughput: chain (d) >= (b) at every connection count"] = all(
+            v["d_over_b"] is not None and v["d_over_b"] >= 1.0 for v in tp["ratios"].values())
     mem = r.get("memory")
     if mem:
         big = str(max(int(k) for k in mem["by_networks"]))
@@ -71,9 +78,11 @@ def markdown(r: dict) -> str:
                 x = res["by_connections"][c]
                 lines.append(f"| {res['label']} | {c} | {x['rps']:.0f} | {x['p50_ms']:.2f} | "
                              f"{x['p99_ms']:.2f} | {x['non2xx']} | {x['socket_errors']} |")
-        lines += ["", "| connections | (c)/(b) req/s | (c)/(a) req/s |", "|---:|---:|---:|"]
+        lines += ["", "| connections | (c)/(b) req/s | (c)/(a) req/s | (c)/(a) p99 | (d)/(b) req/s |",
+                  "|---:|---:|---:|---:|---:|"]
         for c, v in tp["ratios"].items():
-            lines.append(f"| {c} | {_f(v['c_over_b'])} | {_f(v['c_over_a'])} |")
+            lines.append(f"| {c} | {_f(v['c_over_b'])} | {_f(v['c_over_a'])} | "
+                         f"{_f(v['p99_c_over_a'])} | {_f(v['d_over_b'])} |")
         lines.append("")
     mem = r.get("memory")
     if mem:

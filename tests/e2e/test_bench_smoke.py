@@ -34,11 +34,11 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
                     "machine", "targets"):
         assert section in data, section
     tp = data["throughput"]
-    assert set(tp["results"]) == {"ceiling", "neutron", "mdtool"}
+    assert set(tp["results"]) == {"ceiling", "neutron", "mdtool", "chain"}
     for kind in tp["results"].values():
         for cell in kind["by_connections"].values():
             assert cell["rps"] > 0 and cell["non2xx"] == 0
-    assert all(v["c_over_b"] and v["c_over_a"] for v in tp["ratios"].values())
+    assert all(v["c_over_b"] and v["c_over_a"] and v["d_over_b"] for v in tp["ratios"].values())
     assert data["memory"]["by_networks"]["1"]["mdtool"]["pss"] > 0
     assert data["boot"]["dhcp_ms"] > 0
     assert data["setup"]["rerun"]["networks"] >= 1
