@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-SECTIONS = ("throughput", "memory", "boot", "setup", "registry", "cli", "node")
+SECTIONS = ("throughput", "memory", "boot", "setup", "registry", "cli", "node", "storm")
 NEEDS = ("ip", "wrk", "haproxy", "udhcpc", "dnsmasq", "ss")
 
 
@@ -89,6 +89,9 @@ def run(output: Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIO
         if "cli" in sections:
             log("6. CLI start-up")
             results["cli"] = _timed(results, "cli", lambda: suite.cli_startup(h, sizes, log))
+        if "storm" in sections:
+            log("8. boot storm")
+            results["storm"] = _timed(results, "storm", lambda: suite.storm(h, sizes, log))
         if "setup" in sections:
             log("4. set-up at scale")
             results["setup"] = _timed(results, "setup", lambda: suite.setup(h, sizes, log))

@@ -220,7 +220,7 @@ class Harness:
                 "PYTHONUNBUFFERED": "1"}
 
     def cli(self, state_dir: Path, *args: str, check: bool = True,
-            timeout: float = 600) -> CliResult:
+            timeout: float = 600, env: dict[str, str] | None = None) -> CliResult:
         """Run ``python -m mdtool ARGS``; wall time and the process's peak RSS.
 
         The peak comes from GNU time, a small parent: a child forked straight from this
@@ -232,7 +232,7 @@ class Harness:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             start = time.perf_counter()
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    env=self.env(state_dir))
+                                    env={**self.env(state_dir), **(env or {})})
             try:
                 _, status, usage = _wait4(proc.pid, timeout)
             except TimeoutError:

@@ -40,6 +40,10 @@ def targets(r: dict) -> dict:
     if s and "200" in s["batch"]:
         t["set-up: 200 networks <= 60 s"] = s["batch"]["200"]["cumulative_seconds"] <= 60
         t["set-up: no-change re-run <= 5 s"] = s["rerun"]["seconds"] <= 5
+    st = r.get("storm")
+    if st:
+        t["storm: every instance done >= 3x sooner than Neutron's shape"] = st["neutron_over_mdtool"] >= 3
+        t["storm: no failed request"] = all(x["failures"] == 0 for x in st["results"].values())
     c = r.get("cli")
     if c:
         for name, ratio in c["over_help"].items():
@@ -139,6 +143,18 @@ def markdown(r: dict) -> str:
                       f"{ps['after_commit_ms']:.0f} ms |",
                       f"| port-create started -> served | {ps['total_ms']:.0f} ms |"]
         lines.append("")
+    st = r.get("storm")
+    if st:
+        lines += [f"### 7. Boot storm: {st['networks']} networks x {st['per_network']} instances boot "
+                  f"at once, each udhcpc then cloud-init 22.4's {st['requests_per_boot']} requests", "",
+                  "| path | all done s | request p50 ms | request p99 ms | lease p50 s | failures |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        labels = {"mdtool": "mdtool (one proxy, fast path)",
+                  "neutron": "Neutron's shape (haproxy per network -> agent -> metadata)"}
+        for kind, x in st["results"].items():
+            lines.append(f"| {labels[kind]} | {x['seconds_until_all_done']:.1f} | {_f(x['p50_ms'])} | "
+                         f"{_f(x['p99_ms'])} | {_f(x['lease_s_p50'])} | {x['failures']} |")
+        lines += ["", f"Neutron's shape / mdtool, time until all done: {_f(st['neutron_over_mdtool'])}", ""]
     c = r.get("cli")
     if c:
         lines += [f"### 6. CLI start-up (median of {c['runs']} runs, SQLite registry)", "",

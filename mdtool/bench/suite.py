@@ -6,9 +6,11 @@
 3. boot to metadata: udhcpc start -> meta_data.json, next to DHCP alone;
 4. set-up at scale: enable-isolated-metadata for many networks, and the no-change re-run;
 5. registry: lookup p99 with 100k ports, dnsmasq render of 10k ports, port-create -> served;
-6. CLI start-up: what scripts and TAB completion wait for, as ratios to `mdtool --help`.
+6. CLI start-up: what scripts and TAB completion wait for, as ratios to `mdtool --help`;
 7. node: `mdtool node run` at 200 networks: bring-up and full resync, idle CPU, change and
-   write-to-lease latency, respawn time of each supervised process.
+   write-to-lease latency, respawn time of each supervised process;
+8. boot storm: 10 networks x 10 instances boot at once (udhcpc, then cloud-init's requests),
+   through mdtool and through Neutron's shape (a haproxy per network -> agent -> metadata).
 """
 
 from __future__ import annotations
@@ -50,13 +52,15 @@ class Sizes:
     node_samples: int = 20
     node_idle_seconds: float = 20.0
     node_respawns: int = 3
+    storm_networks: int = 10
+    storm_instances: int = 10
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(seconds=1.0, connections=(1, 16), networks=(1, 2), boots=3, setup=(1, 2),
                    setup_loop=1, ports=2_000, lookups=5_000, render_ports=500, served=1,
                    cli_runs=3, node_networks=2, node_samples=1, node_idle_seconds=1.0,
-                   node_respawns=1)
+                   node_respawns=1, storm_networks=2, storm_instances=2)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -965,3 +969,144 @@ def _unix_answers(path: Path) -> bool:
         return http_get(unix, "/", {})[0] > 0
     except OSError:
         return False
+
+
+# 8. boot storm -----------------------------------------------------------------------------
+
+# One instance's boot, run inside its namespace by a Python of its own: udhcpc for a lease with
+# option 121 (mdtool's hook: never the host's resolv.conf), then cloud-init's requests, one
+# connection each as its url_helper makes them. Prints one JSON line.
+_BOOT = r"""
+import http.client, json, subprocess, sys, time
+hook, reqs = sys.argv[1], json.loads(sys.argv[2])
+t0 = time.monotonic()
+lease = subprocess.run(["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-O", "staticroutes", "-s", hook,
+                        "-t", "20", "-T", "1", "-A", "1"], capture_output=True)
+out = {"lease_s": time.monotonic() - t0, "lat_ms": [], "failed": []}
+if lease.returncode != 0:
+    out["failed"].append("no lease")
+else:
+    for method, path in reqs:
+        s = time.monotonic()
+        try:
+            c = http.client.HTTPConnection("169.254.169.254", 80, timeout=30)
+            c.request(method, path, headers={"User-Agent": "Cloud-Init/22.4"})
+            r = c.getresponse(); r.read(); c.close()
+            if r.status != 200:
+                out["failed"].append(f"{method} {path}: {r.status}")
+        except OSError as e:
+            out["failed"].append(f"{method} {path}: {e}")
+        out["lat_ms"].append((time.monotonic() - s) * 1000.0)
+out["done_s"] = time.monotonic() - t0
+print(json.dumps(out))
+"""
+
+
+STORM_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8dJmvU3mRpfm0b2xWq1Qk9Qm0Z0qVq3Y6xH2y8d1xN storm"
+
+
+def recorded_requests() -> list[tuple[str, str]]:
+    """What cloud-init 22.4 asks on one boot (see cloudinit-22.4-requests.txt)."""
+    text = (Path(__file__).parent / "cloudinit-22.4-requests.txt").read_text()
+    return [tuple(line.split(" ", 1)) for line in text.splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def _storm_once(h: Harness, kind: str, sizes: Sizes, requests: list, log=print) -> dict:
+    """Bring up sizes.storm_networks x sizes.storm_instances instances on one node, then boot
+    them all at once. kind: mdtool (one proxy, fast path) or neutron (one haproxy per network
+    -> mdtool agent -> mdtool metadata, Neutron's shape)."""
+    from mdtool import plugs
+    from mdtool.config import Config
+    from mdtool.registry import open_registry
+    from mdtool.templates import render
+    sd = h.state_dir(f"storm-{kind}")
+    reg = open_registry(f"sqlite:///{sd}/mdtool.db")
+    nets, instances = [], []
+    for i in range(sizes.storm_networks):
+        n = reg.create_network(h.name("sn"))
+        reg.create_subnet(n.id, f"10.{230 + (kind == 'neutron')}.{i}.0/24", no_gateway=True)
+        nets.append(n)
+        for _ in range(sizes.storm_instances):
+            # What cloud-init reads must be there: a 404 for user-data or keys is a failure here.
+            vm = reg.create_instance(h.name("sv"), user_data=b"#cloud-config\n", key_name="storm",
+                                     public_key=STORM_KEY)
+            port = reg.create_port(n.id, device_id=vm.id)
+            instances.append((h.name("si"), port, n))
+    reg.engine.dispose()
+
+    def teardown():
+        for role in ("proxy", "agent", "metadata"):
+            _kill_pidfile(sd / f"{role}.pid", sd)
+        for n in nets:
+            _kill_pidfile(sd / "dhcp" / n.id / "pid", sd)
+            delete_netns("qdhcp-" + n.id)
+        for ns, port, _ in instances:
+            delete_netns(ns)
+            delete_link("tap" + port.id[:11])
+        for n in nets:
+            delete_link(n.bridge)
+    h.cleanup.add(f"storm {kind}", teardown)
+    env = {"MDTOOL_METADATA_BACKEND": "local" if kind == "mdtool" else "nova"}
+    r = h.cli(sd, "enable-isolated-metadata", "--all", timeout=900, env=env)
+    if kind == "neutron":  # Neutron's shape: one haproxy per network in front of the agent
+        _kill_pidfile(sd / "proxy.pid", sd)
+        for n in nets:
+            ns = "qdhcp-" + n.id
+            wait_for(lambda ns=ns: not listener_pids(ns), 20, "mdtool's proxy to let go of :80")
+            haproxy(h, ns, NEUTRON_HAPROXY.format(pidfile=sd / f"haproxy-{n.id}.pid",
+                                                  bind=METADATA_IP, socket=sd / "metadata_proxy",
+                                                  network_id=n.id), sd / f"haproxy-{n.id}.cfg")
+    config = Config(state_dir=str(sd), config_file="/dev/null")
+    fresh = open_registry(f"sqlite:///{sd}/mdtool.db")
+    for ns, port, n in instances:
+        plugs.plug(config, port, fresh.get_network(n.id), ns)
+    fresh.engine.dispose()
+    for n in nets:
+        wait_for(lambda ns="qdhcp-" + n.id: listener_pids(ns), 30, f"the {kind} proxy to listen")
+    hook = sd / "udhcpc.sh"
+    hook.write_text(render("instance/udhcpc.sh.j2", namespace="storm"))
+    hook.chmod(0o755)
+    reqs = json.dumps(requests)
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", _BOOT, str(hook), reqs],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+             for ns, _, _ in instances]
+    results, failures = [], []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        try:
+            results.append(json.loads(out))
+        except ValueError:
+            failures.append(f"boot crashed: {err.decode(errors='replace')[-200:]}")
+    total = time.perf_counter() - t0
+    lat = [x for res in results for x in res["lat_ms"]]
+    failures += [f for res in results for f in res["failed"]]
+    res = {"instances": len(instances), "requests": len(lat), "seconds_until_all_done": total,
+           "p50_ms": _pct(lat, 50) if lat else None, "p99_ms": _pct(lat, 99) if lat else None,
+           "lease_s_p50": _pct([x["lease_s"] for x in results], 50) if results else None,
+           "failures": len(failures), "failure_examples": failures[:5],
+           "enable_seconds": r.seconds}
+    for f in failures[:3]:
+        log(f"    failed: {f}")
+    log(f"  {kind}: {len(instances)} instances done in {total:.1f} s; requests p50 "
+        f"{res['p50_ms'] or 0:.1f} ms p99 {res['p99_ms'] or 0:.1f} ms; {len(failures)} failures")
+    return res
+
+
+def storm(h: Harness, sizes: Sizes, log=print) -> dict:
+    """The boot storm: every instance of 10 networks x 10 boots at once and runs cloud-init's
+    requests, through mdtool (fast path) and through Neutron's shape, in the same run."""
+    requests = recorded_requests()
+    env_port = h.metadata_port
+    out = {"networks": sizes.storm_networks, "per_network": sizes.storm_instances,
+           "requests_per_boot": len(requests), "results": {}}
+    try:
+        for kind in ("mdtool", "neutron"):
+            h.metadata_port = _free_port_other(env_port)  # each run's own metadata service
+            out["results"][kind] = _storm_once(h, kind, sizes, requests, log)
+    finally:
+        h.metadata_port = env_port
+    m, n = out["results"]["mdtool"], out["results"]["neutron"]
+    out["neutron_over_mdtool"] = n["seconds_until_all_done"] / m["seconds_until_all_done"]
+    return out

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = [
-    pytest.mark.timeout(300),
+    pytest.mark.timeout(480),
     pytest.mark.skipif(os.geteuid() != 0 or any(shutil.which(p) is None for p in
                                                 ("ip", "wrk", "haproxy", "udhcpc", "dnsmasq", "ss")),
                        reason="needs root, wrk, haproxy, udhcpc, dnsmasq"),
@@ -26,11 +26,11 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, "-m", "mdtool", "bench", "--quick", "--output", str(out)],
-                         capture_output=True, text=True, timeout=280, cwd=ROOT,
+                         capture_output=True, text=True, timeout=460, cwd=ROOT,
                          stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads((out / "benchmarks.json").read_text())
-    for section in ("throughput", "memory", "boot", "setup", "registry", "cli", "node",
+    for section in ("throughput", "memory", "boot", "setup", "registry", "cli", "node", "storm",
                     "machine", "targets"):
         assert section in data, section
     tp = data["throughput"]
@@ -49,5 +49,8 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
     assert set(node["respawn"]) == {"dnsmasq", "proxy", "agent", "metadata"}
     assert "skipped" in node["two_nodes"] or node["two_nodes"]["reload_p50_ms"] > 0
     assert set(data["cli"]["over_help"]) >= {"net-list", "port-show", "port-create"}
+    for kind in ("mdtool", "neutron"):  # every boot of the storm read all it asked for
+        storm = data["storm"]["results"][kind]
+        assert storm["failures"] == 0 and storm["requests"] == 4 * data["storm"]["requests_per_boot"]
     assert (out / "benchmarks.png").stat().st_size > 10_000
     assert "(c)/(b)" in (out / "benchmarks-table.md").read_text()
