@@ -145,7 +145,7 @@ def markdown(r: dict) -> str:
         lines.append("")
     st = r.get("storm")
     if st:
-        lines += [f"### 7. Boot storm: {st['networks']} networks x {st['per_network']} instances boot "
+        lines += [f"### 8. Boot storm: {st['networks']} networks x {st['per_network']} instances boot "
                   f"at once, each udhcpc then cloud-init 22.4's {st['requests_per_boot']} requests", "",
                   "| path | all done s | request p50 ms | request p99 ms | lease p50 s | failures |",
                   "|---|---:|---:|---:|---:|---:|"]
