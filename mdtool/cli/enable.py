@@ -38,9 +38,10 @@ def _targets(ctx, networks, all_: bool) -> list[str]:
     return list(dict.fromkeys(networks))
 
 
-def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
+def _many(ctx, action: str, fn, networks: list[str], dry_run: bool, as_json: bool = False) -> None:
     """Several networks: one progress bar on stderr and a line per network; a network that
-    fails does not stop the others, and the exit code says whether any failed."""
+    fails does not stop the others, and the exit code says whether any failed. ``as_json``:
+    also what changed, per network and step, as a JSON array on stdout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mdtool.errors import MdtoolError
@@ -52,6 +53,7 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
     registry = SnapshotRegistry(ctx.registry)
     failed: list[str] = []
     total_changes = 0
+    report: list[dict] = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with ip_lib.batch(), Progress(*columns, console=ctx.console, transient=True,
@@ -59,10 +61,12 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
         task = progress.add_task(action, total=len(networks))
         for net in networks:
             changes = 0
+            steps: list[dict] = []
 
-            def on_step(step, net=net) -> None:
+            def on_step(step, net=net, steps=steps) -> None:
                 nonlocal changes
                 changes += len(step.changes)
+                steps.append({"step": step.name, "changes": [str(c) for c in step.changes]})
                 progress.update(task, description=f"{action} {net}: {step.name}")
 
             try:
@@ -71,13 +75,19 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
                     fn(ctx.config, registry, net, dry_run=dry_run, on_step=on_step)
             except MdtoolError as e:
                 failed.append(net)
+                report.append({"network": net, "ok": False, "error": str(e), "steps": steps})
                 progress.console.print(f"[red]✗[/red] {net}: {e}")
             else:
+                report.append({"network": net, "ok": True, "changes": changes,
+                               "dry_run": dry_run, "steps": steps})
                 total_changes += changes
                 what = (f"{changes} change(s) {'planned' if dry_run else 'done'}" if changes
                         else "nothing to do")
                 progress.console.print(f"[green]✓[/green] {net}: {what}")
             progress.advance(task)
+    if as_json:
+        import json
+        click.echo(json.dumps(report, indent=2))
     done = len(networks) - len(failed)
     ctx.say(f"{action}: {done} of {len(networks)} network(s) ok, {total_changes} change(s)"
             + (" planned, nothing changed" if dry_run else ""))
@@ -86,11 +96,13 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool) -> None:
         abort(f"{action} failed on {len(failed)} network(s): {', '.join(failed)}", 1)
 
 
-def _run(ctx, action: str, fn, networks, all_: bool, dry_run: bool, done: str) -> None:
-    """One network: every step as it happens and a summary; several: a progress bar."""
+def _run(ctx, action: str, fn, networks, all_: bool, dry_run: bool, done: str,
+         fmt: str = "table") -> None:
+    """One network: every step as it happens and a summary; several: a progress bar.
+    -f json: what changed, per network and step, on stdout (one network too)."""
     targets = _targets(ctx, networks, all_)
-    if len(targets) != 1 or all_:
-        _many(ctx, action, fn, targets, dry_run)
+    if len(targets) != 1 or all_ or fmt == "json":
+        _many(ctx, action, fn, targets, dry_run, as_json=fmt == "json")
         return
     network = targets[0]
     from mdtool.node import node_lock
@@ -111,22 +123,26 @@ def _run(ctx, action: str, fn, networks, all_: bool, dry_run: bool, done: str) -
 @click.argument("networks", nargs=-1, metavar="NETWORK...", shell_complete=complete.networks)
 @click.option("--all", "all_", is_flag=True, help="Every network with a DHCP-enabled subnet.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("-f", "--format", "fmt", type=click.Choice(("table", "json")), default="table",
+              show_default=True, help="json: what changed, per network and step, on stdout.")
 @click.pass_obj
-def enable_isolated_metadata(ctx, networks, all_, dry_run):
+def enable_isolated_metadata(ctx, networks, all_, dry_run, fmt):
     """Give NETWORK's instances 169.254.169.254: DHCP port, namespace, dnsmasq with option 121,
     the metadata service, agent and proxy. Only what is missing is done; on failure, what this
     run did is rolled back. Several networks (or --all) show a progress bar."""
     from mdtool.enable import enable
-    _run(ctx, "enable-isolated-metadata", enable, networks, all_, dry_run, "enabled")
+    _run(ctx, "enable-isolated-metadata", enable, networks, all_, dry_run, "enabled", fmt)
 
 
 @click.command("disable-isolated-metadata")
 @click.argument("networks", nargs=-1, metavar="NETWORK...", shell_complete=complete.networks)
 @click.option("--all", "all_", is_flag=True, help="Every network with a DHCP-enabled subnet.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("-f", "--format", "fmt", type=click.Choice(("table", "json")), default="table",
+              show_default=True, help="json: what changed, per network and step, on stdout.")
 @click.pass_obj
-def disable_isolated_metadata(ctx, networks, all_, dry_run):
+def disable_isolated_metadata(ctx, networks, all_, dry_run, fmt):
     """Remove NETWORK's namespace, dnsmasq and DHCP port; stop the shared daemons when no
     other network needs them."""
     from mdtool.enable import disable
-    _run(ctx, "disable-isolated-metadata", disable, networks, all_, dry_run, "disabled")
+    _run(ctx, "disable-isolated-metadata", disable, networks, all_, dry_run, "disabled", fmt)

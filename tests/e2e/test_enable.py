@@ -143,3 +143,21 @@ def test_demo_runs_and_cleans_up(site):
     assert not processes_matching(str(site.state_dir))
     left = [n for n in os.listdir("/run/netns") if n.startswith("demo-vm")] if os.path.isdir("/run/netns") else []
     assert left == []
+
+
+def test_enable_and_disable_say_what_changed_as_json(site):
+    net = site.network("json-net", "10.74.0.0/24")
+    plan = json.loads(site.mdtool("enable-isolated-metadata", net, "--dry-run", "-f", "json").stdout)
+    assert [r["network"] for r in plan] == [net] and plan[0]["ok"] and plan[0]["dry_run"]
+    planned = [s["step"] for s in plan[0]["steps"] if s["changes"]]
+    done = json.loads(site.mdtool("enable-isolated-metadata", net, "-f", "json").stdout)[0]
+    assert done["ok"] and done["changes"] > 0 and not done["dry_run"]
+    assert [s["step"] for s in done["steps"] if s["changes"]] == planned  # the steps it planned
+    again = json.loads(site.mdtool("enable-isolated-metadata", net, "-f", "json").stdout)[0]
+    assert again["changes"] == 0 and all(s["changes"] == [] for s in again["steps"])
+    off = json.loads(site.mdtool("disable-isolated-metadata", net, "-f", "json").stdout)[0]
+    assert off["ok"] and off["changes"] > 0
+    bad = site.mdtool("enable-isolated-metadata", net, "no-such-net", "-f", "json", check=False)
+    rows = json.loads(bad.stdout)
+    assert bad.returncode == 1 and [r["ok"] for r in rows] == [True, False]
+    assert "no-such-net" in rows[1]["error"]
