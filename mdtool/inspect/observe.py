@@ -254,7 +254,9 @@ def _observe_services(config: Config, registry: Registry, obs: Observation,
                                                  "X-Forwarded-For": "0.0.0.0"})
     obs.metadata_url = config.nova_metadata_url
     obs.metadata_local = config.nova_metadata_is_local
-    obs.metadata = get_url(obs.metadata_url, "/")
+    # Alive: 400 for a path that needs an instance, asked without the identity headers (as
+    # Nova, mdtool's service answers `GET /` itself, 200, so `/` proves nothing).
+    obs.metadata = get_url(obs.metadata_url, "/openstack")
 
     port = pick_port(net, registry, port_ref)
     probe = obs.probe
