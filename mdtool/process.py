@@ -485,6 +485,25 @@ class ProcessManager:
                 older = int(entry)
         return older, False
 
+    def _strays(self, keep: int | None) -> list[int]:
+        """Other live processes of this manager (its identity), e.g. left by a crash between
+        a start and its pid file, or by a race of an older mdtool without the lock."""
+        me = os.getpid()
+        marks = {i.encode() for i in self.identity}
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in (me, keep):
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if not marks <= set(f.read().split(b"\0")):  # cheap filter first
+                        continue
+            except OSError:
+                continue
+            if self._judge(int(entry)):
+                out.append(int(entry))
+        return out
+
     def check(self) -> Status:
         """Observe: is our process running, exactly as asked, holding its addresses?"""
         recorded = read_pid(self.pidfile)
@@ -579,8 +598,14 @@ class ProcessManager:
                 return texts
             if st.pid is not None:
                 self._stop(st.pid)
+            # A second copy would hold our addresses and make the start fail: stop strays
+            # (ours by identity, so never a stranger) before starting.
+            strays = self._strays(None)
+            for stray in strays:
+                self._stop(stray)
             pid = self._start()
-            return [f"{t} (pid {pid})" for t in texts]  # the plan's text + what it got
+            done = [f"{t} (pid {pid})" for t in texts]  # the plan's text + what it got
+            return done + [f"stop a stray {self.name} (pid {p})" for p in strays]
 
     def disable(self) -> list[str]:
         """Stop our process (SIGTERM, then SIGKILL) and remove the pid file; a stranger
@@ -591,6 +616,9 @@ class ProcessManager:
             if st.pid is not None:
                 self._stop(st.pid)
                 done.append(f"stop {self.name} (pid {st.pid})")
+            for stray in self._strays(None):
+                self._stop(stray)
+                done.append(f"stop a stray {self.name} (pid {stray})")
             self._remove_pidfile()
             return done
 

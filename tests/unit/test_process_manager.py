@@ -210,3 +210,34 @@ def test_a_manager_without_argv_only_judges_and_stops(tmp_path, marker, managers
     with pytest.raises(OperationFailed, match="command line is unknown"):
         judge.plan(judge.check())
     assert judge.disable() and pm.check().state == "stopped"
+
+
+def test_a_stray_copy_is_stopped_before_a_start_and_by_disable(tmp_path, marker, managers):
+    pm = server_manager(tmp_path, marker, "tcp", str(free_port()), managers)
+
+    def copy() -> subprocess.Popen:
+        # a copy of ours (its identity) that no pid file names, e.g. left by a crash
+        argv = [sys.executable, "-c", "import time; time.sleep(60)", marker]
+        p = subprocess.Popen(argv)
+        import time
+        deadline = time.monotonic() + 10
+        while process.cmdline(p.pid) != argv:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return p
+
+    strays = [copy(), copy()]
+    try:
+        assert pm.check().state == "outdated"  # found by identity, never a second start
+        done = pm.enable()
+        assert done[0].startswith(f"restart server {marker}: its command line changed")
+        assert any(d.startswith(f"stop a stray server {marker} (pid ") for d in done), done
+        assert all(p.wait(5) is not None for p in strays)
+        assert pm.check().active
+        strays.append(copy())
+        assert f"stop a stray server {marker} (pid {strays[-1].pid})" in pm.disable()
+        assert strays[-1].wait(5) is not None
+    finally:
+        for p in strays:
+            p.kill()
+            p.wait()
