@@ -272,7 +272,7 @@ def check_metadata(o: Observation) -> Check:
                      _daemon_note(o, "metadata"), _enable(o))
     return Check(name, FAIL, f"{o.metadata_url}: {a.describe() if a else 'not asked'}",
                  "the Nova metadata API configured as nova_metadata_url does not answer",
-                 f"curl -i {o.metadata_url}/  # then fix nova_metadata_url or that service")
+                 f"curl -i {o.metadata_url}/openstack  # then fix nova_metadata_url or that service")
 
 
 def check_secret(o: Observation) -> Check:
