@@ -87,17 +87,18 @@ def enable(config: Config, registry: Registry, network_ref: str, *, dry_run: boo
     node = Node(config, registry)
     run = Run(dry_run=dry_run, on_step=on_step)
 
-    # 1. registry: the network and its DHCP subnets
+    # 1. registry: the network (one read; the steps share this model) and its DHCP subnets
+    seen = {}
+
     def check() -> Step:
-        st = node.dhcp(network_ref, create=False)
+        st = seen["dhcp"] = node.dhcp(network_ref, create=False)
         gw = [s.cidr for s in st.network.subnets if s.enable_dhcp and s.ip_version == 4 and s.gateway_ip]
         note = (f"subnet(s) {', '.join(gw)} have a gateway: instances get the metadata route "
                 "and a default route") if gw else ""
         return Step("registry", note=note)
 
     run.apply(run.plan("registry", check))
-    net = registry.get_network(network_ref)
-    port = node.own_dhcp_port(net)
+    net, port = seen["dhcp"].network, seen["dhcp"].port
 
     # 2. the DHCP port in the registry: everything after it needs its MAC and addresses
     if port is None:
