@@ -72,6 +72,7 @@ def setup():
     net_name = f"insp-{os.urandom(4).hex()}"
     cidr = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}.0/24"
     net_id = m("net-create", net_name, "-f", "value", "-c", "id").stdout.strip()
+    cleanup.nft_table(net_id)
     cleanup.add("no namespace left", lambda: None)  # placeholder, checked in the test body
     cleanup.add("disable", lambda: m("disable-isolated-metadata", net_id, check=False))
     try:

@@ -96,6 +96,7 @@ def test_forged_headers_get_only_own_metadata(site):
     site.mdtool("dnsmasq", "reload", net)
     site.boot(attacker)
     other = site.json("net-create", "other")["id"]
+    site.cleanup.nft_table(other)
     site.networks.append(other)
     secret = (site.state_dir / "metadata_proxy_shared_secret").read_text().strip()
     sig = hmac.new(secret.encode(), victim.id.encode(), hashlib.sha256).hexdigest()

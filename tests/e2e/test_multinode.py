@@ -176,6 +176,7 @@ def test_two_nodes_serve_one_network_and_metadata_fails_over(two_nodes):
     # The registry is shared: resources made through node A are seen by node B.
     net = a.mdtool("net-create", "mn-net", "-f", "value", "-c", "id").stdout.strip()
     networks.append(net)
+    cleanup.nft_table(net)
     a.mdtool("subnet-create", net, "10.78.0.0/24", "--no-gateway")
     inst = a.json("instance-create", "vm-mn")
     port = b.json("port-create", net, "--device-id", inst["id"])
