@@ -113,6 +113,12 @@ class AgentHandler:
         if not source_ip:
             return _text(400, "X-Forwarded-For header is missing from the request."), "-"
         matches = self.index().lookup(network_id, source_ip)
+        if not matches:
+            # A port created a moment ago may not be in the index yet (the follower polls):
+            # ask whether the registry moved before answering 404 (at most every MISS_RECHECK).
+            recheck = getattr(self.index, "refresh_on_miss", None)
+            if recheck is not None and await recheck():
+                matches = self.index().lookup(network_id, source_ip)
         if len(matches) != 1:
             if len(matches) > 1:
                 log.warning("%d ports match %s on network %s: refusing to guess",
@@ -154,6 +160,7 @@ class IndexFollower:
         self.source = source
         self.interval = interval
         self.current = PortIndex([], revision=-1)
+        self._last_miss_check = -MISS_RECHECK
         self.feed = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdtool-registry")
 
@@ -173,6 +180,16 @@ class IndexFollower:
                 except NotFound:
                     projects[port.device_id] = ""
         return PortIndex(ports, revision=revision, instance_projects=projects)
+
+    async def refresh_on_miss(self) -> bool:
+        """After a lookup missed: rebuild when the registry moved; True when it did. Rate
+        limited, so a source asking for what does not exist costs one revision query per
+        MISS_RECHECK seconds at most, not one per request."""
+        now = time.monotonic()
+        if now - self._last_miss_check < MISS_RECHECK:
+            return False
+        self._last_miss_check = now
+        return await self.refresh()
 
     async def refresh(self, force: bool = False) -> bool:
         loop = asyncio.get_running_loop()
@@ -217,6 +234,7 @@ class IndexFollower:
 
 
 DEFAULT_POLL = 0.25  # seconds; a source without change notifications is polled this often
+MISS_RECHECK = 0.2  # seconds between two registry checks caused by lookups that missed
 
 
 class _SleepFeed:

@@ -79,3 +79,27 @@ def test_answers_as_the_chain_would(node):
     assert pw.status == 200 and again.status == 409
     assert reg.get_instance(vm.id).password == "sekrit"  # written through to the registry
     assert json.loads(renamed.body)["name"] == "fp-renamed"
+
+
+def test_a_port_created_a_moment_ago_is_found_without_waiting_for_the_poll(node):
+    from mdtool.fastpath import LocalBackend
+    config, reg, net, vm, port = node
+
+    async def go():
+        stop = asyncio.Event()
+        backend = LocalBackend(config)
+        await backend.open(stop)
+        await asyncio.sleep(0.05)
+        backend.follower.feed.interval = 3600  # the follower will not see it on its own
+        try:
+            await asyncio.sleep(0.3)  # let the followers settle on their long sleep
+            vm2 = reg.create_instance("fp-vm2")
+            p2 = reg.create_port(net.id, device_id=vm2.id)
+            r = await _ask(backend, net.id, p2.fixed_ips[0].ip_address)
+            return vm2, r
+        finally:
+            stop.set()
+            await backend.close()
+
+    vm2, r = asyncio.run(go())
+    assert r.status == 200 and json.loads(r.body)["uuid"] == vm2.id
