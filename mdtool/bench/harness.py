@@ -196,7 +196,31 @@ class Harness:
         self._n = 0
 
     def close(self) -> list[str]:
+        self._drop_port_security_tables()
         return self.cleanup.run()
+
+    def _drop_port_security_tables(self) -> None:
+        """The nftables table `port-plug` made for each network of this run's registries
+        (they outlive namespaces and links): found from the run's own state dirs, so another
+        run's tables are never touched."""
+        import sqlite3
+        for db in sorted(self.root.glob("*/mdtool.db")):
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                ids = [row[0] for row in con.execute("SELECT id FROM networks")]
+            except sqlite3.Error:
+                continue  # no registry there, or a half-made one: nothing was plugged
+            finally:
+                con.close()
+            for net_id in ids:
+                self.drop_port_security_table(net_id)
+
+    def drop_port_security_table(self, net_id: str) -> None:
+        """Remove network ``net_id``'s port security table at close (a registry elsewhere,
+        e.g. on PostgreSQL, names its networks itself)."""
+        from mdtool.netns import nft, portsec
+        self.cleanup.add(f"nft table of {net_id}",
+                         lambda t=portsec.table_name(net_id): nft.delete_table(t))
 
     def name(self, prefix: str) -> str:
         """A unique name of at most 15 characters (interfaces, namespaces)."""

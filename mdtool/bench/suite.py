@@ -952,6 +952,7 @@ def node_two(h: Harness, sizes: Sizes, log=print) -> dict:
             h.cleanup.add("veth", lambda n=link["ifname"]: delete_link(n))
     files = [sd / "dhcp" / net.id / "host" for sd, _, _ in nodes]
     first, inst_ns, hook = _lease_instance(h, reg, net.id, nodes[0][0], files)
+    h.drop_port_security_table(net.id)  # its registry is on PostgreSQL, not in a state dir
     h.cli(nodes[0][0], "--db", url, "port-plug", first.id, inst_ns)
     res = _lease_samples(reg, net.id, first, inst_ns, hook, files, sizes.node_samples)
     log(f"  two nodes (PostgreSQL): port-create -> both dnsmasq p50 {res['reload_p50_ms']:.0f} ms,"
