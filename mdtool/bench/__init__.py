@@ -74,30 +74,21 @@ def run(output: Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIO
         if {"throughput", "boot", "registry"} & set(sections):
             log("setting up: network, instance, namespaces, metadata and agent")
             pipeline = _timed(results, "pipeline", lambda: suite.Pipeline(h))
-        if "throughput" in sections:
-            log("1. throughput and latency")
-            results["throughput"] = _timed(results, "throughput", lambda: suite.throughput(pipeline, sizes, log))
-        if "memory" in sections:
-            log("2. memory")
-            results["memory"] = _timed(results, "memory", lambda: suite.memory(h, sizes, log))
-        if "boot" in sections:
-            log("3. boot to metadata")
-            results["boot"] = _timed(results, "boot", lambda: suite.boot(pipeline, sizes, log))
-        if "registry" in sections:
-            log("5. registry")
-            results["registry"] = _timed(results, "registry", lambda: suite.registry(h, pipeline, sizes, log))
-        if "cli" in sections:
-            log("6. CLI start-up")
-            results["cli"] = _timed(results, "cli", lambda: suite.cli_startup(h, sizes, log))
-        if "storm" in sections:
-            log("8. boot storm")
-            results["storm"] = _timed(results, "storm", lambda: suite.storm(h, sizes, log))
-        if "setup" in sections:
-            log("4. set-up at scale")
-            results["setup"] = _timed(results, "setup", lambda: suite.setup(h, sizes, log))
-        if "node" in sections:
-            log("7. the node (node run)")
-            results["node"] = _timed(results, "node", lambda: suite.node(h, sizes, log))
+        # (section, heading, run): in the order they run; the numbers are the report's.
+        steps = (
+            ("throughput", "1. throughput and latency", lambda: suite.throughput(pipeline, sizes, log)),
+            ("memory", "2. memory", lambda: suite.memory(h, sizes, log)),
+            ("boot", "3. boot to metadata", lambda: suite.boot(pipeline, sizes, log)),
+            ("registry", "5. registry", lambda: suite.registry(h, pipeline, sizes, log)),
+            ("cli", "6. CLI start-up", lambda: suite.cli_startup(h, sizes, log)),
+            ("storm", "8. boot storm", lambda: suite.storm(h, sizes, log)),
+            ("setup", "4. set-up at scale", lambda: suite.setup(h, sizes, log)),
+            ("node", "7. the node (node run)", lambda: suite.node(h, sizes, log)),
+        )
+        for name, heading, section in steps:
+            if name in sections:
+                log(heading)
+                results[name] = _timed(results, name, section)
     finally:
         errors = h.close()
         if errors:
