@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-SECTIONS = ("throughput", "memory", "boot", "setup", "registry", "cli", "node", "storm")
+SECTIONS = ("throughput", "memory", "boot", "setup", "registry", "cli", "node", "storm", "scale")
 NEEDS = ("ip", "wrk", "haproxy", "udhcpc", "dnsmasq", "ss")
 
 
@@ -84,6 +84,7 @@ def run(output: Path, *, quick: bool = False, sections: tuple[str, ...] = SECTIO
             ("storm", "8. boot storm", lambda: suite.storm(h, sizes, log)),
             ("setup", "4. set-up at scale", lambda: suite.setup(h, sizes, log)),
             ("node", "7. the node (node run)", lambda: suite.node(h, sizes, log)),
+            ("scale", "9. scale on one node", lambda: suite.scale(h, sizes, log)),
         )
         for name, heading, section in steps:
             if name in sections:

@@ -65,6 +65,17 @@ def targets(r: dict) -> dict:
                 two["reload_p99_ms"] < 1000
         t["node: dead process serving again within 2 s (worst)"] = \
             max(v["max_ms"] for v in nd["respawn"].values()) < 2000
+    sc = r.get("scale")
+    if sc:
+        n = sc["networks"]
+        if n >= 1000:
+            t[f"scale: enable --all for {n} new networks <= 60 s"] = sc["enable"]["seconds"] <= 60
+        t[f"scale: no-change re-run over {n} networks <= 5 s"] = sc["rerun"]["seconds"] <= 5
+        t[f"scale: proxy PSS at {n} networks <= 64 MB"] = sc["proxy_memory_kb"]["pss"] <= 64 * 1024
+        if n >= 1000:
+            t[f"scale: idle CPU of every mdtool process and dnsmasq at {n} networks "
+              "< 2 % of one core"] = sc["idle"]["percent_of_one_core"] < 2
+        t["scale: nothing left after disable --all"] = not any(sc["left_after_disable"].values())
     return t
 
 
@@ -188,6 +199,30 @@ def markdown(r: dict) -> str:
                       f"| two nodes: port-create -> lease, p50 / p99 ({two['samples']} samples) | "
                       f"{two['p50_ms']:.0f} / {two['p99_ms']:.0f} ms |"]
         lines.append("")
+    sc = r.get("scale")
+    if sc:
+        n, idle = sc["networks"], sc["idle"]
+        mem, nr = sc["proxy_memory_kb"], sc["node_resync"]
+        lines += [f"### 9. Scale on one node: {n} networks (SQLite)", "",
+                  "| measure | value |", "|---|---:|"]
+        for key, label in (("enable", f"`enable-isolated-metadata --all`, {n} new networks"),
+                           ("rerun", "the same again, nothing to change"),
+                           ("disable", f"`disable-isolated-metadata --all`, {n} networks")):
+            x = sc[key]
+            lines.append(f"| {label} | {x['seconds']:.2f} s ({x['seconds'] / n * 1000:.0f} ms a "
+                         f"network; peak RSS {x['peak_rss_kb'] / 1024:.0f} MB; "
+                         f"{len(x['failed'])} failed) |")
+        lines += [f"| proxy serving {n} networks: PSS / RSS / private | {mem['pss'] / 1024:.1f} / "
+                  f"{mem['rss'] / 1024:.1f} / {mem['private'] / 1024:.1f} MB |",
+                  f"| `node run`'s first resync (nothing to change) | {nr['seconds']:.2f} s, "
+                  f"{nr['cpu_seconds']:.1f} CPU s |",
+                  f"| idle CPU over {idle['seconds']:.0f} s, {idle['processes']} processes | "
+                  f"{idle['percent_of_one_core']:.2f} % of one core ("
+                  + ", ".join(f"{k} {v:.2f}" for k, v in idle["by_process"].items()) + ") |",
+                  "| left after disable | " + ", ".join(
+                      f"{k} {v}" for k, v in sc["left_after_disable"].items()) + " |",
+                  "| kernel limits at the start | " + ", ".join(
+                      f"{k} {v}" for k, v in sc["limits"].items()) + " |", ""]
     t = targets(r)
     if t:
         lines += ["### Targets", "", "| target | result |", "|---|---|"]

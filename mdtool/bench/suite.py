@@ -10,11 +10,15 @@
 7. node: `mdtool node run` at 200 networks: bring-up and full resync, idle CPU, change and
    write-to-lease latency, respawn time of each supervised process;
 8. boot storm: 10 networks x 10 instances boot at once (udhcpc, then cloud-init's requests),
-   through mdtool and through Neutron's shape (a haproxy per network -> agent -> metadata).
+   through mdtool and through Neutron's shape (a haproxy per network -> agent -> metadata);
+9. scale on one node: enable-isolated-metadata --all for 1,000 new networks, the no-change
+   re-run, the proxy's memory, the idle CPU of every mdtool process and dnsmasq, and
+   disable-isolated-metadata --all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -54,13 +58,16 @@ class Sizes:
     node_respawns: int = 3
     storm_networks: int = 10
     storm_instances: int = 10
+    scale_networks: int = 1000
+    scale_idle_seconds: float = 30.0
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(seconds=1.0, connections=(1, 16), networks=(1, 2), boots=3, setup=(1, 2),
                    setup_loop=1, ports=2_000, lookups=5_000, render_ports=500, served=1,
                    cli_runs=3, node_networks=2, node_samples=1, node_idle_seconds=1.0,
-                   node_respawns=1, storm_networks=2, storm_instances=2)
+                   node_respawns=1, storm_networks=2, storm_instances=2, scale_networks=20,
+                   scale_idle_seconds=1.0)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -401,20 +408,10 @@ def setup(h: Harness, sizes: Sizes, log=print) -> dict:
     """enable-isolated-metadata over many networks with the real CLI (daemons, dnsmasq,
     namespaces), first one call per network (the per-invocation cost), then one call for
     many networks, then the no-change re-run."""
-    from mdtool.registry import open_registry
     sd = h.state_dir("setup")
     env_port = h.metadata_port
-    reg = open_registry(f"sqlite:///{sd}/mdtool.db")
-    total = sizes.setup_loop + max(sizes.setup)
-    nets = []
-    for i in range(total):
-        n = reg.create_network(h.name("bs"))
-        reg.create_subnet(n.id, f"10.{200 + i // 250}.{i % 250}.0/24", no_gateway=True)
-        nets.append(n)
-    reg.engine.dispose()
+    nets = _networks(h, sd, sizes.setup_loop + max(sizes.setup), "bs", 200)
     ids = [n.id for n in nets]
-
-    h.cleanup.add("set-up networks", lambda: _teardown_networks(sd, nets))
     # enable starts metadata, agent and proxy itself (the proxy follows only the
     # namespaces of this state dir); a metadata port of its own
     h.metadata_port = _free_port_other(env_port)
@@ -479,6 +476,25 @@ def setup(h: Harness, sizes: Sizes, log=print) -> dict:
         return out
     finally:
         h.metadata_port = env_port
+
+
+def _networks(h: Harness, sd: Path, count: int, prefix: str, first_octet: int) -> list:
+    """``count`` networks with a /24 each (10.<first_octet + i // 250>.<i % 250>.0/24) in the
+    registry of state dir ``sd``; whatever enable starts or creates for them is removed at
+    close (processes judged by their command line naming ``sd``, namespaces, bridges)."""
+    from mdtool.registry import open_registry
+    reg = open_registry(f"sqlite:///{sd}/mdtool.db")
+    nets = []
+    try:
+        for i in range(count):
+            n = reg.create_network(h.name(prefix))
+            reg.create_subnet(n.id, f"10.{first_octet + i // 250}.{i % 250}.0/24",
+                              no_gateway=True)
+            nets.append(n)
+    finally:
+        reg.engine.dispose()
+        h.cleanup.add(f"networks of {sd.name}", lambda: _teardown_networks(sd, nets))
+    return nets
 
 
 def _failures(r) -> list[str]:
@@ -704,10 +720,18 @@ def node(h: Harness, sizes: Sizes, log=print) -> dict:
     """`mdtool node run` over ``sizes.node_networks`` networks: bring-up and no-change full
     resync, idle CPU, write -> dnsmasq and write -> lease latency, one port changing among
     all the networks, and the respawn time of each supervised process."""
-    env_port = h.metadata_port  # the pipeline's metadata service may hold it: one of our own
+    with _own_metadata_port(h):
+        return _node(h, sizes, log)
+
+
+@contextlib.contextmanager
+def _own_metadata_port(h: Harness):
+    """A metadata port of the section's own while it runs (the pipeline's metadata service
+    may hold the run's)."""
+    env_port = h.metadata_port
     h.metadata_port = _free_port_other(env_port)
     try:
-        return _node(h, sizes, log)
+        yield
     finally:
         h.metadata_port = env_port
 
@@ -1110,4 +1134,141 @@ def storm(h: Harness, sizes: Sizes, log=print) -> dict:
         h.metadata_port = env_port
     m, n = out["results"]["mdtool"], out["results"]["neutron"]
     out["neutron_over_mdtool"] = n["seconds_until_all_done"] / m["seconds_until_all_done"]
+    return out
+
+
+# 9. scale on one node ------------------------------------------------------------------------
+
+# What 1,000 namespaces, bridges, veths and dnsmasq processes press against (recorded with the
+# results, so a run that fails on a limit says which).
+KERNEL_LIMITS = ("kernel.pid_max", "kernel.threads-max", "fs.file-max",
+                 "fs.inotify.max_user_instances", "net.ipv4.neigh.default.gc_thresh3",
+                 "net.ipv6.neigh.default.gc_thresh3", "net.core.somaxconn")
+
+
+def kernel_limits() -> dict:
+    import resource
+    out: dict = {}
+    for key in KERNEL_LIMITS:
+        try:
+            out[key] = int(Path("/proc/sys/" + key.replace(".", "/")).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            out[key] = None
+    out["RLIMIT_NOFILE"] = list(resource.getrlimit(resource.RLIMIT_NOFILE))
+    out["processes"] = sum(1 for d in os.listdir("/proc") if d.isdigit())
+    return out
+
+
+def _pidfile_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if os.path.exists(f"/proc/{pid}") else None
+
+
+def _cpu_of(pids: list[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = _cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            pass  # gone: counted as nothing
+    return out
+
+
+def _idle_cpu(pids: dict[str, list[int]], seconds: float) -> dict:
+    """CPU of each group of processes over ``seconds`` of doing nothing, in % of one core
+    (utime + stime from /proc/PID/stat, before and after)."""
+    before = {g: _cpu_of(p) for g, p in pids.items()}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    after = {g: _cpu_of(p) for g, p in pids.items()}
+    wall = time.monotonic() - t0
+    by = {g: 100.0 * sum(after[g].get(pid, b) - b for pid, b in before[g].items()) / wall
+          for g in pids}
+    return {"seconds": round(wall, 2), "percent_of_one_core": sum(by.values()),
+            "by_process": {g: round(v, 3) for g, v in by.items()},
+            "processes": sum(len(p) for p in pids.values())}
+
+
+def _served_processes(sd: Path, nets) -> dict[str, list[int]]:
+    """The pids of what serves the networks of state dir ``sd``: the daemons and every dnsmasq."""
+    pids: dict[str, list[int]] = {}
+    for role in ("node", "proxy", "agent", "metadata"):
+        pid = _pidfile_pid(sd / f"{role}.pid")
+        if pid is not None:
+            pids[role] = [pid]
+    pids["dnsmasq"] = [pid for n in nets
+                       if (pid := _pidfile_pid(sd / "dhcp" / n.id / "pid")) is not None]
+    return pids
+
+
+def _leftovers(sd: Path, nets) -> dict:
+    """What `disable --all` should have removed and did not."""
+    procs = _served_processes(sd, nets)
+    return {"namespaces": sum(os.path.exists(f"/run/netns/qdhcp-{n.id}") for n in nets),
+            "dhcp_dirs": sum((sd / "dhcp" / n.id).exists() for n in nets),
+            "processes": sum(len(p) for p in procs.values())}
+
+
+def scale(h: Harness, sizes: Sizes, log=print) -> dict:
+    """One node, ``sizes.scale_networks`` networks: `enable-isolated-metadata --all` from
+    nothing (namespaces, DHCP ports, dnsmasq, metadata, agent, one proxy), the no-change
+    re-run, the proxy's memory, `node run`'s no-change resync, the idle CPU of every mdtool
+    process and dnsmasq, then `disable-isolated-metadata --all`."""
+    with _own_metadata_port(h):
+        return _scale(h, sizes, log)
+
+
+def _scale(h: Harness, sizes: Sizes, log) -> dict:
+    sd = h.state_dir("scale")
+    out: dict = {"networks": sizes.scale_networks, "limits": kernel_limits()}
+    nets = _networks(h, sd, sizes.scale_networks, "bz", 100)
+
+    def timed(label: str, *args: str) -> dict:
+        r = h.cli(sd, *args, timeout=3600, check=False)
+        res = {"seconds": r.seconds, "peak_rss_kb": r.maxrss_kb, "failed": _failures(r)}
+        for f in res["failed"][:5]:
+            log(f"  FAILED {f}")
+        log(f"  {label}: {r.seconds:.2f} s ({r.seconds / len(nets) * 1000:.0f} ms a network), "
+            f"peak RSS {r.maxrss_kb / 1024:.0f} MB, {len(res['failed'])} failed")
+        return res
+
+    out["enable"] = timed(f"enable --all, {len(nets)} new networks",
+                          "enable-isolated-metadata", "--all")
+    out["rerun"] = timed("enable --all again, nothing to change",
+                         "enable-isolated-metadata", "--all")
+    proxy = _pidfile_pid(sd / "proxy.pid")
+    if proxy is None:
+        raise RuntimeError(f"no proxy running after enable; see {sd}/log")
+    out["proxy_memory_kb"] = memory_kb(proxy)
+    out["proxy_listening"] = sum(bool(listener_pids("qdhcp-" + n.id) & {proxy})
+                                 for n in (nets[:: max(1, len(nets) // 20)]))
+    log(f"  proxy serving {len(nets)} networks: PSS {out['proxy_memory_kb']['pss'] / 1024:.1f} MB,"
+        f" RSS {out['proxy_memory_kb']['rss'] / 1024:.1f} MB")
+    # node run over it all: its first resync changes nothing; then everything idles
+    node_log = sd / "node.log"
+    node = h.mdtool_daemon(sd, "node", "run", "--resync-interval", "3600", log_name="node")
+    wait_for(lambda: node.poll() is not None or _resync_seconds(node_log, 0)[0], 1800,
+             "node run's first resync")
+    if node.poll() is not None:
+        raise RuntimeError(f"node run exited ({node.returncode}); see {node_log}")
+    count, seconds = _resync_seconds(node_log, 0)
+    out["node_resync"] = {"networks": count, "seconds": seconds,
+                          "cpu_seconds": round(_cpu_seconds(node.pid), 2)}
+    log(f"  node run's no-change resync over {count} networks: {seconds:.2f} s "
+        f"({out['node_resync']['cpu_seconds']:.1f} CPU s since its start)")
+    pids = _served_processes(sd, nets)
+    pids["node"] = [node.pid]
+    out["idle"] = _idle_cpu(pids, sizes.scale_idle_seconds)
+    log(f"  idle over {out['idle']['seconds']:.0f} s: {out['idle']['percent_of_one_core']:.2f} % "
+        f"of one core ({out['idle']['processes']} processes: " + ", ".join(
+            f"{k} {v:.2f} %" for k, v in out["idle"]["by_process"].items()) + ")")
+    stop(node)  # SIGTERM: it leaves everything serving
+    out["disable"] = timed(f"disable --all, {len(nets)} networks",
+                           "disable-isolated-metadata", "--all")
+    out["left_after_disable"] = _leftovers(sd, nets)
+    if any(out["left_after_disable"].values()):
+        log(f"  left after disable: {out['left_after_disable']}")
     return out

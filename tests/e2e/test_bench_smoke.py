@@ -31,7 +31,7 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads((out / "benchmarks.json").read_text())
     for section in ("throughput", "memory", "boot", "setup", "registry", "cli", "node", "storm",
-                    "machine", "targets"):
+                    "scale", "machine", "targets"):
         assert section in data, section
     tp = data["throughput"]
     assert set(tp["results"]) == {"ceiling", "neutron", "mdtool", "chain"}
@@ -52,5 +52,11 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
     for kind in ("mdtool", "neutron"):  # every boot of the storm read all it asked for
         storm = data["storm"]["results"][kind]
         assert storm["failures"] == 0 and storm["requests"] == 4 * data["storm"]["requests_per_boot"]
+    scale = data["scale"]  # every network up, served by the one proxy, then all gone
+    assert scale["enable"]["failed"] == scale["rerun"]["failed"] == scale["disable"]["failed"] == []
+    assert scale["node_resync"]["networks"] == scale["networks"] == 20
+    assert scale["proxy_listening"] == 20 and scale["proxy_memory_kb"]["pss"] > 0
+    assert scale["idle"]["processes"] == 20 + 4  # a dnsmasq each, node, proxy, agent, metadata
+    assert not any(scale["left_after_disable"].values()), scale["left_after_disable"]
     assert (out / "benchmarks.png").stat().st_size > 10_000
     assert "(c)/(b)" in (out / "benchmarks-table.md").read_text()
