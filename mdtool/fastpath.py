@@ -48,6 +48,10 @@ class LocalBackend:
     ``await open(stop)`` reads the registry once and starts following it; ``request()`` is
     what the proxy's handler calls for every request; ``close()`` stops the followers."""
 
+    # Descriptors held beside the clients' (the proxy's connection budget counts them, as
+    # it counts an upstream pool's sockets): the registry's database, its -wal and -shm.
+    size = 3
+
     def __init__(self, config):
         from mdtool.agent.handler import AgentHandler, IndexFollower
         from mdtool.metadata.daemon import make_service
