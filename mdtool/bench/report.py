@@ -156,16 +156,32 @@ def markdown(r: dict) -> str:
         lines.append("")
     st = r.get("storm")
     if st:
+        from mdtool.bench.suite import STORM_LABELS
         lines += [f"### 8. Boot storm: {st['networks']} networks x {st['per_network']} instances boot "
-                  f"at once, each udhcpc then cloud-init 22.4's {st['requests_per_boot']} requests", "",
-                  "| path | all done s | request p50 ms | request p99 ms | lease p50 s | failures |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        labels = {"mdtool": "mdtool (one proxy, fast path)",
-                  "neutron": "Neutron's shape (haproxy per network -> agent -> metadata)"}
+                  f"at once, each udhcpc then cloud-init 22.4's {st['requests_per_boot']} requests "
+                  f"(median of {st['rounds']} alternating rounds)", "",
+                  "| path | all done s | request p50 ms | request p99 ms | lease p50 s | "
+                  "requests per boot p50 s | failures (all rounds) |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for kind, x in st["results"].items():
-            lines.append(f"| {labels[kind]} | {x['seconds_until_all_done']:.1f} | {_f(x['p50_ms'])} | "
-                         f"{_f(x['p99_ms'])} | {_f(x['lease_s_p50'])} | {x['failures']} |")
-        lines += ["", f"Neutron's shape / mdtool, time until all done: {_f(st['neutron_over_mdtool'])}", ""]
+            lines.append(f"| {STORM_LABELS[kind]} | {x['seconds_until_all_done']:.2f} | "
+                         f"{_f(x['p50_ms'])} | {_f(x['p99_ms'])} | {_f(x['lease_s_p50'])} | "
+                         f"{_f(x['requests_s_p50'])} | {x['failures']} |")
+        lines += ["", f"Neutron's shape / mdtool, time until all done: {_f(st['neutron_over_mdtool'])}"
+                  f" (rounds: " + "; ".join(
+                      f"{k} " + ", ".join(f"{v:.2f}" for v in x["seconds_by_round"])
+                      for k, x in st["results"].items()) + " s)", "",
+                  "Where the CPU went in the median round (CPU seconds; machine: every core, "
+                  "anyone's work):", "",
+                  "| path | serving the path | dnsmasq | instances' clients | machine |",
+                  "|---|---:|---:|---:|---:|"]
+        for kind, x in st["results"].items():
+            cpu = x["cpu_s"]
+            serving = " + ".join(f"{role} {cpu[role]:.2f}" for role in
+                                 ("proxy", "haproxy", "agent", "metadata") if role in cpu)
+            lines.append(f"| {STORM_LABELS[kind]} | {serving} | {cpu.get('dnsmasq', 0):.2f} | "
+                         f"{cpu['clients']:.2f} | {cpu['machine']:.2f} |")
+        lines.append("")
     c = r.get("cli")
     if c:
         lines += [f"### 6. CLI start-up (median of {c['runs']} runs, SQLite registry)", "",

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -58,6 +59,7 @@ class Sizes:
     node_respawns: int = 3
     storm_networks: int = 10
     storm_instances: int = 10
+    storm_rounds: int = 3
     scale_networks: int = 1000
     scale_idle_seconds: float = 30.0
 
@@ -66,8 +68,8 @@ class Sizes:
         return cls(seconds=1.0, connections=(1, 16), networks=(1, 2), boots=3, setup=(1, 2),
                    setup_loop=1, ports=2_000, lookups=5_000, render_ports=500, served=1,
                    cli_runs=3, node_networks=2, node_samples=1, node_idle_seconds=1.0,
-                   node_respawns=1, storm_networks=2, storm_instances=2, scale_networks=20,
-                   scale_idle_seconds=1.0)
+                   node_respawns=1, storm_networks=2, storm_instances=2, storm_rounds=1,
+                   scale_networks=20, scale_idle_seconds=1.0)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -998,36 +1000,10 @@ def _unix_answers(path: Path) -> bool:
 
 # 8. boot storm -----------------------------------------------------------------------------
 
-# One instance's boot, run inside its namespace by a Python of its own: udhcpc for a lease with
-# option 121 (mdtool's hook: never the host's resolv.conf), then cloud-init's requests, one
-# connection each as its url_helper makes them. Prints one JSON line.
-_BOOT = r"""
-import http.client, json, subprocess, sys, time
-hook, reqs = sys.argv[1], json.loads(sys.argv[2])
-t0 = time.monotonic()
-lease = subprocess.run(["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-O", "staticroutes", "-s", hook,
-                        "-t", "20", "-T", "1", "-A", "1"], capture_output=True)
-out = {"lease_s": time.monotonic() - t0, "lat_ms": [], "failed": []}
-if lease.returncode != 0:
-    out["failed"].append("no lease")
-else:
-    for method, path in reqs:
-        s = time.monotonic()
-        try:
-            c = http.client.HTTPConnection("169.254.169.254", 80, timeout=30)
-            c.request(method, path, headers={"User-Agent": "Cloud-Init/22.4"})
-            r = c.getresponse(); r.read(); c.close()
-            if r.status != 200:
-                out["failed"].append(f"{method} {path}: {r.status}")
-        except OSError as e:
-            out["failed"].append(f"{method} {path}: {e}")
-        out["lat_ms"].append((time.monotonic() - s) * 1000.0)
-out["done_s"] = time.monotonic() - t0
-print(json.dumps(out))
-"""
-
-
 STORM_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8dJmvU3mRpfm0b2xWq1Qk9Qm0Z0qVq3Y6xH2y8d1xN storm"
+# What curl prints per request (storm-requests.curl.j2); _storm_boot reads it in this order.
+STORM_WRITE_OUT = (r"%{http_code} %{exitcode} %{num_connects} %{time_connect} "
+                   r"%{time_starttransfer} %{time_total}\n")
 
 
 def recorded_requests() -> list[tuple[str, str]]:
@@ -1037,10 +1013,37 @@ def recorded_requests() -> list[tuple[str, str]]:
             if line.strip() and not line.startswith("#")]
 
 
-def _storm_once(h: Harness, kind: str, sizes: Sizes, requests: list, log=print) -> dict:
-    """Bring up sizes.storm_networks x sizes.storm_instances instances on one node, then boot
-    them all at once. kind: mdtool (one proxy, fast path) or neutron (one haproxy per network
-    -> mdtool agent -> mdtool metadata, Neutron's shape)."""
+@dataclass
+class StormSide:
+    """One side of the storm, set up and serving: its state dir, networks, instance
+    namespaces (plugged, no address yet), the boot script, and what serves the path."""
+    kind: str
+    sd: Path
+    nets: list
+    instances: list  # (namespace, port, network)
+    script: Path
+    haproxies: list
+
+    def pids(self) -> dict[str, list[int]]:
+        """The processes of this side by role: what serves metadata, and the DHCP servers."""
+        def pidfile(path: Path) -> list[int]:
+            try:
+                return [int(path.read_text().split()[0])]
+            except (OSError, ValueError, IndexError):
+                return []
+        roles = {"proxy": pidfile(self.sd / "proxy.pid") if self.kind == "mdtool" else [],
+                 "haproxy": [p.pid for p in self.haproxies if p.poll() is None],
+                 "agent": pidfile(self.sd / "agent.pid"),
+                 "metadata": pidfile(self.sd / "metadata.pid"),
+                 "dnsmasq": [pid for n in self.nets for pid in pidfile(self.sd / "dhcp" / n.id / "pid")]}
+        return {k: v for k, v in roles.items() if v}
+
+
+def _storm_side(h: Harness, kind: str, sizes: Sizes, requests: list, octet: int) -> StormSide:
+    """Bring up sizes.storm_networks x sizes.storm_instances instances on one node, each
+    namespace plugged, ready to boot. kind: mdtool (`enable-isolated-metadata`, defaults:
+    one proxy, fast path) or neutron (the same with metadata_backend = nova, mdtool's proxy
+    stopped and one haproxy per network -> agent -> metadata: Neutron's shape)."""
     from mdtool import plugs
     from mdtool.config import Config
     from mdtool.registry import open_registry
@@ -1050,7 +1053,7 @@ def _storm_once(h: Harness, kind: str, sizes: Sizes, requests: list, log=print) 
     nets, instances = [], []
     for i in range(sizes.storm_networks):
         n = reg.create_network(h.name("sn"))
-        reg.create_subnet(n.id, f"10.{230 + (kind == 'neutron')}.{i}.0/24", no_gateway=True)
+        reg.create_subnet(n.id, f"10.{octet}.{i}.0/24", no_gateway=True)
         nets.append(n)
         for _ in range(sizes.storm_instances):
             # What cloud-init reads must be there: a 404 for user-data or keys is a failure here.
@@ -1059,29 +1062,31 @@ def _storm_once(h: Harness, kind: str, sizes: Sizes, requests: list, log=print) 
             port = reg.create_port(n.id, device_id=vm.id)
             instances.append((h.name("si"), port, n))
     reg.engine.dispose()
+    side = StormSide(kind, sd, nets, instances, sd / "boot.sh", [])
 
     def teardown():
-        for role in ("proxy", "agent", "metadata"):
-            _kill_pidfile(sd / f"{role}.pid", sd)
-        for n in nets:
-            _kill_pidfile(sd / "dhcp" / n.id / "pid", sd)
-            delete_netns("qdhcp-" + n.id)
+        _teardown_networks(sd, nets)
         for ns, port, _ in instances:
             delete_netns(ns)
             delete_link("tap" + port.id[:11])
-        for n in nets:
-            delete_link(n.bridge)
     h.cleanup.add(f"storm {kind}", teardown)
+    # mdtool: the defaults (metadata_backend = local: the proxy answers in-process)
     env = {"MDTOOL_METADATA_BACKEND": "local" if kind == "mdtool" else "nova"}
-    r = h.cli(sd, "enable-isolated-metadata", "--all", timeout=900, env=env)
+    h.cli(sd, "enable-isolated-metadata", "--all", timeout=900, env=env)
+    if kind == "mdtool":  # the proxy says which path it answers from when it starts
+        wait_for(lambda: "metadata proxy started" in _text(sd / "log" / "proxy.log"), 20,
+                 "the storm's mdtool proxy to start")
+        if "(metadata_backend = local)" not in _text(sd / "log" / "proxy.log"):
+            raise RuntimeError(f"the storm's mdtool proxy is not on the fast path; see {sd}/log")
     if kind == "neutron":  # Neutron's shape: one haproxy per network in front of the agent
         _kill_pidfile(sd / "proxy.pid", sd)
         for n in nets:
             ns = "qdhcp-" + n.id
             wait_for(lambda ns=ns: not listener_pids(ns), 20, "mdtool's proxy to let go of :80")
-            haproxy(h, ns, NEUTRON_HAPROXY.format(pidfile=sd / f"haproxy-{n.id}.pid",
-                                                  bind=METADATA_IP, socket=sd / "metadata_proxy",
-                                                  network_id=n.id), sd / f"haproxy-{n.id}.cfg")
+            side.haproxies.append(haproxy(
+                h, ns, NEUTRON_HAPROXY.format(pidfile=sd / f"haproxy-{n.id}.pid",
+                                              bind=METADATA_IP, socket=sd / "metadata_proxy",
+                                              network_id=n.id), sd / f"haproxy-{n.id}.cfg"))
     config = Config(state_dir=str(sd), config_file="/dev/null")
     fresh = open_registry(f"sqlite:///{sd}/mdtool.db")
     for ns, port, n in instances:
@@ -1089,49 +1094,162 @@ def _storm_once(h: Harness, kind: str, sizes: Sizes, requests: list, log=print) 
     fresh.engine.dispose()
     for n in nets:
         wait_for(lambda ns="qdhcp-" + n.id: listener_pids(ns), 30, f"the {kind} proxy to listen")
-    hook = sd / "udhcpc.sh"
-    hook.write_text(render("instance/udhcpc.sh.j2", namespace="storm"))
-    hook.chmod(0o755)
-    reqs = json.dumps(requests)
-    t0 = time.perf_counter()
-    procs = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", _BOOT, str(hook), reqs],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-             for ns, _, _ in instances]
-    results, failures = [], []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        try:
-            results.append(json.loads(out))
-        except ValueError:
-            failures.append(f"boot crashed: {err.decode(errors='replace')[-200:]}")
-    total = time.perf_counter() - t0
-    lat = [x for res in results for x in res["lat_ms"]]
-    failures += [f for res in results for f in res["failed"]]
-    res = {"instances": len(instances), "requests": len(lat), "seconds_until_all_done": total,
-           "p50_ms": _pct(lat, 50) if lat else None, "p99_ms": _pct(lat, 99) if lat else None,
-           "lease_s_p50": _pct([x["lease_s"] for x in results], 50) if results else None,
-           "failures": len(failures), "failure_examples": failures[:5],
-           "enable_seconds": r.seconds}
-    for f in failures[:3]:
-        log(f"    failed: {f}")
-    log(f"  {kind}: {len(instances)} instances done in {total:.1f} s; requests p50 "
-        f"{res['p50_ms'] or 0:.1f} ms p99 {res['p99_ms'] or 0:.1f} ms; {len(failures)} failures")
-    return res
+    files = {"hook": (sd / "udhcpc.sh", render("instance/udhcpc.sh.j2", namespace="storm")),
+             "requests": (sd / "requests.curl", render(
+                 "bench/storm-requests.curl.j2", requests=requests, address=METADATA_IP,
+                 write_out=STORM_WRITE_OUT, connect_timeout=10, max_time=30))}
+    for path, text in files.values():
+        path.write_text(text)
+        path.chmod(0o755)
+    side.script.write_text(render("bench/storm-boot.sh.j2", interface="eth0",
+                                  hook=files["hook"][0], requests=files["requests"][0]))
+    side.script.chmod(0o755)
+    return side
+
+
+def _storm_boot(text: str, started: float) -> dict:
+    """One instance's boot from its script's output (see storm-boot.sh.j2)."""
+    marks, reqs, failed = {}, [], []
+    for line in text.splitlines():
+        word, _, rest = line.partition(" ")
+        if word in ("start", "lease", "nolease", "done"):
+            marks[word] = float(rest)
+            continue
+        code, exitcode, connects, connect, first_byte, total = line.split()
+        reqs.append({"status": int(code), "exit": int(exitcode), "connects": int(connects),
+                     "connect_ms": float(connect) * 1000.0,
+                     "first_byte_ms": float(first_byte) * 1000.0,
+                     "ms": float(total) * 1000.0})
+        if code != "200" or exitcode != "0":
+            failed.append(f"request {len(reqs)}: status {code}, curl exit {exitcode}")
+    if "lease" not in marks:
+        failed.append("no lease")
+    elif "done" not in marks:
+        failed.append("did not finish")
+    start = marks.get("start", started)
+    return {"spawn_s": start - started,
+            "lease_s": marks["lease"] - start if "lease" in marks else None,
+            "requests_s": marks["done"] - marks["lease"] if {"lease", "done"} <= set(marks) else None,
+            "requests": reqs, "failed": failed}
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _storm_round(side: StormSide, log=print) -> dict:
+    """Every instance of ``side`` boots at once (its script in its namespace); wall times, the
+    requests, and where the CPU went: what serves the path, dnsmasq, the instances' clients
+    (bash, udhcpc and its hook, curl: each boot's own rusage), the whole machine."""
+    pids = side.pids()
+
+    def cpu() -> dict[str, float]:
+        out = {}
+        for role, ps in pids.items():
+            total = 0.0
+            for pid in ps:
+                try:
+                    total += _cpu_seconds(pid)
+                except OSError:
+                    raise RuntimeError(f"the storm's {role} (pid {pid}) went away; see {side.sd}")
+            out[role] = total
+        return out
+    env = {**os.environ, "LC_ALL": "C"}
+    before, busy0 = cpu(), _machine_busy_seconds()
+    started, t0 = time.time(), time.perf_counter()
+    procs = []
+    try:
+        for ns, _, _ in side.instances:
+            procs.append(subprocess.Popen(["ip", "netns", "exec", ns, "/bin/bash", str(side.script)],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          stdin=subprocess.DEVNULL, env=env,
+                                          start_new_session=True))
+        boots, client_cpu = [], 0.0
+        for p in procs:
+            out, err = p.stdout.read(), p.stderr.read()
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            client_cpu += usage.ru_utime + usage.ru_stime
+            boot = _storm_boot(out.decode(errors="replace"), started)
+            if err.strip():
+                boot["failed"].append(err.decode(errors="replace").strip()[-200:])
+            boots.append(boot)
+        total = time.perf_counter() - t0
+    finally:
+        for p in procs:
+            if p.returncode is None:  # a failed round: end what it started
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
+    after, busy1 = cpu(), _machine_busy_seconds()
+    reqs = [r for b in boots for r in b["requests"]]
+    lat = [r["ms"] for r in reqs]
+    failures = [f for b in boots for f in b["failed"]]
+    served = [r["ms"] - r["connect_ms"] for r in reqs]  # connected -> last byte
+
+    def p50(values):
+        values = [v for v in values if v is not None]
+        return _pct(values, 50) if values else None
+    cpu_s = {role: after[role] - before[role] for role in pids}
+    cpu_s["clients"] = client_cpu
+    cpu_s["machine"] = busy1 - busy0
+    return {"seconds_until_all_done": total, "requests": len(reqs),
+            "p50_ms": _pct(lat, 50) if lat else None, "p99_ms": _pct(lat, 99) if lat else None,
+            "served_p50_ms": p50(served), "served_p99_ms": _pct(served, 99) if served else None,
+            "connects_per_request": (sum(r["connects"] for r in reqs) / len(reqs)) if reqs else None,
+            "spawn_s_max": max(b["spawn_s"] for b in boots),
+            "lease_s_p50": p50([b["lease_s"] for b in boots]),
+            "requests_s_p50": p50([b["requests_s"] for b in boots]),
+            "requests_s_max": max((b["requests_s"] or 0.0) for b in boots),
+            "cpu_s": cpu_s, "failures": len(failures), "failure_examples": failures[:5]}
+
+
+STORM_LABELS = {"mdtool": "mdtool (one proxy, fast path)",
+                "neutron": "Neutron's shape (haproxy per network -> agent -> metadata)"}
 
 
 def storm(h: Harness, sizes: Sizes, log=print) -> dict:
-    """The boot storm: every instance of 10 networks x 10 boots at once and runs cloud-init's
-    requests, through mdtool (fast path) and through Neutron's shape, in the same run."""
+    """The boot storm: every instance of 10 networks x 10 boots at once (lease, then
+    cloud-init's requests over curl), through mdtool (fast path) and through Neutron's shape.
+    Both sides are set up first; then rounds alternate between them, so both meet the same
+    machine; each side's figure is its median round."""
     requests = recorded_requests()
     env_port = h.metadata_port
     out = {"networks": sizes.storm_networks, "per_network": sizes.storm_instances,
-           "requests_per_boot": len(requests), "results": {}}
+           "requests_per_boot": len(requests), "rounds": sizes.storm_rounds,
+           "client": "bash + udhcpc + one curl --config per instance, a connection per request",
+           "results": {}}
+    sides = {}
     try:
-        for kind in ("mdtool", "neutron"):
-            h.metadata_port = _free_port_other(env_port)  # each run's own metadata service
-            out["results"][kind] = _storm_once(h, kind, sizes, requests, log)
+        for octet, kind in enumerate(("mdtool", "neutron"), start=230):
+            h.metadata_port = _free_port_other(env_port)  # each side's own metadata service
+            sides[kind] = _storm_side(h, kind, sizes, requests, octet)
     finally:
         h.metadata_port = env_port
+    rounds: dict[str, list] = {kind: [] for kind in sides}
+    for i in range(sizes.storm_rounds):
+        order = ("mdtool", "neutron") if i % 2 == 0 else ("neutron", "mdtool")
+        for kind in order:
+            r = _storm_round(sides[kind], log)
+            rounds[kind].append(r)
+            for f in r["failure_examples"][:3]:
+                log(f"    failed: {f}")
+            log(f"  round {i + 1} {kind}: {len(sides[kind].instances)} instances done in "
+                f"{r['seconds_until_all_done']:.2f} s; requests p50 {r['p50_ms'] or 0:.1f} ms "
+                f"p99 {r['p99_ms'] or 0:.1f} ms; {r['failures']} failures")
+    for kind, rs in rounds.items():
+        median = sorted(rs, key=lambda r: r["seconds_until_all_done"])[(len(rs) - 1) // 2]
+        out["results"][kind] = {**median, "instances": len(sides[kind].instances),
+                                "failures": sum(r["failures"] for r in rs),
+                                "requests_all_rounds": sum(r["requests"] for r in rs),
+                                "seconds_by_round": [r["seconds_until_all_done"] for r in rs]}
     m, n = out["results"]["mdtool"], out["results"]["neutron"]
     out["neutron_over_mdtool"] = n["seconds_until_all_done"] / m["seconds_until_all_done"]
     return out

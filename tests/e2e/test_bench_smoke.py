@@ -52,6 +52,10 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
     for kind in ("mdtool", "neutron"):  # every boot of the storm read all it asked for
         storm = data["storm"]["results"][kind]
         assert storm["failures"] == 0 and storm["requests"] == 4 * data["storm"]["requests_per_boot"]
+        assert storm["connects_per_request"] == 1  # no keep-alive, as cloud-init 22.4
+        assert storm["cpu_s"]["clients"] > 0 and storm["lease_s_p50"] > 0
+    assert "haproxy" in data["storm"]["results"]["neutron"]["cpu_s"]
+    assert "proxy" in data["storm"]["results"]["mdtool"]["cpu_s"]
     scale = data["scale"]  # every network up, served by the one proxy, then all gone
     assert scale["enable"]["failed"] == scale["rerun"]["failed"] == scale["disable"]["failed"] == []
     assert scale["node_resync"]["networks"] == scale["networks"] == 20
