@@ -214,6 +214,7 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.limits = server.limits
         self.handler = server.handler
+        self.answer_now = server.answer_now
         self.loop = server._loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -435,6 +436,9 @@ class _Connection(asyncio.Protocol):
                       self.local)
         self.headers = []
         self.body = []
+        if self.answer_now is not None and keep_alive and self.task is None \
+                and not self.queue and self._answer_now(req):
+            return
         self.queue.append((req, keep_alive))
         if self.task is None:
             self._disarm()
@@ -447,6 +451,26 @@ class _Connection(asyncio.Protocol):
             self.closing = True
 
     # answering --------------------------------------------------------------------------
+
+    def _answer_now(self, req: Request) -> bool:
+        """A request the handler can answer without waiting (a cached answer), answered
+        from this callback: no task, no queue. Only in the plain case: keep-alive HTTP/1.1,
+        nothing before it pending, no body, no reply hop limit to restore, writes flowing.
+        False: answer it the usual way."""
+        if req.version != "1.1" or req.body or self.hops is not None or self.server._closing \
+                or (self.write_paused is not None and not self.write_paused.done()):
+            return False
+        resp = self.answer_now(req)
+        if resp is None:
+            return False
+        if resp.wire is not None:
+            data = resp.wire
+        else:  # the proxy's own refusal (429, 401) of what it would have answered
+            data = serialize_response(resp, head=req.method == "HEAD")
+        self.transport.write(data)
+        if not self.in_message:
+            self._arm(self.limits.keepalive_timeout, self._on_idle_timeout)
+        return True
 
     async def _answer(self):
         handler = self.handler
@@ -639,6 +663,8 @@ class HttpServer:
     def __init__(self, handler: Handler, limits: Limits | None = None):
         self.limits = limits or Limits()
         self.handler = handler
+        # A handler's synchronous answer to what it need not wait for (None: no such thing).
+        self.answer_now = getattr(handler, "answer_now", None)
         self._servers: dict[int, asyncio.AbstractServer] = {}
         self._next_key = 0
         self._connections: set[_Connection] = set()

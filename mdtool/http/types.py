@@ -40,6 +40,9 @@ class Response:
     # IP TTL / IPv6 hop limit for this reply's packets (IMDSv2 token replies); the server
     # restores the default before the next reply on the same connection.
     hop_limit: int | None = None
+    # These exact bytes on the wire, prebuilt by serialize_response for a keep-alive
+    # HTTP/1.1 answer to a GET (the fast path's cache of an answer); None: serialise.
+    wire: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def text(cls, status: int, text: str, content_type: str = "text/plain; charset=UTF-8"):

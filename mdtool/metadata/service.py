@@ -91,6 +91,9 @@ class MetadataService:
         self.follow_source = follow_source
         self.max_cached = max_cached
         self.revision: int | None = None
+        # Moves whenever a cached document may be dropped (revision moved, forget()):
+        # what a cache of this service's answers checks (mdtool/fastpath.py).
+        self.generation = 0
         self._docs: dict[str, InstanceDocs] = {}
         self._loading: dict[str, asyncio.Future] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdtool-registry")
@@ -113,6 +116,7 @@ class MetadataService:
             return False
         self.revision = rev
         self._docs.clear()
+        self.generation += 1
         return True
 
     # Documents ---------------------------------------------------------------------
@@ -159,6 +163,7 @@ class MetadataService:
 
     def forget(self, instance_id: str) -> None:
         self._docs.pop(instance_id, None)
+        self.generation += 1
 
     # Requests ----------------------------------------------------------------------
 

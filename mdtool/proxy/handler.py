@@ -7,7 +7,7 @@ import time
 from bisect import bisect_left
 
 from mdtool.http.client import UpstreamPool, UpstreamTimeout, UpstreamUnavailable
-from mdtool.http.headers import probe_tag
+from mdtool.http.headers import end_to_end, probe_tag
 from mdtool.http.types import Request, Response
 from mdtool.logs import Repeats
 from mdtool.proxy.ratelimit import RateLimiter
@@ -40,7 +40,7 @@ class ProxyHandler:
 
     __slots__ = ("pool", "network_id", "limiter", "status_counts", "duration_sum", "latency_counts",
                  "_last_warn", "_suppressed", "sealer", "tokens_required", "hop_limit",
-                 "repeats")
+                 "repeats", "cache")
 
     def __init__(self, pool: UpstreamPool, network_id: str,
                  limiter: RateLimiter | None = None, sealer: TokenSealer | None = None,
@@ -59,6 +59,8 @@ class ProxyHandler:
         # A source that keeps getting 4xx (429 above all) is summarised, not logged per
         # request: one rate-limited instance wrote 17.8 MB of access log in 10 s.
         self.repeats = Repeats(REPEAT_WINDOW)
+        # The fast path's cache of its answers (mdtool/fastpath.py); None in chain mode.
+        self.cache = getattr(pool, "cache", None)
 
     def _warn(self, error: Exception) -> None:
         # An agent that is down fails every request: say so, not a line per request.
@@ -97,19 +99,51 @@ class ProxyHandler:
             return Response(401, _UNAUTHORIZED, list(_CT))
         return None
 
+    def _gate(self, req: Request) -> Response | None:
+        """The proxy's own answer before any upstream: 429, IMDSv2's replies and refusals."""
+        if self.limiter is not None and not self.limiter.allow(req.peer):
+            return Response(429, _TOO_MANY, list(_CT))
+        if self.sealer is not None:
+            return self._tokens(req)
+        return None
+
+    def _cache_key(self, req: Request) -> tuple | None:
+        """Everything of ``req`` the answer path reads (the upstream headers are built from
+        the peer, this network and the end-to-end fields alone); None: not cacheable."""
+        if req.method != "GET" or req.body:
+            return None
+        return (self.network_id, req.peer, req.target, tuple(end_to_end(req.headers)))
+
+    def answer_now(self, req: Request) -> Response | None:
+        """Answer from the upstream's cache of its own answers, if it has this one: the
+        same gate, access line and metrics as :meth:`__call__`. None: ask ``__call__``
+        (nothing was counted or consumed)."""
+        cache = self.cache
+        if cache is None:
+            return None
+        key = self._cache_key(req)
+        hit = None if key is None else cache.get(key)
+        if hit is None:
+            return None
+        start = time.monotonic()
+        resp = self._gate(req) or hit
+        self._account(req, resp, start)
+        return resp
+
     async def __call__(self, req: Request) -> Response:
         start = time.monotonic()
-        resp = None
-        if self.limiter is not None and not self.limiter.allow(req.peer):
-            resp = Response(429, _TOO_MANY, list(_CT))
-        elif self.sealer is not None:
-            resp = self._tokens(req)
+        resp = self._gate(req)
         if resp is None:
             fields = req.headers
             if self.sealer is not None and any(k.lower().startswith(_TOKEN_PREFIX)
                                                for k, _ in fields):
                 fields = [kv for kv in fields if not kv[0].lower().startswith(_TOKEN_PREFIX)]
             headers = upstream_headers(fields, req.peer, self.network_id)
+            cache = self.cache
+            key = state = None
+            if cache is not None:
+                key = self._cache_key(req)
+                state = cache.state()
             try:
                 resp = await self.pool.request(req.method, req.target, headers, req.body)
             except UpstreamTimeout as e:
@@ -118,6 +152,14 @@ class ProxyHandler:
             except UpstreamUnavailable as e:
                 self._warn(e)
                 resp = Response(502, _BAD_GATEWAY, list(_CT))
+            else:
+                if key is not None and resp.status == 200 and resp.hop_limit is None:
+                    cache.put(key, state, resp)
+        self._account(req, resp, start)
+        return resp
+
+    def _account(self, req: Request, resp: Response, start: float) -> None:
+        """Metrics and the access line of one answered request."""
         now = time.monotonic()
         elapsed = now - start
         self.duration_sum += elapsed
@@ -131,7 +173,6 @@ class ProxyHandler:
             if status < 400 or status >= 500 or tag or self.repeats.first(req.peer, status, now):
                 access_log.info("network=%s src=%s %s %s %d %.1fms%s", self.network_id,
                                 req.peer, req.method, req.path, status, elapsed * 1000.0, tag)
-        return resp
 
     def flush_repeats(self, everything: bool = False) -> None:
         """Log the summaries of the repeat windows that are over (every window: at the end)."""
