@@ -10,8 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import secrets
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -607,7 +605,11 @@ class Config:
 
     @property
     def host(self) -> str:
-        return self.get("host") or socket.gethostname()
+        host = self.get("host")
+        if host:
+            return host
+        import socket  # here: not every command needs it (start-up time, docs/internals.md)
+        return socket.gethostname()
 
     @property
     def nova_metadata_url(self) -> str:
@@ -674,6 +676,7 @@ class Config:
             return token
         from mdtool.files import PRIVATE_MODE, make_dirs
         make_dirs(self.state_dir)
+        import secrets  # here: only the first daemon start makes the secret
         token = secrets.token_hex(32)
         # Write a private temp file, then link it into place: readers never see it half
         # written, and when two processes race the loser adopts the winner's secret.

@@ -8,7 +8,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
 from pathlib import Path
 
 from mdtool.errors import OperationFailed
@@ -38,6 +37,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = FILE_MO
     tmp = None
     try:
         make_dirs(path.parent)
+        import tempfile  # here: the CLI's start-up (docs/internals.md) rarely writes a file
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
