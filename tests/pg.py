@@ -47,26 +47,32 @@ def _listdir(d: str) -> list[str]:
 
 def _connect(url: str, dbname: str | None = None):
     import psycopg2
-    import sqlalchemy as sa
-    u = sa.engine.make_url(url)
-    kw = {"dbname": dbname or u.database or "postgres", "connect_timeout": 5}
-    if u.host:
-        kw["host"] = u.host
-    if u.port:
-        kw["port"] = u.port
-    if u.username:
-        kw["user"] = u.username
-    if u.password:
-        kw["password"] = u.password
-    kw.update({k: v for k, v in u.query.items() if isinstance(v, str)})
-    conn = psycopg2.connect(**kw)
+    kw = {"connect_timeout": 5}
+    if dbname:
+        kw["dbname"] = dbname
+    conn = psycopg2.connect(_libpq(url), **kw)
     conn.autocommit = True
     return conn
 
 
+def _libpq(url: str) -> str:
+    """A registry URL as libpq reads it (no SQLAlchemy-style driver in the scheme)."""
+    scheme, sep, rest = url.partition("://")
+    return "postgresql://" + rest if sep and scheme.startswith("postgres") else url
+
+
 def database_url(admin: str, name: str) -> str:
-    import sqlalchemy as sa
-    return sa.engine.make_url(admin).set(database=name).render_as_string(hide_password=False)
+    from mdtool.registry.db import with_database
+    return with_database(admin, name)
+
+
+def with_user(url: str, user: str, password: str) -> str:
+    """``url`` logging in as ``user`` with ``password``."""
+    from urllib.parse import quote
+    scheme, _, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    host = netloc.rpartition("@")[2]
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{host}{slash}{tail}"
 
 
 def create_database(admin: str, prefix: str = "mdtool_test") -> tuple[str, str]:

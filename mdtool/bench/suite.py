@@ -542,7 +542,6 @@ def registry(h: Harness, p: Pipeline | None, sizes: Sizes, log=print) -> dict:
     from mdtool.agent.handler import IndexFollower
     from mdtool.dnsmasq.render import render_files
     from mdtool.registry import open_registry
-    from mdtool.registry import schema as t
     out: dict = {}
     # lookups in an index built from a real registry of `ports` ports
     sd = h.state_dir("registry")
@@ -566,8 +565,8 @@ def registry(h: Harness, p: Pipeline | None, sizes: Sizes, log=print) -> dict:
                            "ip_address": addr, "position": 0})
             keys.append((net.id, addr))
     with reg._write() as conn:  # bulk: one transaction, not 100k
-        conn.execute(t.ports.insert(), rows)
-        conn.execute(t.ip_allocations.insert(), allocs)
+        conn.insert_many("ports", rows)
+        conn.insert_many("ip_allocations", allocs)
     follower = IndexFollower(reg)
     t0 = time.perf_counter()
     index = follower.build()
@@ -910,29 +909,29 @@ def _pg_admin_url() -> str | None:
 
 
 def _pg_admin(url: str, sql: str) -> None:
-    import sqlalchemy as sa
-    engine = sa.create_engine(sa.engine.make_url(url).set(drivername="postgresql+psycopg2"),
-                              isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    from mdtool.registry.db import Engine
+    conn = Engine(url).raw_connect()
     try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(sql)
+        conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+        with conn.cursor() as cur:
+            cur.execute(sql)
     finally:
-        engine.dispose()
+        conn.close()
 
 
 def node_two(h: Harness, sizes: Sizes, log=print) -> dict:
     """Two nodes on one PostgreSQL registry, on this machine (node B in a mount namespace
     of its own whose /run/netns is private, as tests/e2e/test_multinode.py does): write ->
     both host files, and write -> lease with both dnsmasq on the network."""
-    import sqlalchemy as sa
     from mdtool.registry import open_registry
+    from mdtool.registry.db import with_database
     admin = _pg_admin_url()
     if admin is None or shutil.which("unshare") is None or shutil.which("nsenter") is None:
         return {"skipped": "needs a PostgreSQL server (MDTOOL_BENCH_PG), unshare and nsenter"}
     db = f"mdtool_bench_{h.tag}"
     _pg_admin(admin, f'CREATE DATABASE "{db}"')
     h.cleanup.add("bench database", lambda: _pg_admin(admin, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-    url = sa.engine.make_url(admin).set(database=db).render_as_string(hide_password=False)
+    url = with_database(admin, db)
     os.makedirs("/run/netns", exist_ok=True)
     holder = h.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                       f"mount -t tmpfs mdtool-bench-{h.tag} /run/netns && exec sleep 3600"])

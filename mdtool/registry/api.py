@@ -1,21 +1,21 @@
-"""Queries and changes of the registry. Returns detached views from ``mdtool.model``."""
+"""Queries and changes of the registry, the one place their SQL is written (plain SQL with
+``?`` placeholders, run by :mod:`mdtool.registry.db` on SQLite or PostgreSQL). Returns
+detached views from ``mdtool.model``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import json
-import random
+import os
 import uuid
 from contextlib import contextmanager
-from typing import Iterable, Iterator
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from typing import Any, Iterable, Iterator
 
 from mdtool import model
 from mdtool.errors import BadInput, Conflict, NotFound, OperationFailed
-from mdtool.registry import db, notify, schema as t
+from mdtool.registry import db
+from mdtool.registry.db import Connection, Engine
 from mdtool.registry import ipv6_modes
 from mdtool.registry import validate as v
 
@@ -24,6 +24,12 @@ VENDOR_DATA_MAX = 64 * 1024
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+Row = Any  # a row of a table: a named tuple of its columns (mdtool.registry.db)
+
+
+def _marks(values: list) -> str:
+    """``?, ?, …``: one placeholder per value of an IN list."""
+    return ", ".join("?" * len(values))
 
 
 def _now() -> str:
@@ -36,16 +42,16 @@ class Registry:
         self.engine = engine or db.make_engine(url)
         self._notify = db.is_postgresql(self.engine)
         db.upgrade(self.engine)
-        db.secure_sqlite_file(url)
+        db.secure_sqlite_file(self.engine)
 
     # -- transactions -------------------------------------------------------------------
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
-            with self.engine.connect() as conn, conn.begin():
+            with self.engine.begin() as conn:
                 yield conn
-        except sa.exc.OperationalError as e:
+        except self.engine.errors[0] as e:
             raise OperationFailed(f"registry read failed: {db._short(e)}") from None
 
     @contextmanager
@@ -61,26 +67,26 @@ class Registry:
         ``NOTIFY mdtool_registry, '<revision>'``, delivered to listeners at COMMIT only
         (never for a rolled-back change): see :mod:`mdtool.registry.notify`.
         """
+        operational, integrity = self.engine.errors
         try:
-            with self.engine.connect().execution_options(mdtool_write=True) as conn, conn.begin():
+            with self.engine.begin(write=True) as conn:
                 revision = conn.execute(
-                    t.registry_state.update().where(t.registry_state.c.id == 1)
-                    .values(revision=t.registry_state.c.revision + 1)
-                    .returning(t.registry_state.c.revision)).scalar_one()
+                    "UPDATE registry_state SET revision = revision + 1 WHERE id = 1 "
+                    "RETURNING revision").scalar_one()
                 if self._notify:
-                    conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
-                                 {"channel": notify.CHANNEL, "payload": str(revision)})
+                    from mdtool.registry import notify
+                    conn.execute("SELECT pg_notify(?, ?)", (notify.CHANNEL, str(revision)))
                 yield conn
-        except sa.exc.OperationalError as e:
+        except operational as e:
             raise OperationFailed(f"registry write failed: {db._short(e)}") from None
-        except sa.exc.IntegrityError as e:
+        except integrity as e:
             raise Conflict(f"conflicting change: {db._short(e)}") from None
 
     def revision(self) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(t.registry_state.c.revision)).scalar_one()
+        with self._read() as conn:
+            return conn.execute("SELECT revision FROM registry_state").scalar_one()
 
-    def changes(self) -> "notify.ChangeFeed":
+    def changes(self):
         """A feed that wakes its reader when the registry may have changed.
 
         PostgreSQL: LISTEN on a dedicated connection (changes made on any node arrive
@@ -88,6 +94,7 @@ class Registry:
         revision poll (one cheap query). Readers loop: compare ``revision()``, then
         ``await feed.wait(feed.interval, stop)``.
         """
+        from mdtool.registry import notify  # asyncio: only for the daemons that follow
         if self._notify:
             return notify.PgListenFeed(self.engine)
         return notify.PollFeed()
@@ -104,15 +111,17 @@ class Registry:
 
     # -- lookup by name or id -----------------------------------------------------------
 
-    def _resolve(self, conn: Connection, table: sa.Table, ref: str, kind: str) -> sa.Row:
+    def _resolve(self, conn: Connection, table: str, ref: str, kind: str) -> Row:
         if not ref:
             raise BadInput(f"empty {kind} name or id")
-        row = conn.execute(sa.select(table).where(table.c.id == ref)).first()
+        row = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (ref,)).first()
         if row is not None:
             return row
-        rows = conn.execute(sa.select(table).where(table.c.name == ref)).all()
-        if not rows and 4 <= len(ref) <= 36 and "id" in table.c:  # a prefix of a UUID
-            rows = conn.execute(sa.select(table).where(table.c.id.startswith(ref, autoescape=True))).all()
+        rows = conn.execute(f"SELECT * FROM {table} WHERE name = ?", (ref,)).all()
+        if not rows and 4 <= len(ref) <= 36:  # a prefix of a UUID
+            prefix = ref.replace("/", "//").replace("%", "/%").replace("_", "/_")
+            rows = conn.execute(f"SELECT * FROM {table} WHERE id LIKE ? ESCAPE '/'",
+                                (prefix + "%",)).all()
         if len(rows) == 1:
             return rows[0]
         if not rows:
@@ -122,7 +131,7 @@ class Registry:
     # -- views --------------------------------------------------------------------------
 
     @staticmethod
-    def _subnet_view(r: sa.Row) -> model.Subnet:
+    def _subnet_view(r: Row) -> model.Subnet:
         return model.Subnet(
             id=r.id, name=r.name, network_id=r.network_id, cidr=r.cidr, ip_version=r.ip_version,
             gateway_ip=r.gateway_ip, enable_dhcp=bool(r.enable_dhcp),
@@ -133,7 +142,7 @@ class Registry:
             ipv6_ra_mode=r.ipv6_ra_mode)
 
     @staticmethod
-    def _instance_view(r: sa.Row) -> model.Instance:
+    def _instance_view(r: Row) -> model.Instance:
         return model.Instance(
             id=r.id, name=r.name, hostname=r.hostname, project_id=r.project_id,
             key_name=r.key_name, public_keys=dict(r.public_keys), meta=dict(r.meta),
@@ -141,19 +150,20 @@ class Registry:
             availability_zone=r.availability_zone, launch_index=r.launch_index,
             created_at=r.created_at, password=r.password, flavor=r.flavor)
 
-    def _ports(self, conn: Connection, where=None) -> list[model.Port]:
-        q = sa.select(t.ports).order_by(t.ports.c.network_id, t.ports.c.name, t.ports.c.id)
-        if where is not None:
-            q = q.where(where)
-        rows = conn.execute(q).all()
+    def _ports(self, conn: Connection, where: str = "", params: tuple = ()) -> list[model.Port]:
+        """The ports ``WHERE where`` (all without), with their fixed IPs."""
+        rows = conn.execute(f"SELECT * FROM ports {'WHERE ' + where if where else ''} "
+                            "ORDER BY network_id, name, id", params).all()
         if not rows:
             return []
         ids = [r.id for r in rows]
         allocs: dict[str, list[model.FixedIP]] = {}
-        aq = sa.select(t.ip_allocations).order_by(t.ip_allocations.c.position)
         if len(ids) < 500:
-            aq = aq.where(t.ip_allocations.c.port_id.in_(ids))
-        for a in conn.execute(aq):
+            aq = conn.execute(f"SELECT * FROM ip_allocations WHERE port_id IN ({_marks(ids)}) "
+                              'ORDER BY "position"', ids)
+        else:
+            aq = conn.execute('SELECT * FROM ip_allocations ORDER BY "position"')
+        for a in aq:
             allocs.setdefault(a.port_id, []).append(model.FixedIP(a.subnet_id, a.ip_address))
         return [model.Port(id=r.id, name=r.name, network_id=r.network_id, mac_address=r.mac_address,
                            fixed_ips=allocs.get(r.id, []), device_id=r.device_id,
@@ -161,25 +171,27 @@ class Registry:
                            port_security_enabled=bool(r.port_security_enabled))
                 for r in rows]
 
-    def _network_view(self, conn: Connection, r: sa.Row, with_ports: bool,
+    def _network_view(self, conn: Connection, r: Row, with_ports: bool,
                       hosts: list[str] | None = None) -> model.Network:
-        subs = conn.execute(sa.select(t.subnets).where(t.subnets.c.network_id == r.id)
-                            .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
+        subs = conn.execute("SELECT * FROM subnets WHERE network_id = ? "
+                            "ORDER BY ip_version, cidr", (r.id,)).all()
         net = model.Network(id=r.id, name=r.name, bridge=r.bridge, mtu=r.mtu, project_id=r.project_id,
                             subnets=[self._subnet_view(s) for s in subs],
                             hosts=hosts if hosts is not None else self._hosts(conn, r.id).get(r.id, []))
         if with_ports:
-            net.ports = self._ports(conn, t.ports.c.network_id == r.id)
+            net.ports = self._ports(conn, "network_id = ?", (r.id,))
         return net
 
     @staticmethod
     def _hosts(conn: Connection, network_id: str | None = None) -> dict[str, list[str]]:
         """network id -> the hosts serving it, sorted."""
-        q = sa.select(t.network_hosts).order_by(t.network_hosts.c.network_id, t.network_hosts.c.host)
-        if network_id is not None:
-            q = q.where(t.network_hosts.c.network_id == network_id)
+        if network_id is None:
+            rows = conn.execute("SELECT * FROM network_hosts ORDER BY network_id, host")
+        else:
+            rows = conn.execute("SELECT * FROM network_hosts WHERE network_id = ? "
+                                "ORDER BY network_id, host", (network_id,))
         out: dict[str, list[str]] = {}
-        for h in conn.execute(q):
+        for h in rows:
             out.setdefault(h.network_id, []).append(h.host)
         return out
 
@@ -189,34 +201,32 @@ class Registry:
         """Record that ``host`` serves the network; False when it already did (no write,
         so the revision does not move)."""
         with self._read() as conn:
-            nid = self._resolve(conn, t.networks, network, "net").id
+            nid = self._resolve(conn, "networks", network, "net").id
             if host in self._hosts(conn, nid).get(nid, []):
                 return False
         with self._write() as conn:
-            nid = self._resolve(conn, t.networks, network, "net").id
+            nid = self._resolve(conn, "networks", network, "net").id
             if host in self._hosts(conn, nid).get(nid, []):
                 return False
-            conn.execute(t.network_hosts.insert().values(network_id=nid, host=host,
-                                                         created_at=_now()))
+            conn.insert("network_hosts", {"network_id": nid, "host": host, "created_at": _now()})
         return True
 
     def unserve_network(self, network: str, host: str) -> bool:
         """``host`` no longer serves the network; False when it did not."""
         with self._read() as conn:
-            nid = self._resolve(conn, t.networks, network, "net").id
+            nid = self._resolve(conn, "networks", network, "net").id
             if host not in self._hosts(conn, nid).get(nid, []):
                 return False
         with self._write() as conn:
-            res = conn.execute(t.network_hosts.delete().where(
-                t.network_hosts.c.network_id == nid, t.network_hosts.c.host == host))
+            res = conn.execute("DELETE FROM network_hosts WHERE network_id = ? AND host = ?",
+                               (nid, host))
             return res.rowcount > 0
 
     def served_networks(self, host: str) -> list[str]:
         """Ids of the networks ``host`` serves."""
         with self._read() as conn:
-            return list(conn.execute(sa.select(t.network_hosts.c.network_id)
-                                     .where(t.network_hosts.c.host == host)
-                                     .order_by(t.network_hosts.c.network_id)).scalars())
+            return conn.execute("SELECT network_id FROM network_hosts WHERE host = ? "
+                                "ORDER BY network_id", (host,)).scalars()
 
     # -- networks -----------------------------------------------------------------------
 
@@ -230,13 +240,13 @@ class Registry:
         if len(bridge) > 15 or not all(c.isalnum() or c in "-_." for c in bridge):
             raise BadInput(f"invalid bridge name {bridge!r}: at most 15 letters, digits, - _ .")
         with self._write() as conn:
-            conn.execute(t.networks.insert().values(id=nid, name=name, bridge=bridge, mtu=mtu,
+            conn.insert("networks", dict(id=nid, name=name, bridge=bridge, mtu=mtu,
                                                     project_id=project_id, created_at=_now()))
         return self.get_network(nid)
 
     def list_networks(self) -> list[model.Network]:
         with self._read() as conn:
-            rows = conn.execute(sa.select(t.networks).order_by(t.networks.c.name, t.networks.c.id)).all()
+            rows = conn.execute("SELECT * FROM networks ORDER BY name, id").all()
             hosts = self._hosts(conn)
             return [self._network_view(conn, r, with_ports=False, hosts=hosts.get(r.id, []))
                     for r in rows]
@@ -245,11 +255,10 @@ class Registry:
         """(revision, every network with its subnets and ports), in one read transaction of
         four queries: what ``get_network`` returns for each, for callers that visit many."""
         with self._read() as conn:
-            revision = conn.execute(sa.select(t.registry_state.c.revision)).scalar_one()
-            rows = conn.execute(sa.select(t.networks).order_by(t.networks.c.name, t.networks.c.id)).all()
+            revision = conn.execute("SELECT revision FROM registry_state").scalar_one()
+            rows = conn.execute("SELECT * FROM networks ORDER BY name, id").all()
             subs: dict[str, list[model.Subnet]] = {}
-            for s in conn.execute(sa.select(t.subnets).order_by(
-                    t.subnets.c.network_id, t.subnets.c.ip_version, t.subnets.c.cidr)):
+            for s in conn.execute("SELECT * FROM subnets ORDER BY network_id, ip_version, cidr"):
                 subs.setdefault(s.network_id, []).append(self._subnet_view(s))
             ports: dict[str, list[model.Port]] = {}
             for p in self._ports(conn):
@@ -262,7 +271,7 @@ class Registry:
 
     def get_network(self, ref: str) -> model.Network:
         with self._read() as conn:
-            return self._network_view(conn, self._resolve(conn, t.networks, ref, "net"), with_ports=True)
+            return self._network_view(conn, self._resolve(conn, "networks", ref, "net"), with_ports=True)
 
     def update_network(self, ref: str, name: str | None = None, mtu: int | None = None) -> model.Network:
         values = {}
@@ -271,16 +280,16 @@ class Registry:
         if mtu is not None:
             values["mtu"] = v.mtu(mtu)
         with self._write() as conn:
-            r = self._resolve(conn, t.networks, ref, "net")
+            r = self._resolve(conn, "networks", ref, "net")
             if values:
-                conn.execute(t.networks.update().where(t.networks.c.id == r.id).values(**values))
+                conn.update("networks", values, "id = ?", (r.id,))
         return self.get_network(r.id)
 
     def delete_network(self, ref: str) -> model.Network:
         with self._write() as conn:
-            r = self._resolve(conn, t.networks, ref, "net")
-            ports = conn.execute(sa.select(t.ports.c.id, t.ports.c.device_owner, t.ports.c.host)
-                                 .where(t.ports.c.network_id == r.id)).all()
+            r = self._resolve(conn, "networks", ref, "net")
+            ports = conn.execute("SELECT id, device_owner, host FROM ports WHERE network_id = ?",
+                                 (r.id,)).all()
             hosts = sorted({p.host for p in ports if p.device_owner == model.DHCP_OWNER})
             if hosts:
                 raise Conflict(f"network {r.name} ({r.id}) is still served by host(s) "
@@ -291,9 +300,9 @@ class Registry:
                 raise Conflict(f"network {r.name} ({r.id}) still has {len(ports)} port(s): "
                                f"mdtool port-delete {ids}")
             net = self._network_view(conn, r, with_ports=False)
-            conn.execute(t.network_hosts.delete().where(t.network_hosts.c.network_id == r.id))
-            conn.execute(t.subnets.delete().where(t.subnets.c.network_id == r.id))
-            conn.execute(t.networks.delete().where(t.networks.c.id == r.id))
+            conn.execute("DELETE FROM network_hosts WHERE network_id = ?", (r.id,))
+            conn.execute("DELETE FROM subnets WHERE network_id = ?", (r.id,))
+            conn.execute("DELETE FROM networks WHERE id = ?", (r.id,))
         return net
 
     # -- subnets ------------------------------------------------------------------------
@@ -348,12 +357,12 @@ class Registry:
         routes = self._host_routes(host_routes, net.version)
         sid = str(uuid.uuid4())
         with self._write() as conn:
-            nrow = self._resolve(conn, t.networks, network, "net")
-            for s in conn.execute(sa.select(t.subnets).where(t.subnets.c.network_id == nrow.id)):
+            nrow = self._resolve(conn, "networks", network, "net")
+            for s in conn.execute("SELECT * FROM subnets WHERE network_id = ?", (nrow.id,)):
                 other = ipaddress.ip_network(s.cidr)
                 if other.version == net.version and other.overlaps(net):
                     raise Conflict(f"{net} overlaps subnet {s.name or s.id} ({s.cidr}) on network {nrow.name}")
-            conn.execute(t.subnets.insert().values(
+            conn.insert("subnets", dict(
                 id=sid, network_id=nrow.id, name=name, cidr=str(net), ip_version=net.version,
                 gateway_ip=str(gw) if gw is not None else None, enable_dhcp=enable_dhcp,
                 allocation_pools=[{"start": str(s), "end": str(e)} for s, e in pool_list],
@@ -368,12 +377,11 @@ class Registry:
     def _add_auto_addresses(conn: Connection, network_id: str, subnet_id: str, cidr: str) -> None:
         """A new automatic-address subnet gives every port of its network the EUI-64
         address of its MAC there (as Neutron does on subnet create)."""
-        a = t.ip_allocations
-        last = dict(conn.execute(sa.select(a.c.port_id, sa.func.max(a.c.position))
-                                 .where(a.c.network_id == network_id).group_by(a.c.port_id)).all())
-        for port_id, mac in conn.execute(sa.select(t.ports.c.id, t.ports.c.mac_address)
-                                         .where(t.ports.c.network_id == network_id)).all():
-            conn.execute(a.insert().values(
+        last = dict(conn.execute('SELECT port_id, max("position") FROM ip_allocations '
+                                 "WHERE network_id = ? GROUP BY port_id", (network_id,)).all())
+        for port_id, mac in conn.execute("SELECT id, mac_address FROM ports WHERE network_id = ?",
+                                         (network_id,)).all():
+            conn.insert("ip_allocations", dict(
                 port_id=port_id, subnet_id=subnet_id, network_id=network_id,
                 ip_address=str(ipv6_modes.eui64_address(cidr, mac)),
                 position=last.get(port_id, -1) + 1))
@@ -420,14 +428,17 @@ class Registry:
 
     def list_subnets(self, network: str | None = None) -> list[model.Subnet]:
         with self._read() as conn:
-            q = sa.select(t.subnets).order_by(t.subnets.c.network_id, t.subnets.c.cidr)
             if network:
-                q = q.where(t.subnets.c.network_id == self._resolve(conn, t.networks, network, "net").id)
-            return [self._subnet_view(r) for r in conn.execute(q)]
+                rows = conn.execute("SELECT * FROM subnets WHERE network_id = ? "
+                                    "ORDER BY network_id, cidr",
+                                    (self._resolve(conn, "networks", network, "net").id,))
+            else:
+                rows = conn.execute("SELECT * FROM subnets ORDER BY network_id, cidr")
+            return [self._subnet_view(r) for r in rows]
 
     def get_subnet(self, ref: str) -> model.Subnet:
         with self._read() as conn:
-            return self._subnet_view(self._resolve(conn, t.subnets, ref, "subnet"))
+            return self._subnet_view(self._resolve(conn, "subnets", ref, "subnet"))
 
     def update_subnet(self, ref: str, *, name: str | None = None,
                       dns_nameservers: list[str] | None = None,
@@ -441,24 +452,24 @@ class Registry:
         if enable_dhcp is not None:
             values["enable_dhcp"] = enable_dhcp
         with self._write() as conn:
-            r = self._resolve(conn, t.subnets, ref, "subnet")
+            r = self._resolve(conn, "subnets", ref, "subnet")
             if enable_dhcp is not None:
                 ipv6_modes.check_dhcp_change(self._subnet_view(r), enable_dhcp)
             if host_routes is not None:
                 values["host_routes"] = self._host_routes(host_routes, r.ip_version)
             if values:
-                conn.execute(t.subnets.update().where(t.subnets.c.id == r.id).values(**values))
+                conn.update("subnets", values, "id = ?", (r.id,))
         return self.get_subnet(r.id)
 
     def delete_subnet(self, ref: str) -> model.Subnet:
         with self._write() as conn:
-            r = self._resolve(conn, t.subnets, ref, "subnet")
-            n = conn.execute(sa.select(sa.func.count()).select_from(t.ip_allocations)
-                             .where(t.ip_allocations.c.subnet_id == r.id)).scalar_one()
+            r = self._resolve(conn, "subnets", ref, "subnet")
+            n = conn.execute("SELECT count(*) FROM ip_allocations WHERE subnet_id = ?",
+                             (r.id,)).scalar_one()
             if n:
                 raise Conflict(f"subnet {r.name or r.id} still has {n} address(es) allocated: "
                                "delete those ports first")
-            conn.execute(t.subnets.delete().where(t.subnets.c.id == r.id))
+            conn.execute("DELETE FROM subnets WHERE id = ?", (r.id,))
             return self._subnet_view(r)
 
     # -- ports --------------------------------------------------------------------------
@@ -474,16 +485,16 @@ class Registry:
             v.project_id(project_id)
         pid = str(uuid.uuid4())
         with self._write() as conn:
-            nrow = self._resolve(conn, t.networks, network, "net")
-            inst = self._resolve(conn, t.instances, device_id, "instance") if device_id else None
+            nrow = self._resolve(conn, "networks", network, "net")
+            inst = self._resolve(conn, "instances", device_id, "instance") if device_id else None
             owner = device_owner if device_owner is not None else ("compute:nova" if inst else "")
             project = project_id or (inst.project_id if inst else nrow.project_id)
             if mac is None:
                 mac = self._free_mac(conn, nrow.id)
-            elif conn.execute(sa.select(t.ports.c.id).where(
-                    t.ports.c.network_id == nrow.id, t.ports.c.mac_address == mac)).first():
+            elif conn.execute("SELECT id FROM ports WHERE network_id = ? AND mac_address = ?",
+                              (nrow.id, mac)).first():
                 raise Conflict(f"MAC address {mac} is already used on network {nrow.name}")
-            conn.execute(t.ports.insert().values(
+            conn.insert("ports", dict(
                 id=pid, network_id=nrow.id, name=name, mac_address=mac,
                 device_id=inst.id if inst else "", device_owner=owner, project_id=project, host=host,
                 port_security_enabled=bool(port_security_enabled)))
@@ -491,20 +502,19 @@ class Registry:
         return self.get_port(pid)
 
     def _free_mac(self, conn: Connection, network_id: str) -> str:
-        used = set(conn.execute(sa.select(t.ports.c.mac_address)
-                                .where(t.ports.c.network_id == network_id)).scalars())
-        rng = random.SystemRandom()
+        used = set(conn.execute("SELECT mac_address FROM ports WHERE network_id = ?",
+                                (network_id,)).scalars())
         for _ in range(1000):
-            mac = "fa:16:3e:%02x:%02x:%02x" % (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            mac = "fa:16:3e:%02x:%02x:%02x" % tuple(os.urandom(3))
             if mac not in used:
                 return mac
         raise OperationFailed(f"no free MAC address left on network {network_id}")
 
-    def _allocate(self, conn: Connection, nrow: sa.Row, port_id: str,
+    def _allocate(self, conn: Connection, nrow: Row, port_id: str,
                   fixed_ips: Iterable[dict[str, str]] | None, start_pos: int = 0) -> None:
-        subnets = conn.execute(sa.select(t.subnets).where(t.subnets.c.network_id == nrow.id)
-                               .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
-        wanted: list[tuple[sa.Row, Addr | None]] = []
+        subnets = conn.execute("SELECT * FROM subnets WHERE network_id = ? "
+                               "ORDER BY ip_version, cidr", (nrow.id,)).all()
+        wanted: list[tuple[Row, Addr | None]] = []
         auto = [s for s in subnets if ipv6_modes.is_auto_address(s.ipv6_address_mode, s.ipv6_ra_mode)]
         auto_ids = {s.id for s in auto}
         if fixed_ips is None:
@@ -517,7 +527,7 @@ class Registry:
             for spec in fixed_ips:
                 sub = None
                 if spec.get("subnet"):
-                    sub = self._resolve(conn, t.subnets, spec["subnet"], "subnet")
+                    sub = self._resolve(conn, "subnets", spec["subnet"], "subnet")
                     if sub.network_id != nrow.id:
                         raise Conflict(f"subnet {spec['subnet']} is not on network {nrow.name}")
                 addr = v.fixed_ip(spec["ip_address"]) if spec.get("ip_address") else None
@@ -535,16 +545,16 @@ class Registry:
                                    "the MAC); name the subnet only")
                 wanted.append((sub, addr))
         # Every automatic-address subnet gives the port its EUI-64 address (as Neutron).
-        have = set(conn.execute(sa.select(t.ip_allocations.c.subnet_id)
-                                .where(t.ip_allocations.c.port_id == port_id)).scalars())
+        have = set(conn.execute("SELECT subnet_id FROM ip_allocations WHERE port_id = ?",
+                                (port_id,)).scalars())
         have |= {s.id for s, _ in wanted}
         wanted += [(s, None) for s in auto if s.id not in have]
-        mac = conn.execute(sa.select(t.ports.c.mac_address).where(t.ports.c.id == port_id)).scalar_one()
+        mac = conn.execute("SELECT mac_address FROM ports WHERE id = ?", (port_id,)).scalar_one()
         used_now: set[str] = set()
         for pos, (sub, addr) in enumerate(wanted):
             net = ipaddress.ip_network(sub.cidr)
-            used = set(conn.execute(sa.select(t.ip_allocations.c.ip_address)
-                                    .where(t.ip_allocations.c.subnet_id == sub.id)).scalars()) | used_now
+            used = set(conn.execute("SELECT ip_address FROM ip_allocations WHERE subnet_id = ?",
+                                    (sub.id,)).scalars()) | used_now
             if addr is not None:
                 self._check_in_subnet(addr, net, "fixed IP")
                 if str(addr) in used:
@@ -559,11 +569,11 @@ class Registry:
             else:
                 addr = self._next_free(sub, used)
             used_now.add(str(addr))
-            conn.execute(t.ip_allocations.insert().values(
+            conn.insert("ip_allocations", dict(
                 port_id=port_id, subnet_id=sub.id, network_id=nrow.id, ip_address=str(addr), position=start_pos + pos))
 
     @staticmethod
-    def _next_free(sub: sa.Row, used: set[str]) -> Addr:
+    def _next_free(sub: Row, used: set[str]) -> Addr:
         used_ints = {int(ipaddress.ip_address(u)) for u in used}
         for p in sub.allocation_pools:
             start, end = int(ipaddress.ip_address(p["start"])), int(ipaddress.ip_address(p["end"]))
@@ -576,25 +586,26 @@ class Registry:
 
     def list_ports(self, network: str | None = None, device_id: str | None = None) -> list[model.Port]:
         with self._read() as conn:
-            where = None
+            where, params = [], []
             if network:
-                where = t.ports.c.network_id == self._resolve(conn, t.networks, network, "net").id
+                where.append("network_id = ?")
+                params.append(self._resolve(conn, "networks", network, "net").id)
             if device_id:
-                cond = t.ports.c.device_id == device_id
-                where = cond if where is None else sa.and_(where, cond)
-            return self._ports(conn, where)
+                where.append("device_id = ?")
+                params.append(device_id)
+            return self._ports(conn, " AND ".join(where), tuple(params))
 
     def get_port(self, ref: str) -> model.Port:
         with self._read() as conn:
-            r = self._resolve(conn, t.ports, ref, "port")
-            return self._ports(conn, t.ports.c.id == r.id)[0]
+            r = self._resolve(conn, "ports", ref, "port")
+            return self._ports(conn, "id = ?", (r.id,))[0]
 
     def update_port(self, ref: str, *, name: str | None = None, device_id: str | None = None,
                     fixed_ips: list[dict[str, str]] | None = None,
                     mac_address: str | None = None,
                     port_security_enabled: bool | None = None) -> model.Port:
         with self._write() as conn:
-            r = self._resolve(conn, t.ports, ref, "port")
+            r = self._resolve(conn, "ports", ref, "port")
             values: dict = {}
             if name is not None:
                 values["name"] = v.name(name, "port name") if name else ""
@@ -603,32 +614,31 @@ class Registry:
                     values.update(device_id="", device_owner="" if r.device_owner == "compute:nova"
                                   else r.device_owner)
                 else:
-                    inst = self._resolve(conn, t.instances, device_id, "instance")
+                    inst = self._resolve(conn, "instances", device_id, "instance")
                     values.update(device_id=inst.id, project_id=inst.project_id,
                                   device_owner=r.device_owner or "compute:nova")
             if mac_address is not None:
                 mac = v.mac(mac_address)
-                if conn.execute(sa.select(t.ports.c.id).where(
-                        t.ports.c.network_id == r.network_id, t.ports.c.mac_address == mac,
-                        t.ports.c.id != r.id)).first():
+                if conn.execute("SELECT id FROM ports WHERE network_id = ? AND mac_address = ? "
+                                "AND id != ?", (r.network_id, mac, r.id)).first():
                     raise Conflict(f"MAC address {mac} is already used on this network")
                 values["mac_address"] = mac
             if port_security_enabled is not None:
                 values["port_security_enabled"] = bool(port_security_enabled)
             if values:
-                conn.execute(t.ports.update().where(t.ports.c.id == r.id).values(**values))
+                conn.update("ports", values, "id = ?", (r.id,))
             if fixed_ips is not None:
-                conn.execute(t.ip_allocations.delete().where(t.ip_allocations.c.port_id == r.id))
-                nrow = conn.execute(sa.select(t.networks).where(t.networks.c.id == r.network_id)).one()
+                conn.execute("DELETE FROM ip_allocations WHERE port_id = ?", (r.id,))
+                nrow = conn.execute("SELECT * FROM networks WHERE id = ?", (r.network_id,)).one()
                 self._allocate(conn, nrow, r.id, fixed_ips)
         return self.get_port(r.id)
 
     def delete_port(self, ref: str) -> model.Port:
         with self._write() as conn:
-            r = self._resolve(conn, t.ports, ref, "port")
-            port = self._ports(conn, t.ports.c.id == r.id)[0]
-            conn.execute(t.ip_allocations.delete().where(t.ip_allocations.c.port_id == r.id))
-            conn.execute(t.ports.delete().where(t.ports.c.id == r.id))
+            r = self._resolve(conn, "ports", ref, "port")
+            port = self._ports(conn, "id = ?", (r.id,))[0]
+            conn.execute("DELETE FROM ip_allocations WHERE port_id = ?", (r.id,))
+            conn.execute("DELETE FROM ports WHERE id = ?", (r.id,))
         return port
 
     def ensure_dhcp_port(self, network: str, host: str) -> tuple[model.Port, bool]:
@@ -642,42 +652,41 @@ class Registry:
         with self._read() as conn:
             nrow, subs, row, missing = self._dhcp_port_state(conn, network, host)
             if row is not None and not missing:
-                return self._ports(conn, t.ports.c.id == row.id)[0], False
+                return self._ports(conn, "id = ?", (row.id,))[0], False
         with self._write() as conn:
             nrow, subs, row, missing = self._dhcp_port_state(conn, network, host)
             changed = bool(missing) or row is None
             if row is None:
                 pid = str(uuid.uuid4())
-                conn.execute(t.ports.insert().values(
-                    id=pid, network_id=nrow.id, name=f"dhcp-{host}"[:255],
-                    mac_address=self._free_mac(conn, nrow.id), device_id=f"dhcp-{host}"[:255],
-                    device_owner=model.DHCP_OWNER, project_id=nrow.project_id, host=host))
+                conn.insert("ports", {
+                    "id": pid, "network_id": nrow.id, "name": f"dhcp-{host}"[:255],
+                    "mac_address": self._free_mac(conn, nrow.id),
+                    "device_id": f"dhcp-{host}"[:255], "device_owner": model.DHCP_OWNER,
+                    "project_id": nrow.project_id, "host": host})
                 have = 0
             else:
                 pid = row.id
                 have = len(subs) - len(missing)
             if missing:
                 self._allocate(conn, nrow, pid, [{"subnet": s.id} for s in missing], start_pos=have)
-            port = self._ports(conn, t.ports.c.id == pid)[0]
+            port = self._ports(conn, "id = ?", (pid,))[0]
         return port, changed
 
     def _dhcp_port_state(self, conn: Connection, network: str, host: str):
         """(network row, DHCP-enabled subnets, this host's DHCP port row or None, subnets
         where that port has no address yet)."""
-        nrow = self._resolve(conn, t.networks, network, "net")
-        subs = conn.execute(sa.select(t.subnets).where(
-            t.subnets.c.network_id == nrow.id, t.subnets.c.enable_dhcp.is_(True))
-            .order_by(t.subnets.c.ip_version, t.subnets.c.cidr)).all()
+        nrow = self._resolve(conn, "networks", network, "net")
+        subs = conn.execute("SELECT * FROM subnets WHERE network_id = ? AND enable_dhcp = ? "
+                            "ORDER BY ip_version, cidr", (nrow.id, True)).all()
         if not subs:
             raise BadInput(f"network {nrow.name} has no DHCP-enabled subnet: "
                            f"mdtool subnet-create {nrow.name} CIDR --no-gateway")
-        row = conn.execute(sa.select(t.ports).where(
-            t.ports.c.network_id == nrow.id, t.ports.c.device_owner == model.DHCP_OWNER,
-            t.ports.c.host == host)).first()
+        row = conn.execute("SELECT * FROM ports WHERE network_id = ? AND device_owner = ? "
+                           "AND host = ?", (nrow.id, model.DHCP_OWNER, host)).first()
         have: set[str] = set()
         if row is not None:
-            have = set(conn.execute(sa.select(t.ip_allocations.c.subnet_id)
-                                    .where(t.ip_allocations.c.port_id == row.id)).scalars())
+            have = set(conn.execute("SELECT subnet_id FROM ip_allocations WHERE port_id = ?",
+                                    (row.id,)).scalars())
         return nrow, subs, row, [s for s in subs if s.id not in have]
 
     def dhcp_ports(self, network: str | None = None) -> list[model.Port]:
@@ -705,9 +714,9 @@ class Registry:
         v.name(flavor, "flavor name")
         iid = v.uuid(instance_id, "instance id") if instance_id else str(uuid.uuid4())
         with self._write() as conn:
-            if conn.execute(sa.select(t.instances.c.id).where(t.instances.c.id == iid)).first():
+            if conn.execute("SELECT id FROM instances WHERE id = ?", (iid,)).first():
                 raise Conflict(f"an instance with id {iid} already exists")
-            conn.execute(t.instances.insert().values(
+            conn.insert("instances", dict(
                 id=iid, name=name, hostname=host, project_id=project_id, key_name=key_name,
                 public_keys=keys, meta=meta or {}, user_data=user_data, vendor_data=vendor_data,
                 availability_zone=availability_zone, launch_index=0, password=None,
@@ -727,11 +736,11 @@ class Registry:
     def list_instances(self) -> list[model.Instance]:
         with self._read() as conn:
             return [self._instance_view(r) for r in
-                    conn.execute(sa.select(t.instances).order_by(t.instances.c.name, t.instances.c.id))]
+                    conn.execute("SELECT * FROM instances ORDER BY name, id")]
 
     def get_instance(self, ref: str) -> model.Instance:
         with self._read() as conn:
-            return self._instance_view(self._resolve(conn, t.instances, ref, "instance"))
+            return self._instance_view(self._resolve(conn, "instances", ref, "instance"))
 
     def update_instance(self, ref: str, *, name: str | None = None, hostname: str | None = None,
                         user_data: bytes | None = None, clear_user_data: bool = False,
@@ -757,7 +766,7 @@ class Registry:
         if bool(key_name) != bool(public_key):
             raise BadInput("--key-name and --public-key go together")
         with self._write() as conn:
-            r = self._resolve(conn, t.instances, ref, "instance")
+            r = self._resolve(conn, "instances", ref, "instance")
             if meta or unset_meta:
                 m = dict(r.meta)
                 m.update(meta or {})
@@ -769,38 +778,37 @@ class Registry:
                 keys[v.name(key_name, "key name")] = public_key
                 values.update(public_keys=keys, key_name=r.key_name or key_name)
             if values:
-                conn.execute(t.instances.update().where(t.instances.c.id == r.id).values(**values))
+                conn.update("instances", values, "id = ?", (r.id,))
         return self.get_instance(r.id)
 
     def delete_instance(self, ref: str) -> tuple[model.Instance, list[model.Port]]:
         """Delete the instance and, as Nova does, the compute ports bound to it."""
         with self._write() as conn:
-            r = self._resolve(conn, t.instances, ref, "instance")
-            ports = self._ports(conn, sa.and_(t.ports.c.device_id == r.id,
-                                               t.ports.c.device_owner == model.COMPUTE_OWNER))
+            r = self._resolve(conn, "instances", ref, "instance")
+            ports = self._ports(conn, "device_id = ? AND device_owner = ?",
+                                (r.id, model.COMPUTE_OWNER))
             ids = [p.id for p in ports]
             if ids:
-                conn.execute(t.ip_allocations.delete().where(t.ip_allocations.c.port_id.in_(ids)))
-                conn.execute(t.ports.delete().where(t.ports.c.id.in_(ids)))
-            conn.execute(t.ports.update().where(t.ports.c.device_id == r.id).values(device_id=""))
-            conn.execute(t.instances.delete().where(t.instances.c.id == r.id))
+                conn.execute(f"DELETE FROM ip_allocations WHERE port_id IN ({_marks(ids)})", ids)
+                conn.execute(f"DELETE FROM ports WHERE id IN ({_marks(ids)})", ids)
+            conn.update("ports", {"device_id": ""}, "device_id = ?", (r.id,))
+            conn.execute("DELETE FROM instances WHERE id = ?", (r.id,))
             return self._instance_view(r), ports
 
     def set_instance_password(self, instance_id: str, password: str) -> bool:
         """Store the instance's password once; False when one is already set."""
         with self._write() as conn:
-            res = conn.execute(t.instances.update().where(
-                t.instances.c.id == instance_id, t.instances.c.password.is_(None)).values(password=password))
-            return res.rowcount == 1
+            return conn.update("instances", {"password": password},
+                               "id = ? AND password IS NULL", (instance_id,)) == 1
 
     def clear_instance_password(self, ref: str) -> tuple[model.Instance, bool]:
         """Forget the stored password (Nova's clear-password): the instance may POST a new
         one. Returns the instance and whether a password was set."""
         with self._write() as conn:
-            r = self._resolve(conn, t.instances, ref, "instance")
+            r = self._resolve(conn, "instances", ref, "instance")
             if r.password is None:
                 return self._instance_view(r), False
-            conn.execute(t.instances.update().where(t.instances.c.id == r.id).values(password=None))
+            conn.update("instances", {"password": None}, "id = ?", (r.id,))
             return self._instance_view(r), True
 
 

@@ -85,11 +85,7 @@ class PgListenFeed:
 
     def _connect(self):
         """A new autocommit connection with LISTEN issued (blocking, a few ms)."""
-        dialect = self.engine.dialect
-        cargs, cparams = dialect.create_connect_args(self.engine.url)
-        cparams.setdefault("connect_timeout", 5)
-        cparams.setdefault("application_name", "mdtool-listen")
-        conn = dialect.loaded_dbapi.connect(*cargs, **cparams)
+        conn = self.engine.raw_connect(connect_timeout=5, application_name="mdtool-listen")
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {CHANNEL}")

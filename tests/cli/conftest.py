@@ -44,15 +44,13 @@ def cli_db(request, state_dir, monkeypatch):
 @pytest.fixture
 def db_snapshot(state_dir):
     """A full dump of the registry, to show a refused command changed nothing."""
-    import sqlalchemy as sa
-
     def snap():
         from mdtool.registry import db
         eng = db.make_engine(os.environ.get("MDTOOL_DB") or f"sqlite:///{state_dir}/mdtool.db")
         out = {}
-        with eng.connect() as conn:
-            for table in sa.inspect(conn).get_table_names():
-                out[table] = sorted(map(tuple, conn.exec_driver_sql(f"SELECT * FROM {table}").all()),
+        with eng.begin() as conn:
+            for table in conn.tables():
+                out[table] = sorted(map(tuple, conn.execute(f"SELECT * FROM {table}").all()),
                                     key=repr)
         eng.dispose()
         return out

@@ -100,8 +100,6 @@ def test_a_dhcpv6_subnet_dnsmasq_refuses_never_stops_ipv4_dhcp(site):
     """A /56 with DHCPv6 is refused by subnet-create; one that is in the registry anyway
     (made before that rule) is left out of dnsmasq's ranges, so dnsmasq starts and the
     IPv4 subnet keeps DHCP and its metadata route."""
-    import sqlalchemy as sa
-
     from mdtool.registry import open_registry
 
     octet = 100 + int(unique_id()[:2], 16) % 100
@@ -111,8 +109,8 @@ def test_a_dhcpv6_subnet_dnsmasq_refuses_never_stops_ipv4_dhcp(site):
     sid = site.mdtool("subnet-create", net, f"fd00:{octet}:7::/56", "--disable-dhcp",
                       "-f", "value", "-c", "id").stdout.strip()
     reg = open_registry(f"sqlite:///{site.state_dir}/mdtool.db")
-    with reg.engine.begin() as conn:  # as an older mdtool would have left it
-        conn.execute(sa.text("update subnets set enable_dhcp = 1 where id = :id"), {"id": sid})
+    with reg.engine.begin(write=True) as conn:  # as an older mdtool would have left it
+        conn.execute("update subnets set enable_dhcp = 1 where id = ?", (sid,))
     reg.engine.dispose()
     vm = site.instance("vm-v4", net, ip=f"10.{octet}.7.10")
     site.mdtool("enable-isolated-metadata", net)

@@ -35,12 +35,10 @@ def argv_holding(needle: str) -> dict[int, str]:
 def test_database_password_in_no_argv_and_no_unit(site, tmp_path):
     if pg.admin_url() is None:
         pytest.skip("no PostgreSQL server (scripts/postgres.sh start)")
-    import sqlalchemy as sa
     password = "PW" + uuid.uuid4().hex
     with pg.fresh_database() as url:
         # peer authentication over the local socket ignores the password: any will do
-        db = sa.engine.make_url(url).set(username="root", password=password)
-        site.env["MDTOOL_DB"] = db.render_as_string(hide_password=False)
+        site.env["MDTOOL_DB"] = pg.with_user(url, "root", password)
         net = site.network("e2e-pw", "10.114.0.0/24")
         try:
             vm = site.instance("vm-pw", net)

@@ -1,7 +1,6 @@
 """port_security_enabled in the registry: default on, switched per port, and the schema
 step that adds it to a database made before it existed (SQLite and PostgreSQL)."""
 
-import sqlalchemy as sa
 
 from mdtool.registry import Registry
 from mdtool.registry import db as regdb
@@ -26,13 +25,13 @@ def test_upgrade_from_v3_adds_the_column_on_and_is_idempotent(db_url):
     reg.create_subnet("n", "10.0.0.0/24", no_gateway=True)
     port = reg.create_port("n")
     eng = regdb.make_engine(db_url)
-    with eng.connect().execution_options(mdtool_write=True) as c, c.begin():  # a database of schema 3
-        c.exec_driver_sql("ALTER TABLE ports DROP COLUMN port_security_enabled")
-        c.exec_driver_sql("UPDATE registry_state SET schema_version = 3")
+    with eng.begin(write=True) as c:  # a database of schema 3
+        c.execute("ALTER TABLE ports DROP COLUMN port_security_enabled")
+        c.execute("UPDATE registry_state SET schema_version = 3")
     assert regdb.upgrade(eng) == 3
-    with eng.connect().execution_options(mdtool_write=True) as c, c.begin():
+    with eng.begin(write=True) as c:
         regdb._v4_port_security(c)  # the column is there: nothing to do, no error
-        assert c.execute(sa.text("select schema_version from registry_state")).scalar() \
+        assert c.execute("select schema_version from registry_state").scalar() \
             == regdb.SCHEMA_VERSION
     eng.dispose()
     assert Registry(db_url).get_port(port.id).port_security_enabled is True

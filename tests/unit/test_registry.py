@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 
-import sqlalchemy as sa
 
 from mdtool.registry import Registry
 from mdtool.registry import db as regdb
@@ -48,8 +47,8 @@ def test_schema_version_recorded_and_upgrade_keeps_data(db_url):
     Registry(url).create_network("keep")
     eng = regdb.make_engine(url)
     assert regdb.upgrade(eng) == regdb.SCHEMA_VERSION  # already current: a no-op
-    with eng.connect() as c:
-        assert c.execute(sa.text("select schema_version from registry_state")).scalar() == regdb.SCHEMA_VERSION
+    with eng.begin() as c:
+        assert c.execute("select schema_version from registry_state").scalar() == regdb.SCHEMA_VERSION
     eng.dispose()
     assert [n.name for n in Registry(url).list_networks()] == ["keep"]
 
@@ -107,9 +106,9 @@ def test_upgrade_from_v1_records_nodes_that_hold_a_dhcp_port(tmp_path):
     reg.ensure_dhcp_port("n", "node1")
     reg.engine.dispose()
     eng = regdb.make_engine(url)
-    with eng.begin() as c:  # back to what 0.1.0 left: schema 1, no network_hosts
-        c.execute(sa.text("drop table network_hosts"))
-        c.execute(sa.text("update registry_state set schema_version = 1"))
+    with eng.begin(write=True) as c:  # back to what 0.1.0 left: schema 1, no network_hosts
+        c.execute("drop table network_hosts")
+        c.execute("update registry_state set schema_version = 1")
     eng.dispose()
     reg = Registry(url)
     assert reg.get_network("n").hosts == ["node1"]
@@ -121,15 +120,15 @@ def test_upgrade_to_v3_adds_the_ipv6_mode_columns(db_url):
     reg.create_subnet("n", "fd00:1::/64", ipv6_address_mode="slaac")
     reg.engine.dispose()
     eng = regdb.make_engine(db_url)
-    with eng.connect().execution_options(mdtool_write=True) as c, c.begin():  # back to schema 2
-        c.execute(sa.text("alter table subnets drop column ipv6_address_mode"))
-        c.execute(sa.text("alter table subnets drop column ipv6_ra_mode"))
-        c.execute(sa.text("update registry_state set schema_version = 2"))
+    with eng.begin(write=True) as c:  # back to schema 2
+        c.execute("alter table subnets drop column ipv6_address_mode")
+        c.execute("alter table subnets drop column ipv6_ra_mode")
+        c.execute("update registry_state set schema_version = 2")
     eng.dispose()
     s = Registry(db_url).list_subnets()[0]
     assert (s.cidr, s.ipv6_address_mode, s.ipv6_ra_mode) == ("fd00:1::/64", None, None)
     eng = regdb.make_engine(db_url)
-    with eng.connect() as c:  # idempotent: the columns are there, nothing to add (read only)
+    with eng.begin() as c:  # idempotent: the columns are there, nothing to add (read only)
         regdb._v3(c)
     eng.dispose()
 
@@ -139,15 +138,15 @@ def test_upgrade_to_v5_adds_the_flavor_column(db_url):
     reg.create_instance("vm", flavor="m1.large")
     reg.engine.dispose()
     eng = regdb.make_engine(db_url)
-    with eng.connect().execution_options(mdtool_write=True) as c, c.begin():  # back to schema 4
-        c.execute(sa.text("alter table instances drop column flavor"))
-        c.execute(sa.text("update registry_state set schema_version = 4"))
+    with eng.begin(write=True) as c:  # back to schema 4
+        c.execute("alter table instances drop column flavor")
+        c.execute("update registry_state set schema_version = 4")
     eng.dispose()
     reg = Registry(db_url)
     assert reg.get_instance("vm").flavor == "m1.small"  # existing instances: the default
     assert reg.update_instance("vm", flavor="m1.tiny").flavor == "m1.tiny"
     reg.engine.dispose()
     eng = regdb.make_engine(db_url)
-    with eng.connect() as c:  # idempotent: the column is there, nothing to add (read only)
+    with eng.begin() as c:  # idempotent: the column is there, nothing to add (read only)
         regdb._v5_flavor(c)
     eng.dispose()

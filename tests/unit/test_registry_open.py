@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import sqlalchemy as sa
 
 from mdtool.errors import OperationFailed
 from mdtool.registry import db
@@ -34,8 +33,8 @@ def test_open_while_another_process_holds_the_write_lock(tmp_path):
         holder.close()
 
 
-def _locked() -> sa.exc.OperationalError:
-    return sa.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
+def _locked() -> sqlite3.OperationalError:
+    return sqlite3.OperationalError("database is locked")
 
 
 def test_a_busy_database_is_retried(tmp_path, monkeypatch):
@@ -60,7 +59,7 @@ def test_other_errors_are_not_retried(tmp_path, monkeypatch):
 
     def broken(conn):
         calls.append(1)
-        raise sa.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("disk I/O error"))
+        raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(db, "_found_version", broken)
     with pytest.raises(OperationFailed, match="disk I/O error"):
