@@ -96,6 +96,10 @@ class TextFormatter(_OneLine, logging.Formatter):
         super().__init__(TEXT_FORMAT)
         self._second: int | None = None
         self._stamp = ""
+        self._uses_time = super().usesTime()  # the format never changes: look once
+
+    def usesTime(self) -> bool:
+        return self._uses_time
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
@@ -105,6 +109,93 @@ class TextFormatter(_OneLine, logging.Formatter):
             self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
             self._second = second
         return self.default_msec_format % (self._stamp, record.msecs)
+
+
+class DeferredLines:
+    """One logger's INFO lines, each stamped when it is made and written at the end of
+    the event-loop iteration it was made in, together.
+
+    The proxy logs every request, and the logging call cost more than answering one from
+    the cache: a record, the walk up the logger tree, the handler's lock, then a stat(),
+    write() and flush() a line. Here a line costs its message and its time stamp. When the
+    daemon logs to its own file alone (:func:`setup`'s :class:`RotatingFile`, the usual
+    case) the iteration's lines are formatted by that file's formatter and written with
+    one write(): the same lines, in the same file. Any other set-up (a console, a test's
+    capture handler, a filter) takes the ordinary logging call for each, at the flush."""
+
+    def __init__(self, logger: logging.Logger):
+        import asyncio  # here: the CLI imports this module and never needs asyncio
+        self.logger = logger
+        self._pending: list[tuple[float, str, tuple]] = []
+        self._running_loop = asyncio.get_running_loop
+
+    def info(self, msg: str, *args) -> None:
+        """``logger.info(msg, *args)``, written at the end of this loop iteration (at once
+        outside a running loop)."""
+        pending = self._pending
+        pending.append((time.time(), msg, args))
+        if len(pending) == 1:
+            try:
+                self._running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        handler = self._own_file()
+        if handler is None:
+            for _, msg, args in pending:
+                self.logger.info(msg, *args)
+            return
+        name = self.logger.name
+        fmt = handler.format
+        end = handler.terminator
+        try:
+            text = "".join([fmt(_plain_record(name, created, msg, args)) + end
+                            for created, msg, args in pending])
+        except Exception:  # a line its format refuses: the logging call reports it, as ever
+            for _, msg, args in pending:
+                self.logger.info(msg, *args)
+            return
+        handler.acquire()
+        try:
+            handler.write_lines(text, len(pending))
+        finally:
+            handler.release()
+
+    def _own_file(self) -> RotatingFile | None:
+        """The daemon's own file when it is the only place an INFO line of this logger
+        goes, unfiltered; None otherwise."""
+        logger: logging.Logger | None = self.logger
+        root = logging.getLogger()
+        if not logger.isEnabledFor(logging.INFO):
+            return None
+        while logger is not None and logger is not root:
+            if logger.handlers or logger.filters or not logger.propagate:
+                return None
+            logger = logger.parent  # type: ignore[assignment]
+        if logger is None or root.filters or len(root.handlers) != 1:
+            return None
+        handler = root.handlers[0]
+        if type(handler) is not RotatingFile or handler.filters or handler.level > logging.INFO:
+            return None
+        return handler
+
+
+_RECORD = logging.LogRecord.__new__
+
+
+def _plain_record(name: str, created: float, msg: str, args: tuple) -> logging.LogRecord:
+    """The fields of an INFO record a formatter reads, without the rest of LogRecord's
+    work (caller's file, thread, process); ``msecs`` as LogRecord computes it."""
+    record = _RECORD(logging.LogRecord)
+    record.__dict__.update(name=name, msg=msg, args=args, levelno=logging.INFO,
+                           levelname="INFO", created=created,
+                           msecs=int((created - int(created)) * 1000) + 0.0,
+                           exc_info=None, exc_text=None, stack_info=None)
+    return record
 
 
 class Repeats:
@@ -143,9 +234,11 @@ class RepeatGate:
     """Repeats for a daemon without a timer: ``allow()`` says whether a request's line is
     logged (every non-4xx, the first 4xx of a window) and, at most once a second, logs
     the summaries of the windows that ended with ``summary % (*key, count, status,
-    seconds)`` (``key``: a tuple, e.g. (network, source))."""
+    seconds)`` (``key``: a tuple, e.g. (network, source)) through ``logger`` (a Logger,
+    or the DeferredLines the request lines go through, so the two stay in order)."""
 
-    def __init__(self, logger: logging.Logger, summary: str, window: float = 10.0):
+    def __init__(self, logger: "logging.Logger | DeferredLines", summary: str,
+                 window: float = 10.0):
         self.logger = logger
         self.summary = summary
         self.repeats = Repeats(window)
@@ -217,23 +310,36 @@ class RotatingFile(logging.FileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            msg = self.format(record) + self.terminator
-            if self.stream is not None and self._moved():
-                self._close_stream()
-            if self.stream is not None and self.max_bytes and \
-                    self._size + len(msg) > self.max_bytes and self._size > 0:
-                self._rotate()
-            if self.stream is None:
-                self.stream = self._open()
-            self.stream.write(msg)
-            self.stream.flush()
-            self._size += len(msg)
+            self._write(self.format(record) + self.terminator)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
-    def handleError(self, record: logging.LogRecord) -> None:
+    def write_lines(self, text: str, count: int) -> None:
+        """``count`` formatted lines at once (each ending in the terminator); the caller
+        holds the handler's lock. A failure drops them all, counted."""
+        try:
+            self._write(text)
+        except RecursionError:
+            raise
+        except Exception:
+            self.dropped += count - 1
+            self.handleError(None)  # type: ignore[arg-type]
+
+    def _write(self, msg: str) -> None:
+        if self.stream is not None and self._moved():
+            self._close_stream()
+        if self.stream is not None and self.max_bytes and \
+                self._size + len(msg) > self.max_bytes and self._size > 0:
+            self._rotate()
+        if self.stream is None:
+            self.stream = self._open()
+        self.stream.write(msg)
+        self.stream.flush()
+        self._size += len(msg)
+
+    def handleError(self, record: logging.LogRecord | None) -> None:
         err = sys.exc_info()[1]
         self.dropped += 1
         self._close_stream()  # nothing half-written stays buffered to fail again

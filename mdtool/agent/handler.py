@@ -23,9 +23,10 @@ from mdtool.http import headers as fields
 from mdtool.http.client import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mdtool.http.headers import HOP_BY_HOP
 from mdtool.http.types import Request, Response
-from mdtool.logs import RepeatGate
+from mdtool.logs import DeferredLines, RepeatGate
 
 log = logging.getLogger("mdtool.agent")
+access_lines = DeferredLines(log)  # one line a request, written at the loop iteration's end
 
 
 class AgentSource(Protocol):
@@ -80,7 +81,7 @@ class AgentHandler:
         # Repeated 4xx of one (network, source) are summarised, as the proxy does: an
         # instance asking for what it may not have costs two lines per window, not one
         # per request. Windows that ended are reported with the next request.
-        self.repeats = RepeatGate(log, "network=%s source=%s: %s more %d in %.0f s")
+        self.repeats = RepeatGate(access_lines, "network=%s source=%s: %s more %d in %.0f s")
 
     async def handle(self, req: Request) -> Response:
         start = time.monotonic()
@@ -102,9 +103,9 @@ class AgentHandler:
         # inspect's probes get their own (tagged) line: never counted in a 4xx summary
         tag = fields.probe_tag(req.header("User-Agent"))
         if tag or self.repeats.allow((network_id or "-", source_ip or "-"), resp.status, now):
-            log.info("network=%s source=%s instance=%s %s %s status=%d ms=%.1f%s",
-                     network_id or "-", source_ip or "-", instance_id, req.method, req.path,
-                     resp.status, (now - start) * 1000.0, tag)
+            access_lines.info("network=%s source=%s instance=%s %s %s status=%d ms=%.1f%s",
+                              network_id or "-", source_ip or "-", instance_id, req.method,
+                              req.path, resp.status, (now - start) * 1000.0, tag)
 
     async def _serve(self, req: Request, network_id: str | None,
                      source_ip: str | None) -> tuple[Response, str]:

@@ -9,16 +9,17 @@ import time
 
 from mdtool.http.headers import probe_tag
 from mdtool.http.types import Request, Response
-from mdtool.logs import RepeatGate
+from mdtool.logs import DeferredLines, RepeatGate
 
 log = logging.getLogger("mdtool.metadata")
+access_lines = DeferredLines(log)  # one line a request, written at the loop iteration's end
 
 REVISION_POLL_SECONDS = 0.25
 
 
 def logged(service) -> "callable":
     # Repeated 4xx for one instance are summarised, as the proxy and the agent do.
-    repeats = RepeatGate(log, "instance=%s: %s more %d in %.0f s")
+    repeats = RepeatGate(access_lines, "instance=%s: %s more %d in %.0f s")
 
     async def handle(req: Request) -> Response:
         start = time.monotonic()
@@ -27,8 +28,8 @@ def logged(service) -> "callable":
         instance = req.header("X-Instance-ID") or "-"
         tag = probe_tag(req.header("User-Agent"))  # inspect's probes: always their own line
         if tag or repeats.allow((instance,), resp.status, now):
-            log.info("instance=%s %s %s status=%d ms=%.1f%s", instance, req.method, req.path,
-                     resp.status, (now - start) * 1000.0, tag)
+            access_lines.info("instance=%s %s %s status=%d ms=%.1f%s", instance, req.method,
+                              req.path, resp.status, (now - start) * 1000.0, tag)
         return resp
     return handle
 

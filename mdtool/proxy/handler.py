@@ -9,13 +9,15 @@ from bisect import bisect_left
 from mdtool.http.client import UpstreamPool, UpstreamTimeout, UpstreamUnavailable
 from mdtool.http.headers import end_to_end, probe_tag
 from mdtool.http.types import Request, Response
-from mdtool.logs import Repeats
+from mdtool.logs import DeferredLines, Repeats
 from mdtool.proxy.ratelimit import RateLimiter
 from mdtool.proxy.rules import upstream_headers
 from mdtool.proxy.tokens import TOKEN_HEADER, TOKEN_PATH, TTL_HEADER, TokenSealer, parse_ttl
 
 log = logging.getLogger("mdtool.proxy")
 access_log = logging.getLogger("mdtool.proxy.access")
+# One line a request, written at the end of the loop iteration (mdtool/logs.py).
+access_lines = DeferredLines(access_log)
 
 _CT = [("Content-Type", "text/plain; charset=UTF-8")]
 _BAD_GATEWAY = b"Bad Gateway: the metadata agent is not available\n"
@@ -171,11 +173,13 @@ class ProxyHandler:
             # inspect's probes get their own (tagged) line: never counted in a 4xx summary
             tag = probe_tag(req.header("User-Agent"))
             if status < 400 or status >= 500 or tag or self.repeats.first(req.peer, status, now):
-                access_log.info("network=%s src=%s %s %s %d %.1fms%s", self.network_id,
-                                req.peer, req.method, req.path, status, elapsed * 1000.0, tag)
+                access_lines.info("network=%s src=%s %s %s %d %.1fms%s", self.network_id,
+                                  req.peer, req.method, req.path, status, elapsed * 1000.0, tag)
 
     def flush_repeats(self, everything: bool = False) -> None:
         """Log the summaries of the repeat windows that are over (every window: at the end)."""
         for src, status, n, seconds in self.repeats.due(time.monotonic(), everything):
-            access_log.info("network=%s src=%s: %s more %d in %.0f s", self.network_id, src,
-                            f"{n:,}", status, seconds)
+            access_lines.info("network=%s src=%s: %s more %d in %.0f s", self.network_id, src,
+                              f"{n:,}", status, seconds)
+        if everything:
+            access_lines.flush()
