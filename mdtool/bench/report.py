@@ -156,7 +156,7 @@ def markdown(r: dict) -> str:
         lines.append("")
     st = r.get("storm")
     if st:
-        from mdtool.bench.suite import STORM_LABELS
+        from mdtool.bench.suite import STORM_LABELS, STORM_SERVING
         lines += [f"### 8. Boot storm: {st['networks']} networks x {st['per_network']} instances boot "
                   f"at once, each udhcpc then cloud-init 22.4's {st['requests_per_boot']} requests "
                   f"(median of {st['rounds']} alternating rounds)", "",
@@ -171,6 +171,8 @@ def markdown(r: dict) -> str:
                   f" (rounds: " + "; ".join(
                       f"{k} " + ", ".join(f"{v:.2f}" for v in x["seconds_by_round"])
                       for k, x in st["results"].items()) + " s)", "",
+                  "Neutron's shape / mdtool, CPU seconds of the processes serving the path "
+                  f"(all rounds): {_f(st['serving_cpu_neutron_over_mdtool'])}", "",
                   "Where the CPU went in the median round (CPU seconds; machine: every core, "
                   "anyone's work):", "",
                   "| path | serving the path | dnsmasq | instances' clients | machine |",
@@ -178,7 +180,7 @@ def markdown(r: dict) -> str:
         for kind, x in st["results"].items():
             cpu = x["cpu_s"]
             serving = " + ".join(f"{role} {cpu[role]:.2f}" for role in
-                                 ("proxy", "haproxy", "agent", "metadata") if role in cpu)
+                                 STORM_SERVING if role in cpu)
             lines.append(f"| {STORM_LABELS[kind]} | {serving} | {cpu.get('dnsmasq', 0):.2f} | "
                          f"{cpu['clients']:.2f} | {cpu['machine']:.2f} |")
         lines.append("")

@@ -1217,6 +1217,7 @@ def _storm_round(side: StormSide, log=print) -> dict:
             "cpu_s": cpu_s, "failures": len(failures), "failure_examples": failures[:5]}
 
 
+STORM_SERVING = ("proxy", "haproxy", "agent", "metadata")  # the metadata path's processes
 STORM_LABELS = {"mdtool": "mdtool (one proxy, fast path)",
                 "neutron": "Neutron's shape (haproxy per network -> agent -> metadata)"}
 
@@ -1255,9 +1256,15 @@ def storm(h: Harness, sizes: Sizes, log=print) -> dict:
         out["results"][kind] = {**median, "instances": len(sides[kind].instances),
                                 "failures": sum(r["failures"] for r in rs),
                                 "requests_all_rounds": sum(r["requests"] for r in rs),
-                                "seconds_by_round": [r["seconds_until_all_done"] for r in rs]}
+                                "seconds_by_round": [r["seconds_until_all_done"] for r in rs],
+                                "serving_cpu_s_all_rounds": sum(
+                                    v for r in rs for role, v in r["cpu_s"].items()
+                                    if role in STORM_SERVING)}
     m, n = out["results"]["mdtool"], out["results"]["neutron"]
     out["neutron_over_mdtool"] = n["seconds_until_all_done"] / m["seconds_until_all_done"]
+    # what the node spends on the metadata path, whoever else shares its cores
+    out["serving_cpu_neutron_over_mdtool"] = (n["serving_cpu_s_all_rounds"] /
+                                              max(m["serving_cpu_s_all_rounds"], 0.01))
     return out
 
 

@@ -56,6 +56,7 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
         assert storm["cpu_s"]["clients"] > 0 and storm["lease_s_p50"] > 0
     assert "haproxy" in data["storm"]["results"]["neutron"]["cpu_s"]
     assert "proxy" in data["storm"]["results"]["mdtool"]["cpu_s"]
+    assert data["storm"]["serving_cpu_neutron_over_mdtool"] > 0
     scale = data["scale"]  # every network up, served by the one proxy, then all gone
     assert scale["enable"]["failed"] == scale["rerun"]["failed"] == scale["disable"]["failed"] == []
     assert scale["node_resync"]["networks"] == scale["networks"] == 20
