@@ -1368,6 +1368,12 @@ def _scale(h: Harness, sizes: Sizes, log) -> dict:
 
     out["enable"] = timed(f"enable --all, {len(nets)} new networks",
                           "enable-isolated-metadata", "--all")
+    # what the daemons spent while the networks came up (they serve, so they follow)
+    out["daemon_cpu_seconds_during_enable"] = {
+        role: round(sum(_cpu_of(p).values()), 2)
+        for role, p in _served_processes(sd, nets).items() if role != "dnsmasq"}
+    log("  daemon CPU during enable: " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in out["daemon_cpu_seconds_during_enable"].items()))
     out["rerun"] = timed("enable --all again, nothing to change",
                          "enable-isolated-metadata", "--all")
     proxy = _pidfile_pid(sd / "proxy.pid")
