@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mdtool.netns import ip_lib
@@ -51,3 +53,26 @@ def test_reused_sockets_follow_a_recreated_namespace(cleanup):
             ip_lib.list_links(ns)
         assert [l.ifname for l in ip_lib.list_links(ns)] == ["lo"]
     assert ip_lib._reused is None
+
+
+def test_down_finds_an_unmarked_host_end_without_listing_every_link(cleanup, monkeypatch):
+    """The host end of a DHCP port that lost its marker is still removed, and down() reads
+    it by name: listing every host link (thousands on a node of 1,000 networks) per network
+    made disable-isolated-metadata --all quadratic."""
+    from mdtool.netns import dhcp_port, names
+    net_id = unique_name("t", 12)
+    ns = cleanup.netns(names.namespace_name(net_id))
+    tap = unique_name("tap", 14)
+    end = cleanup.link("ns-" + tap[3:])
+    sh("ip", "netns", "add", ns)
+    sh("ip", "link", "add", end, "type", "veth", "peer", "name", tap)
+    sh("ip", "link", "set", tap, "netns", ns)
+    every_host_link = ip_lib.list_links
+
+    def one_namespace_only(netns=None):
+        assert netns is not None, "down() listed every host link"
+        return every_host_link(netns)
+    monkeypatch.setattr(ip_lib, "list_links", one_namespace_only)
+    dhcp_port.down(net_id, None)
+    assert not ip_lib.namespace_exists(ns)
+    assert not os.path.exists(f"/sys/class/net/{end}")
