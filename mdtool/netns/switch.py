@@ -14,11 +14,11 @@ import errno
 import os
 import socket
 import threading
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from mdtool.errors import NotFound, OperationFailed
 
-__all__ = ["NETNS_DIR", "run_in_netns", "bind_in_netns", "make_listener", "addresses_in_netns",
+__all__ = ["NETNS_DIR", "run_in_netns", "run_in_each_netns", "bind_in_netns", "make_listener", "addresses_in_netns",
            "local_ipv6_addresses",
            "netns_inode", "list_netns"]
 
@@ -63,45 +63,60 @@ def list_netns() -> list[str]:
 
 def run_in_netns(name: str, fn: Callable[[], T]) -> T:
     """Call ``fn()`` in a fresh thread switched into namespace ``name``; return its result."""
-    path = netns_path(name)
-    result: list = []
-    error: list[BaseException] = []
+    [(result, error)] = run_in_each_netns([(name, fn)])
+    if error is not None:
+        raise error
+    return result
+
+
+def run_in_each_netns(calls: Sequence[tuple[str, Callable[[], T]]]
+                      ) -> list[tuple[T | None, BaseException | None]]:
+    """Call each ``fn()`` switched into its namespace ``name``, one after the other, in one
+    fresh thread (a look into 1,000 namespaces costs one thread, not 1,000): per call
+    ``(result, None)`` or ``(None, error)``. The thread goes back to its own namespace after
+    every call; when it cannot, it stops there and the calls left get that error."""
+    out: list[tuple[T | None, BaseException | None]] = []
 
     def body():
         try:
             orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
-            error.append(e)
+            out.extend((None, e) for _ in calls)
             return
         try:
-            try:
-                target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                error.append(NotFound(f"network namespace {name} does not exist"))
-                return
-            try:
-                _setns(target)
-            finally:
-                os.close(target)
-            try:
-                result.append(fn())
-            except BaseException as e:  # handed to the caller
-                error.append(e)
-            finally:
-                # Always go back; this thread ends right after anyway.
-                _setns(orig)
-        except OSError as e:
-            if not error:
-                error.append(e)
+            for name, fn in calls:
+                try:
+                    target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    out.append((None, NotFound(f"network namespace {name} does not exist")))
+                    continue
+                except (OSError, NotFound) as e:
+                    out.append((None, e))
+                    continue
+                try:
+                    _setns(target)
+                except OSError as e:
+                    out.append((None, e))
+                    continue
+                finally:
+                    os.close(target)
+                try:
+                    done = (fn(), None)
+                except BaseException as e:  # handed to the caller
+                    done = (None, e)
+                try:
+                    _setns(orig)
+                except OSError as e:  # stuck elsewhere: this thread must end now
+                    out.extend((None, e) for _ in calls[len(out):])
+                    return
+                out.append(done)
         finally:
             os.close(orig)
 
-    t = threading.Thread(target=body, name=f"netns-{name}", daemon=True)
+    t = threading.Thread(target=body, name=f"netns-{calls[0][0] if calls else ''}", daemon=True)
     t.start()
     t.join()
-    if error:
-        raise error[0]
-    return result[0]
+    return out
 
 
 def bind_in_netns(netns_name: str, family: int, host: str, port: int, *,

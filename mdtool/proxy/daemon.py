@@ -33,7 +33,7 @@ log = logging.getLogger("mdtool.proxy")
 NETNS_PREFIX = "qdhcp-"
 DEFAULT_PORT = 80
 MAX_CONNECTIONS_PER_NETWORK = 1024  # Neutron's haproxy: maxconn 1024 per network
-V6_CHECK_EVERY = 5  # rounds between looks for fe80::a9fe:a9fe once IPv4 is served
+V6_CHECK_SECONDS = 5.0  # between looks for fe80::a9fe:a9fe once IPv4 is served
 FD_RESERVE = 64  # descriptors kept for everything but client connections (logs, netns, ...)
 EMFILE_REPORT_EVERY = 60.0  # seconds between two reports of running out of descriptors
 
@@ -96,7 +96,7 @@ class _Site:
     v6_ifname: str | None = None
     reported: set = field(default_factory=set)  # waiting messages already logged
     limiter: RateLimiter | None = None
-    rounds: int = 0
+    v6_due: float = 0.0  # loop time of the next look for fe80::a9fe:a9fe
 
     @property
     def listening(self) -> int:
@@ -163,6 +163,8 @@ class ProxyDaemon:
     # one round -------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
+        now = asyncio.get_running_loop().time()
+        todo: list[_Site] = []
         wanted = self.wanted()
         wanted_set = set(wanted)
         for net_id, site in list(self.sites.items()):
@@ -190,16 +192,17 @@ class ProxyDaemon:
                                                      **self.token_args), self.limits),
                              limiter=limiter)
                 self.sites[net_id] = site
-            if site.v4_key is None:
-                await self._bind_missing(site)
-            elif site.v6_key is None:
-                # Most networks never get IPv6: look for it every few rounds only.
-                site.rounds += 1
-                if site.rounds % V6_CHECK_EVERY == 0:
-                    await self._bind_missing(site)
+            # Not listening yet: every round. Most networks never get IPv6: look for it
+            # every few seconds, however often rounds are woken (enable wakes one per
+            # network). One thread visits every namespace of the round.
+            if site.v4_key is None or (site.v6_key is None and now >= site.v6_due):
+                todo.append(site)
+                site.v6_due = now + V6_CHECK_SECONDS
             if site.limiter is not None:
                 site.limiter.prune()
             site.handler.flush_repeats()
+        if todo:
+            await self._bind_missing(todo)
         release_body_memory()
         OPEN_CONNECTIONS.limit = connection_budget(
             self.nofile, self.pool.size, sum(s.listening for s in self.sites.values()))
@@ -218,16 +221,16 @@ class ProxyDaemon:
                     "limit %d; raise LimitNOFILE%s", error.strerror or error, OPEN_CONNECTIONS.count,
                     self.nofile, more)
 
-    async def _bind_missing(self, site: _Site) -> None:
+    async def _bind_missing(self, sites: list[_Site]) -> None:
+        """Bind what each site lacks, in its namespace; all of them from one thread."""
         port = self.port
-        need_v4 = site.v4_key is None
 
-        def in_netns():
+        def in_netns(site: _Site):
             """Runs inside the namespace: bind what is missing and possible."""
             v4 = v6 = None
             v4_err = v6_err = None
             tap = None
-            if need_v4:
+            if site.v4_key is None:
                 try:
                     v4 = switch.make_listener(socket.AF_INET, METADATA_IPV4, port)
                 except OSError as e:
@@ -242,13 +245,18 @@ class ProxyDaemon:
                         v6_err = e
             return v4, v4_err, v6, v6_err, tap
 
-        try:
-            v4, v4_err, v6, v6_err, tap = await asyncio.to_thread(
-                switch.run_in_netns, site.netns, in_netns)
-        except Exception as e:  # namespace vanished between stat and setns, EPERM...
-            self._report(site, "setns", f"network {site.network_id}: cannot enter "
-                         f"{site.netns}: {e}", logging.WARNING)
-            return
+        results = await asyncio.to_thread(switch.run_in_each_netns, [
+            (site.netns, lambda site=site: in_netns(site)) for site in sites])
+        for site, (result, error) in zip(sites, results):
+            if error is not None:  # namespace vanished between stat and setns, EPERM...
+                self._report(site, "setns", f"network {site.network_id}: cannot enter "
+                             f"{site.netns}: {error}", logging.WARNING)
+                continue
+            await self._take(site, *result)
+
+    async def _take(self, site: _Site, v4, v4_err, v6, v6_err, tap) -> None:
+        """Serve on the sockets bound for ``site``; report what could not be bound."""
+        port = self.port
         if v4 is not None:
             site.v4_key = await site.server.add_socket(v4)
             log.info("serving network %s on %s:%d in %s", site.network_id, METADATA_IPV4,

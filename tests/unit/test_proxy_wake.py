@@ -51,3 +51,50 @@ def test_catches_reads_sigcgt():
         signal.signal(signal.SIGUSR2, previous)
     assert not process.catches(os.getpid(), signal.SIGUSR2)
     assert not process.catches(2 ** 22 + 12345, signal.SIGHUP)  # no such process
+
+
+def test_wakes_do_not_multiply_the_looks_into_namespaces(tmp_path, monkeypatch):
+    """enable wakes the proxy once per network: at 1,000 networks, a look for IPv6 into
+    every namespace every fifth round was ~200,000 setns calls during one enable --all.
+    Looks are due by time; the due ones share one thread."""
+    import socket
+
+    from mdtool.netns import switch
+    visits: list[str] = []
+    threads: list[int] = []
+
+    def each(calls):
+        threads.append(len(calls))
+        out = []
+        for name, fn in calls:
+            visits.append(name)
+            out.append((fn(), None))
+        return out
+
+    def listener(family, host, port, **kw):  # the host's loopback stands in for each namespace
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        s.setblocking(False)
+        return s
+    monkeypatch.setattr(switch, "run_in_each_netns", each)
+    monkeypatch.setattr(switch, "netns_inode", lambda name: 1)
+    monkeypatch.setattr(switch, "make_listener", listener)
+    monkeypatch.setattr(switch, "local_ipv6_addresses", lambda: [])
+
+    async def main():
+        daemon = ProxyDaemon(UpstreamPool("unix:" + str(tmp_path / "none")), Limits(),
+                             ["a", "b", "c"])
+        try:
+            for _ in range(50):  # 50 wakes in a row
+                await daemon.reconcile()
+            assert sorted(visits) == ["qdhcp-a", "qdhcp-b", "qdhcp-c"] and threads == [3]
+            assert all(s.v4_key is not None for s in daemon.sites.values())
+            for site in daemon.sites.values():  # time passes: every look is due
+                site.v6_due = 0.0
+            await daemon.reconcile()
+            assert len(visits) == 6 and threads == [3, 3]
+        finally:
+            await daemon.close()
+
+    asyncio.run(main())
