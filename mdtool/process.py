@@ -469,6 +469,7 @@ class ProcessManager:
         """Our process when the pid file does not name it (a pid file overwritten or
         deleted): exact argv first, then an older argv of this manager."""
         exact = None if self.argv is None else b"\0".join(a.encode() for a in self.argv) + b"\0"
+        marks = {i.encode() for i in self.identity}
         older = None
         me = os.getpid()
         for entry in os.listdir("/proc"):
@@ -481,7 +482,10 @@ class ProcessManager:
                 continue
             if raw == exact and self._judge(int(entry)) == "exact":
                 return int(entry), True
-            if older is None and raw and self._judge(int(entry)) == "older":
+            # the cheap filter first: on a node of 1,000 dnsmasq, judging every process
+            # (two more reads each) was a fifth of enable --all
+            if (older is None and raw and marks <= set(raw.split(b"\0"))
+                    and self._judge(int(entry)) == "older"):
                 older = int(entry)
         return older, False
 

@@ -241,3 +241,23 @@ def test_a_stray_copy_is_stopped_before_a_start_and_by_disable(tmp_path, marker,
         for p in strays:
             p.kill()
             p.wait()
+
+
+def test_looking_for_a_lost_process_judges_only_candidates(tmp_path, monkeypatch):
+    """With no pid file, check() scans /proc: only processes whose argv holds the identity
+    are judged (two more reads each), not every process on a node of 1,000 dnsmasq."""
+    marker = f"--mdtool-test-{uuid.uuid4().hex}"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    try:
+        pm = ProcessManager("sleeper", [sys.executable, "-c", "pass", marker, "--other"],
+                            pidfile=tmp_path / "pid", identity=[marker])
+        judged = []
+        real = ProcessManager._judge
+        monkeypatch.setattr(ProcessManager, "_judge",
+                            lambda self, pid: judged.append(pid) or real(self, pid))
+        st = pm.check()
+        assert st.pid == proc.pid and not st.current  # found: an older argv of ours
+        assert judged == [proc.pid]
+    finally:
+        proc.kill()
+        proc.wait()
