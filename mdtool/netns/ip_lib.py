@@ -94,7 +94,7 @@ _reused: dict[str | None, IPRoute] | None = None
 # Inside a batch() block (enable over many networks): the host socket outlives each
 # reuse_sockets() block, and the host links' aliases are read from sysfs once, not once
 # per network (a node with hundreds of networks has thousands of host links). Every
-# change made through this module drops the alias map.
+# change made through this module updates the alias map (_changed).
 _batch: dict | None = None
 
 
@@ -118,9 +118,22 @@ def batch() -> Iterator[None]:
                 pass
 
 
-def _changed() -> None:
-    if _batch is not None:
-        _batch["aliases"] = None
+def _changed(ifname: str | None = None, alias: str | None = None, *,
+             deleted: bool = False) -> None:
+    """A host link changed through this module: keep the batch's alias map true without
+    reading every link's alias again (thousands of sysfs reads per network at 1,000
+    networks). ``alias``: ``ifname`` carries it now; ``deleted``: ``ifname`` is gone. A
+    name left behind by a link that vanished with its namespace stays in the map: readers
+    get links by name from netlink, which skips a missing one, and check the alias."""
+    if _batch is None or _batch["aliases"] is None or ifname is None:
+        return
+    aliases = _batch["aliases"]
+    if deleted or alias is not None:
+        for names in aliases.values():
+            if ifname in names:
+                names.remove(ifname)
+    if alias:
+        aliases.setdefault(alias, []).append(ifname)
 
 
 @contextmanager
@@ -206,7 +219,6 @@ def create_namespace(name: str) -> bool:
     if namespace_exists(name):
         return False
     _forget(name)
-    _changed()
     try:
         _netns.create(name)
     except OSError as e:
@@ -221,7 +233,6 @@ def delete_namespace(name: str) -> bool:
     if not namespace_exists(name):
         return False
     _forget(name)
-    _changed()
     try:
         _netns.remove(name)
     except OSError as e:
@@ -341,7 +352,6 @@ def get_link(ifname: str, netns: str | None = None) -> Link | None:
 
 
 def create_bridge(name: str, alias: str | None = None, mtu: int | None = None) -> None:
-    _changed()
     what = f"cannot create bridge {name}"
     with _ipr(None, what) as ipr:
         try:
@@ -355,12 +365,12 @@ def create_bridge(name: str, alias: str | None = None, mtu: int | None = None) -
             ipr.link("set", index=idx, **spec)
         except NetlinkError as e:
             raise _fail(what, e) from None
+    _changed(name, alias or None, deleted=True)
 
 
 def create_veth(ifname: str, peer: str, peer_netns: str | None = None,
                 ifname_netns: str | None = None) -> None:
     """A veth pair created directly where its ends belong (no name clash in passing)."""
-    _changed()
     what = f"cannot create veth pair {ifname}/{peer}"
     peer_spec = {"ifname": peer}
     if peer_netns:
@@ -375,7 +385,6 @@ def create_veth(ifname: str, peer: str, peer_netns: str | None = None,
 def set_link(ifname: str, netns: str | None = None, *, mac: str | None = None,
              mtu: int | None = None, up: bool | None = None, master: str | None = None,
              alias: str | None = None) -> None:
-    _changed()
     what = f"cannot change link {ifname}" + (f" in {netns}" if netns else "")
     with _ipr(netns, what) as ipr:
         idx = _index(ipr, ifname)
@@ -401,13 +410,14 @@ def set_link(ifname: str, netns: str | None = None, *, mac: str | None = None,
                 ipr.link("set", index=idx, state="up" if up else "down")
         except NetlinkError as e:
             raise _fail(what, e) from None
+    if netns is None and alias is not None:
+        _changed(ifname, alias)
 
 
 def delete_link(ifname: str, netns: str | None = None) -> bool:
     """Delete a link; False when it (or its namespace) did not exist."""
     if netns is not None and not namespace_exists(netns):
         return False
-    _changed()
     what = f"cannot delete link {ifname}" + (f" in {netns}" if netns else "")
     with _ipr(netns, what) as ipr:
         idx = _index(ipr, ifname)
@@ -419,6 +429,8 @@ def delete_link(ifname: str, netns: str | None = None) -> bool:
             if e.code in (errno.ENODEV, errno.ENOENT):
                 return False
             raise _fail(what, e) from None
+    if netns is None:
+        _changed(ifname, deleted=True)
     return True
 
 

@@ -76,3 +76,24 @@ def test_down_finds_an_unmarked_host_end_without_listing_every_link(cleanup, mon
     dhcp_port.down(net_id, None)
     assert not ip_lib.namespace_exists(ns)
     assert not os.path.exists(f"/sys/class/net/{end}")
+
+
+def test_a_batch_keeps_its_alias_map_without_reading_every_link_again(cleanup, monkeypatch):
+    """In a batch, host link aliases are read from sysfs once; links this module creates,
+    marks and deletes update that map (reading every link's alias after each change made
+    enable --all over 1,000 networks read ~3,000 sysfs files per network)."""
+    br, a, b = (cleanup.link(unique_name(p, 12)) for p in ("tbr", "tva", "tvb"))
+    mark = "mdtool:test:" + a
+    with ip_lib.batch():
+        assert ip_lib.host_links_matching(alias=mark) == []  # the map is read here
+        monkeypatch.setattr(ip_lib, "_sysfs_text", lambda path: pytest.fail("read again"))
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        ip_lib.set_link(a, alias=mark)
+        ip_lib.create_bridge(br, alias=mark + "-br")
+        assert [l.ifname for l in ip_lib.host_links_matching(alias=mark)] == [a]
+        assert [l.ifname for l in ip_lib.host_links_matching(alias=mark + "-br")] == [br]
+        ip_lib.set_link(a, alias="other:" + a)
+        assert ip_lib.host_links_matching(alias=mark) == []
+        ip_lib.delete_link(br)
+        assert ip_lib.host_links_matching(alias=mark + "-br") == []
+        assert [l.alias for l in ip_lib.host_links_matching(alias="other:" + a)] == ["other:" + a]
