@@ -279,6 +279,31 @@ def socket_inodes(pid: int) -> set[int]:
     return out
 
 
+# (pid, start time) -> the socket inodes last seen in that process's descriptors. A socket
+# inode is unique while the socket exists, so a listening socket that is still in its
+# namespace's table and that this very process held is held by it still (mdtool's daemons
+# never hand their sockets on: Python makes them close-on-exec). The proxy's 1,000+
+# descriptors are then listed once, not once per network (enable --all over 1,000 networks
+# read about a million descriptor links). Anything not known to be held reads them afresh.
+_held: dict[tuple[int, str | None], set[int]] = {}
+
+
+def _held_by(pid: int, inodes: set[int]) -> set[int]:
+    """Which of the socket ``inodes`` process ``pid`` holds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = stat[stat.rfind(")") + 2:].split()[19]
+    except (OSError, IndexError):
+        return set()
+    key = (pid, start)
+    known = _held.get(key)
+    if known is None or not inodes <= known:
+        if len(_held) > 64:
+            _held.clear()
+        known = _held[key] = socket_inodes(pid)
+    return inodes & known
+
+
 def _tcp_listening(listener: Listener) -> list:
     """The LISTEN sockets that take connections for ``listener`` (same address or a
     wildcard on either side, same port) in its namespace."""
@@ -326,7 +351,7 @@ def listener_holders(listener: Listener, pid: int | None = None) -> tuple[bool, 
     found = _tcp_listening(listener)
     if not found:
         return False, []
-    mine = socket_inodes(pid) if pid is not None else set()
+    mine = _held_by(pid, {s.inode for s in found}) if pid is not None else set()
     ours = any(s.inode in mine for s in found)
     others = [s for s in found if s.inode not in mine]
     if not others:
