@@ -308,11 +308,15 @@ def _tcp_listening(listener: Listener) -> list:
     """The LISTEN sockets that take connections for ``listener`` (same address or a
     wildcard on either side, same port) in its namespace."""
     from mdtool.inspect import procnet
-    if listener.netns is None:
-        sockets = procnet.read_sockets()
-    else:
-        from mdtool.netns.switch import run_in_netns
-        sockets = run_in_netns(listener.netns, procnet.read_sockets)
+    try:
+        if listener.netns is None:
+            sockets = procnet.listening_sockets()
+        else:
+            from mdtool.netns.switch import run_in_netns
+            sockets = run_in_netns(listener.netns, procnet.listening_sockets)
+    except OSError as e:
+        raise OperationFailed(f"cannot list the listening sockets for {listener}: "
+                              f"{e.strerror or e}") from None
     return [s for s in sockets if s.listening and s.local_port == listener.port and
             (s.local_address == listener.host or s.local_address in WILDCARDS or
              listener.host in WILDCARDS)]
