@@ -226,6 +226,8 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.write_paused: asyncio.Future | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # when on_deadline is due (loop time)
+        self.on_deadline: Callable[[], None] | None = None
         self.in_message = False  # between message begin and message complete
         self.head_done = False
         self.head_raw = 0  # bytes fed while a head was incomplete (memory bound)
@@ -280,7 +282,7 @@ class _Connection(asyncio.Protocol):
                 per_source[self.peer] = left
             else:
                 per_source.pop(self.peer, None)
-        self._disarm()
+        self._disarm(cancel=True)
         self.closing = True
         self.transport = None
         BODY_BUFFER.used -= self.charged
@@ -633,12 +635,34 @@ class _Connection(asyncio.Protocol):
     # timers -------------------------------------------------------------------------------
 
     def _arm(self, delay: float, callback: Callable[[], None]):
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(delay, callback)
+        """``callback`` in ``delay`` seconds, instead of whatever was armed. A timer due no
+        later is kept and moved on when it fires: a request re-arms twice (its head, then
+        keep-alive), and a cancel and a new timer each time were a visible part of it."""
+        deadline = self.loop.time() + delay
+        self.deadline = deadline
+        self.on_deadline = callback
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self.timer = self.loop.call_at(deadline, self._on_timer)
 
-    def _disarm(self):
-        if self.timer is not None:
+    def _on_timer(self):
+        self.timer = None
+        callback = self.on_deadline
+        if callback is None:
+            return
+        if self.loop.time() < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+            return
+        self.on_deadline = None
+        callback()
+
+    def _disarm(self, cancel: bool = False):
+        """Nothing fires; ``cancel``: drop the timer too (the connection is gone)."""
+        self.on_deadline = None
+        if cancel and self.timer is not None:
             self.timer.cancel()
             self.timer = None
 

@@ -238,6 +238,46 @@ def test_idle_keepalive_connection_is_closed():
     run(main())
 
 
+def test_keepalive_and_head_timeouts_hold_after_a_kept_timer_moves_on():
+    """The timer armed for a head is kept and moved on when keep-alive is due later, and
+    replaced when keep-alive is due sooner: either way each limit holds as configured."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        # keep-alive later than the head's deadline: open past the head's, closed after
+        server, port = await serve(Echo(), Limits(head_timeout=0.3, keepalive_timeout=0.9))
+        r, w = await connect(port)
+        w.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(r))[0] == 200
+        start = loop.time()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(r.read(), 0.5)  # the head's 0.3 s passed: still open
+        w.write(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(r))[2] == b"GET /again 0"
+        start = loop.time()
+        assert await asyncio.wait_for(r.read(), 3) == b""
+        assert 0.8 <= loop.time() - start < 2.5
+        # a head that trickles after keep-alive rearmed: 408 at the head's deadline
+        r, w = await connect(port)
+        w.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(r))[0] == 200
+        w.write(b"GET / HTTP/1.1\r\n")
+        start = loop.time()
+        assert (await read_response(r))[0] == 408
+        assert 0.2 <= loop.time() - start < 0.8
+        await server.close(1)
+        # keep-alive sooner than the head's deadline: the timer is replaced
+        server, port = await serve(Echo(), Limits(head_timeout=5, keepalive_timeout=0.2))
+        r, w = await connect(port)
+        w.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(r))[0] == 200
+        start = loop.time()
+        assert await asyncio.wait_for(r.read(), 3) == b""
+        assert loop.time() - start < 1.0
+        await server.close(1)
+
+    run(main())
+
+
 def test_handler_exception_is_a_500_and_the_connection_survives():
     async def main():
         server, port = await serve(Echo())
