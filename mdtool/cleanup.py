@@ -20,12 +20,15 @@ carries them out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from mdtool import model, plugs
 from mdtool.config import Config
 from mdtool.errors import NotFound
 from mdtool.registry import Registry
+
+if TYPE_CHECKING:
+    from mdtool.netns.ip_lib import Netlink
 
 
 @dataclass
@@ -51,9 +54,9 @@ def _network_gone(registry: Registry, config: Config, network_id: str) -> tuple[
     return net, None
 
 
-def _actions(actions) -> list[Task]:
+def _actions(nl: Netlink, actions) -> list[Task]:
     from mdtool.netns.actions import apply
-    return [Task(a.text, lambda a=a: apply([a])) for a in actions]
+    return [Task(a.text, lambda a=a: apply(nl, [a])) for a in actions]
 
 
 def _served_dirs(config: Config) -> list[str]:
@@ -61,8 +64,9 @@ def _served_dirs(config: Config) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
 
-def find(config: Config, registry: Registry) -> list[Orphan]:
-    """Every orphan of this node with the tasks that remove it (read only)."""
+def find(config: Config, registry: Registry, nl: Netlink) -> list[Orphan]:
+    """Every orphan of this node with the tasks that remove it (read only); the tasks
+    reach the kernel through ``nl``, so they run before it closes."""
     import shutil
 
     from mdtool import daemons
@@ -89,16 +93,16 @@ def find(config: Config, registry: Registry) -> list[Orphan]:
                                 lambda n=net_id: control.stop(config, n)))
         # Our bridge ends are the peers of the veths in our namespace; other ends with the
         # same marker belong to other nodes' DHCP ports (two nodes may share one host).
-        seen = dhcp_port.observe(net_id)
+        seen = dhcp_port.observe(nl, net_id)
         ours = {"ns-" + l.ifname[3:] for l in seen.ns_links
                 if l.kind == "veth" and l.ifname.startswith("tap")}
         keep = [l.ifname for l in seen.host_ends if l.ifname not in ours]
         # the bridge is judged below, once every orphan's links are known
-        actions = dhcp_port.down(net_id, None, dry_run=True, keep=keep)
-        o.tasks += _actions(actions)
+        actions = dhcp_port.down(nl, net_id, None, dry_run=True, keep=keep)
+        o.tasks += _actions(nl, actions)
         removed |= {a.args["ifname"] for a in actions
                     if a.op == "delete_link" and not a.args.get("netns")}
-        bridge = net.bridge if net else _bridge_of(net_id)
+        bridge = net.bridge if net else _bridge_of(nl, net_id)
         if bridge:
             bridges[bridge] = net_id
         d = config.dhcp_dir(net_id)
@@ -116,11 +120,11 @@ def find(config: Config, registry: Registry) -> list[Orphan]:
             net = registry.get_network(rec.network_id)
         except NotFound:
             net = None
-        actions = netns_plug.unplug(rec.port_id, rec.namespace, network=net, dry_run=True)
+        actions = netns_plug.unplug(nl, rec.port_id, rec.namespace, network=net, dry_run=True)
         if net is None and rec.network_id not in tables_gone:
             tables_gone.add(rec.network_id)
             actions += portsec.plan_forget(rec.network_id)
-        o.tasks += _actions(actions)
+        o.tasks += _actions(nl, actions)
         removed |= {a.args["ifname"] for a in actions
                     if a.op == "delete_link" and not a.args.get("netns")}
         o.tasks.append(Task(f"forget plug record {rec.port_id}.json",
@@ -129,13 +133,13 @@ def find(config: Config, registry: Registry) -> list[Orphan]:
         orphans.append(o)
 
     for bridge, net_id in sorted(bridges.items()):
-        links = ip_lib.host_links_matching(names=(bridge,), master=bridge)
+        links = ip_lib.host_links_matching(nl, names=(bridge,), master=bridge)
         br = next((l for l in links if l.ifname == bridge), None)
         ports = [l.ifname for l in links if l.master == bridge]
         acts = delete_idle_bridge(bridge, br, net_id, ports, removed)
         if acts:
             orphans.append(Orphan(f"bridge {bridge} (made for {net_id}, idle once the above go)",
-                                  _actions(acts)))
+                                  _actions(nl, acts)))
 
     if orphans and not [n for n in still_served
                         if ip_lib.namespace_exists(names.namespace_name(n))]:
@@ -150,8 +154,8 @@ def find(config: Config, registry: Registry) -> list[Orphan]:
     return orphans
 
 
-def _bridge_of(network_id: str) -> str | None:
+def _bridge_of(nl: Netlink, network_id: str) -> str | None:
     """The bridge mdtool made for a network the registry forgot: found by its alias."""
     from mdtool.netns import ip_lib, names
-    found = ip_lib.host_links_matching(alias=names.bridge_alias(network_id))
+    found = ip_lib.host_links_matching(nl, alias=names.bridge_alias(network_id))
     return found[0].ifname if found else None

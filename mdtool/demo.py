@@ -72,7 +72,6 @@ def create(config: Config, registry: Registry, say) -> Demo:
 
 
 def _create(config: Config, registry: Registry, say, made: list) -> Demo:
-    from mdtool.netns import plug
     suffix = secrets.token_hex(2)
     net_name = f"demo-{suffix}"
     net = registry.create_network(net_name)
@@ -83,8 +82,17 @@ def _create(config: Config, registry: Registry, say, made: list) -> Demo:
     made.append(demo)
     state_file(config).parent.mkdir(parents=True, exist_ok=True)
     demo.save(state_file(config))
+    from mdtool.netns.ip_lib import Netlink
+    with Netlink() as nl:
+        _create_in(config, registry, nl, say, demo, net, suffix)
+    return demo
+
+
+def _create_in(config: Config, registry: Registry, nl, say, demo: Demo, net, suffix: str) -> None:
     from mdtool.enable import enable
-    enable(config, registry, net.id)  # first, so the DHCP port takes the pool's first address
+    from mdtool.netns import plug
+    net_name = demo.network_name
+    enable(config, registry, nl, net.id)  # first, so the DHCP port takes the pool's first address
     say(f"$ mdtool enable-isolated-metadata {net_name}")
     for n in (1, 2):
         name = f"demo-vm{n}-{suffix}"
@@ -100,12 +108,11 @@ def _create(config: Config, registry: Registry, say, made: list) -> Demo:
         demo.instances.append(DemoInstance(name, inst.id, port.id, port.fixed_ips[0].ip_address,
                                            port.mac_address, ns))
         demo.save(state_file(config))
-        plug.plug(port, registry.get_network(net.id), ns)
+        plug.plug(nl, port, registry.get_network(net.id), ns)
         say(f"$ mdtool port-plug {port.id[:8]} {ns}")
     from mdtool.pipeline import Node
-    Node(config, registry).dnsmasq_reload(net.id)
+    Node(config, registry, nl).dnsmasq_reload(net.id)
     say(f"$ mdtool dnsmasq reload {net_name}")
-    return demo
 
 
 def http_get(namespace: str, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -143,19 +150,21 @@ def destroy(config: Config, registry: Registry, demo: Demo, say) -> None:
     from mdtool.enable import disable
     from mdtool.errors import MdtoolError
     from mdtool.netns import plug
+    from mdtool.netns.ip_lib import Netlink
     try:
         network = registry.get_network(demo.network_id)
     except MdtoolError:
         network = None
-    for inst in demo.instances:
+    with Netlink() as nl:
+        for inst in demo.instances:
+            try:
+                plug.unplug(nl, inst.port_id, inst.namespace, network=network)
+            except MdtoolError as e:
+                say(f"  (unplug {inst.namespace}: {e})")
         try:
-            plug.unplug(inst.port_id, inst.namespace, network=network)
+            disable(config, registry, nl, demo.network_id)
         except MdtoolError as e:
-            say(f"  (unplug {inst.namespace}: {e})")
-    try:
-        disable(config, registry, demo.network_id)
-    except MdtoolError as e:
-        say(f"  (disable: {e})")
+            say(f"  (disable: {e})")
     for inst in demo.instances:
         try:
             registry.delete_instance(inst.instance_id)

@@ -6,11 +6,15 @@ agent, proxy, the proxy serving this network, the registry's record); then the a
 order. ``--dry-run`` prints the same plan and applies nothing, so a real run right after a
 dry run does what the dry run said. When an action fails, what this run did is undone in
 reverse, and an undo that fails is named in the error.
+
+Every step reaches the kernel through the caller's netlink session (``ip_lib.Netlink``): a
+command over many networks, or a pass of the node loop, opens at most one socket of each
+kind per namespace.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from mdtool import daemons, model, process
 from mdtool.config import Config
@@ -18,6 +22,9 @@ from mdtool.errors import BadInput
 from mdtool.pipeline import Node
 from mdtool.plan import Action, Run, Step, StepFailed  # noqa: F401 (StepFailed: callers)
 from mdtool.registry import Registry
+
+if TYPE_CHECKING:
+    from mdtool.netns.ip_lib import Netlink
 
 PROXY_WAIT = 5.0
 
@@ -82,9 +89,9 @@ def _plan_daemon(config: Config, role: str) -> Step:
                        for t in pm.plan(st)])
 
 
-def enable(config: Config, registry: Registry, network_ref: str, *, dry_run: bool = False,
-           on_step: Callable[[Step], None] = lambda s: None) -> list[Step]:
-    node = Node(config, registry)
+def enable(config: Config, registry: Registry, nl: Netlink, network_ref: str, *,
+           dry_run: bool = False, on_step: Callable[[Step], None] = lambda s: None) -> list[Step]:
+    node = Node(config, registry, nl)
     run = Run(dry_run=dry_run, on_step=on_step)
 
     # 1. registry: the network (one read; the steps share this model) and its DHCP subnets
@@ -154,10 +161,10 @@ def enabled_networks(config: Config) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir() and _namespace_exists(p.name))
 
 
-def disable(config: Config, registry: Registry, network_ref: str, *, dry_run: bool = False,
-            on_step: Callable[[Step], None] = lambda s: None) -> list[Step]:
+def disable(config: Config, registry: Registry, nl: Netlink, network_ref: str, *,
+            dry_run: bool = False, on_step: Callable[[Step], None] = lambda s: None) -> list[Step]:
     from mdtool.dnsmasq import control
-    node = Node(config, registry)
+    node = Node(config, registry, nl)
     net = registry.get_network(network_ref)
     run = Run(dry_run=dry_run, on_step=on_step)
     steps: list[Step] = []

@@ -18,6 +18,9 @@ the node lock that the one-shot commands take too, so the two never fight.
 - **Drift**: a deleted agent or metadata socket is checked every second; everything else (a deleted
   address, a veth off its bridge, an edited or deleted dnsmasq file) is repaired by the
   periodic full resync, which runs enable over every served network.
+- **One pass, one session**: each pass of the loop (a resync, the changes followed, the
+  restarts) reaches the kernel through one netlink session (``ip_lib.Netlink``), closed
+  when the pass ends.
 - **Stop**: SIGTERM/SIGINT end the loop with exit 0 and leave dnsmasq and the daemons
   serving (they run in their own sessions); ``cleanup=True`` tears this node's data path
   down instead (the registry still says the node serves them: the next start restores).
@@ -34,12 +37,15 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from mdtool import daemons, model
 from mdtool.config import Config
 from mdtool.errors import MdtoolError
 from mdtool.registry import Registry
+
+if TYPE_CHECKING:
+    from mdtool.netns.ip_lib import Netlink
 
 log = logging.getLogger("mdtool.node")
 
@@ -161,9 +167,11 @@ class NodeRunner:
                                     daemon=True)
         log.info("node %s: following the registry (%s), resync every %.0f s", self.host,
                  feed.kind, self.resync_interval)
+        from mdtool.netns.ip_lib import Netlink
         try:
             follower.start()
-            self.resync("start")
+            with Netlink() as nl:
+                self.resync(nl, "start")
             next_resync = time.monotonic() + self.resync_interval
             while not self._stopping.is_set():
                 timeout = max(0.0, min(next_resync - time.monotonic(), CHECK_INTERVAL))
@@ -178,12 +186,13 @@ class NodeRunner:
                         self._ended(key.data)
                 if self._stopping.is_set():
                     break
-                if moved:
-                    self.follow_changes()
-                self.supervise()
-                if time.monotonic() >= next_resync:
-                    self.resync("periodic")
-                    next_resync = time.monotonic() + self.resync_interval
+                with Netlink() as nl:  # this pass's sockets, closed when it ends
+                    if moved:
+                        self.follow_changes(nl)
+                    self.supervise(nl)
+                    if time.monotonic() >= next_resync:
+                        self.resync(nl, "periodic")
+                        next_resync = time.monotonic() + self.resync_interval
         finally:
             self._stopping.set()
             signal.set_wakeup_fd(old_fd)
@@ -222,7 +231,7 @@ class NodeRunner:
         revision, nets = self.registry.networks_with_ports()
         return revision, {n.id: n for n in nets if self.host in n.hosts}
 
-    def converge(self, network_id: str, reason: str, registry=None) -> bool:
+    def converge(self, nl: Netlink, network_id: str, reason: str, registry=None) -> bool:
         """enable-isolated-metadata for one network, under the node lock; True when it
         succeeded. Changes are logged; a failure is logged and retried later."""
         from mdtool.enable import enable
@@ -236,7 +245,7 @@ class NodeRunner:
                 # decided before the lock: a disable that held it may have ended the serving
                 if network_id not in self.registry.served_networks(self.host):
                     return True
-                enable(self.config, registry or self.registry, network_id, on_step=on_step)
+                enable(self.config, registry or self.registry, nl, network_id, on_step=on_step)
         except MdtoolError as e:
             if network_id not in self.failed:
                 log.error("network %s (%s): %s", network_id, reason, e)
@@ -259,21 +268,19 @@ class NodeRunner:
             log.info("network %s (%s): %s", network_id, reason, c)
         return True
 
-    def resync(self, reason: str) -> None:
+    def resync(self, nl: Netlink, reason: str) -> None:
         """Every served network through enable: whatever drifted is repaired."""
-        from mdtool.netns import ip_lib
         from mdtool.registry.snapshot import SnapshotRegistry
         t0 = time.monotonic()
         self.revision, want = self._read()
         snapshot = SnapshotRegistry(self.registry)  # one read for all the networks
-        with ip_lib.batch():
-            for nid in want:
-                if self._stopping.is_set():  # SIGTERM during a long resync: stop here
-                    break
-                snapshot.refresh()
-                self.converge(nid, reason, snapshot)
+        for nid in want:
+            if self._stopping.is_set():  # SIGTERM during a long resync: stop here
+                break
+            snapshot.refresh()
+            self.converge(nl, nid, reason, snapshot)
         for nid in set(self.served) - set(want):
-            self.release(nid)
+            self.release(nl, nid)
         # what the networks look like now, our own writes (DHCP ports, records) included:
         # otherwise the next change would converge every network again for them
         self.revision, self.served = self._read()
@@ -284,7 +291,7 @@ class NodeRunner:
         log.log(logging.INFO if reason == "start" else logging.DEBUG,
                 "resync (%s): %d network(s) in %.2f s", reason, len(want), elapsed)
 
-    def follow_changes(self) -> None:
+    def follow_changes(self, nl: Netlink) -> None:
         """The registry's revision moved: converge the networks whose view changed."""
         revision = self.registry.revision()
         if revision == self.revision:
@@ -294,9 +301,9 @@ class NodeRunner:
         touched = [nid for nid, net in want.items() if self.served.get(nid) != net]
         gone = [nid for nid in self.served if nid not in want]
         for nid in touched:
-            self.converge(nid, "change" if nid in self.served else "served")
+            self.converge(nl, nid, "change" if nid in self.served else "served")
         for nid in gone:
-            self.release(nid)
+            self.release(nl, nid)
         self.served = want
         if touched or gone:
             self.watch_all()
@@ -305,7 +312,7 @@ class NodeRunner:
             log.debug("revision %d: %d network(s) converged, %d released in %.3f s",
                       revision, len(touched), len(gone), time.monotonic() - t0)
 
-    def release(self, network_id: str) -> None:
+    def release(self, nl: Netlink, network_id: str) -> None:
         """This node no longer serves the network: disable it (when the network still
         exists; a deleted one is left to ``mdtool cleanup``)."""
         from mdtool.enable import disable
@@ -313,7 +320,7 @@ class NodeRunner:
         self.failed.discard(network_id)
         try:
             with node_lock(self.config):
-                steps = disable(self.config, self.registry, network_id)
+                steps = disable(self.config, self.registry, nl, network_id)
         except MdtoolError as e:
             log.warning("network %s is no longer served by %s, not torn down: %s",
                         network_id, self.host, e)
@@ -387,7 +394,7 @@ class NodeRunner:
                     return role, listener.path
         return None
 
-    def supervise(self) -> None:
+    def supervise(self, nl: Netlink) -> None:
         """Start again what died (after its backoff), retry networks that failed."""
         now = time.monotonic()
         lost = self._lost_socket()
@@ -406,7 +413,7 @@ class NodeRunner:
                  and now >= self.backoff.setdefault(f"net:{nid}", Backoff()).not_before]
         if not due and not retry:
             return
-        self.follow_changes()  # a disable may be why it died: never start what is not served
+        self.follow_changes(nl)  # a disable may be why it died: never start what is not served
         due = [k for k in due if k in self.watches]
         retry = [nid for nid in retry if nid in self.served]
         for key in due:
@@ -431,11 +438,11 @@ class NodeRunner:
             if w is not None:
                 w.pid = None
             for nid in nets:
-                if self.converge(nid, f"restart {what}"):
+                if self.converge(nl, nid, f"restart {what}"):
                     break
         for nid in retry:
             self.backoff[f"net:{nid}"].record(now)
-            self.converge(nid, "retry")
+            self.converge(nl, nid, "retry")
         self.watch_all()
 
     # -- stop with --cleanup ----------------------------------------------------------------
@@ -443,9 +450,10 @@ class NodeRunner:
     def teardown(self) -> None:
         """Tear this node's data path down: every served network's dnsmasq, namespace and
         files, then the shared daemons. The registry keeps saying what to serve."""
+        from mdtool.netns.ip_lib import Netlink
         from mdtool.pipeline import Node
-        node = Node(self.config, self.registry)
-        with node_lock(self.config):
+        with Netlink() as nl, node_lock(self.config):
+            node = Node(self.config, self.registry, nl)
             for nid in self.served:
                 for step in (node.dnsmasq_stop, node.netns_down, node.forget_dhcp_files):
                     try:

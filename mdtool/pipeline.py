@@ -1,19 +1,25 @@
 """The DHCP-side steps of one node, composed from registry, netns and dnsmasq.
 
 Each step is idempotent and returns what it changed (human text); an empty list means
-"already as asked". The CLI and enable-isolated-metadata both call these.
+"already as asked". The CLI and enable-isolated-metadata both call these. The kernel is
+reached through the one netlink session the node was given (``ip_lib.Netlink``), which its
+creator closes.
 """
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mdtool import model
 from mdtool.config import Config
 from mdtool.errors import BadInput
 from mdtool.plan import Action, Run, Step
 from mdtool.registry import Registry
+
+if TYPE_CHECKING:
+    from mdtool.netns.ip_lib import Netlink
 
 
 def _apply(actions: list[Action]) -> list[str]:
@@ -29,10 +35,11 @@ class DhcpState:
 
 
 class Node:
-    """This node (config.host) acting on the registry's networks."""
+    """This node (config.host) acting on the registry's networks through netlink session
+    ``nl``."""
 
-    def __init__(self, config: Config, registry: Registry):
-        self.config, self.registry = config, registry
+    def __init__(self, config: Config, registry: Registry, nl: Netlink):
+        self.config, self.registry, self.nl = config, registry, nl
 
     # -- the DHCP port ------------------------------------------------------------------
 
@@ -75,7 +82,7 @@ class Node:
             return [f"reserve DHCP port on {st.network.name}",
                     f"create namespace qdhcp-{st.network.id} with the DHCP port, its addresses "
                     "and 169.254.169.254/32"]
-        actions = dhcp_port.up(st.network, st.port, dry_run=dry_run)
+        actions = dhcp_port.up(self.nl, st.network, st.port, dry_run=dry_run)
         if not dry_run:
             # The dhcp dir marks the network as served by this node (the proxy follows it).
             from mdtool.files import ensure_dir
@@ -84,12 +91,16 @@ class Node:
 
     def netns_down(self, network_ref: str, *, dry_run: bool = False) -> list[str]:
         from mdtool.netns import dhcp_port
-        from mdtool.netns import names
         net = self.registry.get_network(network_ref)
-        others = [names.bridge_end_name(p.id) for p in net.ports
-                  if p.device_owner == model.DHCP_OWNER and p.host != self.config.host]
-        actions = dhcp_port.down(net.id, net.bridge, dry_run=dry_run, keep=others)
+        actions = dhcp_port.down(self.nl, net.id, net.bridge, dry_run=dry_run,
+                                 keep=self._others_ends(net))
         return [a.text for a in actions]
+
+    def _others_ends(self, net: model.Network) -> list[str]:
+        """Bridge ends of other nodes' DHCP ports on ``net``: not ours to delete."""
+        from mdtool.netns import names
+        return [names.bridge_end_name(p.id) for p in net.ports
+                if p.device_owner == model.DHCP_OWNER and p.host != self.config.host]
 
     # -- dnsmasq ------------------------------------------------------------------------
 
@@ -136,19 +147,18 @@ class Node:
         """The DHCP port's namespace, veth and addresses; creating the namespace is undone
         by taking the whole DHCP port down again."""
         from mdtool.netns import actions as netns_actions, dhcp_port
-        planned = dhcp_port.up(net, port, dry_run=True)
+        planned = dhcp_port.up(self.nl, net, port, dry_run=True)
         out = []
         for a in planned:
             undo = (lambda: self.netns_down(net.id)) if a.op == "create_namespace" else None
-            out.append(Action(a.text, lambda a=a: netns_actions.apply([a]), undo))
+            out.append(Action(a.text, lambda a=a: netns_actions.apply(self.nl, [a]), undo))
         return out
 
     def plan_netns_down(self, net: model.Network) -> list[Action]:
-        from mdtool.netns import actions as netns_actions, dhcp_port, names
-        others = [names.bridge_end_name(p.id) for p in net.ports
-                  if p.device_owner == model.DHCP_OWNER and p.host != self.config.host]
-        planned = dhcp_port.down(net.id, net.bridge, dry_run=True, keep=others)
-        return [Action(a.text, lambda a=a: netns_actions.apply([a])) for a in planned]
+        from mdtool.netns import actions as netns_actions, dhcp_port
+        planned = dhcp_port.down(self.nl, net.id, net.bridge, dry_run=True,
+                                 keep=self._others_ends(net))
+        return [Action(a.text, lambda a=a: netns_actions.apply(self.nl, [a])) for a in planned]
 
     def forget_dhcp_files(self, network_id: str) -> list[str]:
         d = self.config.dhcp_dir(network_id)

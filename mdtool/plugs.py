@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdtool import model
 from mdtool.config import Config
 from mdtool.errors import Conflict, OperationFailed
 from mdtool.files import ensure_dir, write_atomic
+
+if TYPE_CHECKING:
+    from mdtool.netns.ip_lib import Netlink
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,8 @@ def forget(config: Config, port_id: str) -> bool:
     return True
 
 
-def plug(config: Config, port: model.Port, network: model.Network, namespace: str, *,
-         ifname: str = "eth0", dry_run: bool = False) -> list[str]:
+def plug(config: Config, nl: Netlink, port: model.Port, network: model.Network,
+         namespace: str, *, ifname: str = "eth0", dry_run: bool = False) -> list[str]:
     """Wire ``port`` into ``namespace`` and remember it; refused while the port is plugged
     into another namespace that still exists (one port, one MAC, one place)."""
     from mdtool.netns import ip_lib
@@ -85,16 +89,16 @@ def plug(config: Config, port: model.Port, network: model.Network, namespace: st
         raise Conflict(f"port {port.id} is plugged into namespace {old.namespace}: "
                        f"mdtool port-unplug {port.id} {old.namespace}")
     # plan first: bad input (an interface name) is refused before anything is written
-    actions = netns_plug.plug(port, network, namespace, ifname=ifname, dry_run=True)
+    actions = netns_plug.plug(nl, port, network, namespace, ifname=ifname, dry_run=True)
     if not dry_run:
         ensure_dir(plugs_dir(config), 0o755)
         write_atomic(_path(config, port.id), json.dumps(asdict(Plug(
             port.id, network.id, namespace, ifname, network.bridge)), indent=1) + "\n", 0o644)
-        apply(actions)
+        apply(nl, actions)
     return [a.text for a in actions]
 
 
-def unplug(config: Config, port_id: str, namespace: str | None = None, *,
+def unplug(config: Config, nl: Netlink, port_id: str, namespace: str | None = None, *,
            network: model.Network | None = None, dry_run: bool = False) -> list[str]:
     """Remove the namespace, both veth ends, and the bridge when it carried its last port;
     ``namespace`` defaults to where this node plugged the port ([] when it did not).
@@ -106,7 +110,7 @@ def unplug(config: Config, port_id: str, namespace: str | None = None, *,
         return []
     bridge, network_id = ((rec.bridge, rec.network_id) if rec is not None
                           else (network.bridge, network.id) if network is not None else (None, None))
-    actions = netns_plug.unplug(port_id, namespace, bridge=bridge, network_id=network_id,
+    actions = netns_plug.unplug(nl, port_id, namespace, bridge=bridge, network_id=network_id,
                                 network=network, dry_run=dry_run)
     texts = [a.text for a in actions]
     if rec is not None and rec.namespace == namespace:

@@ -18,20 +18,25 @@ from mdtool.registry import Registry
 
 def delete_port(config: Config, registry: Registry, ref: str) -> tuple[model.Port, list[str]]:
     """Unplug the port if this node plugged it, then delete it: (port, what was unplugged)."""
+    from mdtool.netns.ip_lib import Netlink
     port = registry.get_port(ref)
-    changes = plugs.unplug(config, port.id, network=registry.get_network(port.network_id))
+    with Netlink() as nl:
+        changes = plugs.unplug(config, nl, port.id,
+                               network=registry.get_network(port.network_id))
     return registry.delete_port(port.id), changes
 
 
 def delete_instance(config: Config, registry: Registry,
                     ref: str) -> tuple[model.Instance, list[model.Port], list[str]]:
     """Unplug the instance's plugged ports, then delete it and (as Nova) its compute ports."""
+    from mdtool.netns.ip_lib import Netlink
     inst = registry.get_instance(ref)
     changes: list[str] = []
-    for port in registry.list_ports(device_id=inst.id):
-        if port.device_owner == model.COMPUTE_OWNER:
-            changes += plugs.unplug(config, port.id,
-                                    network=registry.get_network(port.network_id))
+    with Netlink() as nl:
+        for port in registry.list_ports(device_id=inst.id):
+            if port.device_owner == model.COMPUTE_OWNER:
+                changes += plugs.unplug(config, nl, port.id,
+                                        network=registry.get_network(port.network_id))
     i, ports = registry.delete_instance(inst.id)
     return i, ports, changes
 
@@ -65,15 +70,18 @@ def unplug_port(config: Config, registry: Registry, ref: str, namespace: str, *,
     """port-unplug: by the registry's port, or by this node's record of a port the registry
     no longer has (deleted elsewhere)."""
     from mdtool.errors import NotFound
+    from mdtool.netns.ip_lib import Netlink
     try:
         port = registry.get_port(ref)
     except NotFound:
         rec = plugs.find(config, ref)
         if rec is None:
             raise
-        return plugs.unplug(config, rec.port_id, namespace, dry_run=dry_run)
-    return plugs.unplug(config, port.id, namespace, network=registry.get_network(port.network_id),
-                        dry_run=dry_run)
+        with Netlink() as nl:
+            return plugs.unplug(config, nl, rec.port_id, namespace, dry_run=dry_run)
+    network = registry.get_network(port.network_id)
+    with Netlink() as nl:
+        return plugs.unplug(config, nl, port.id, namespace, network=network, dry_run=dry_run)
 
 
 def netns_down(config: Config, registry: Registry, ref: str, *,
@@ -81,6 +89,7 @@ def netns_down(config: Config, registry: Registry, ref: str, *,
     """netns down; for a network the registry no longer has, the error names cleanup when
     this node still holds something of it."""
     from mdtool.errors import NotFound
+    from mdtool.netns.ip_lib import Netlink
     from mdtool.pipeline import Node
     try:
         registry.get_network(ref)
@@ -90,4 +99,5 @@ def netns_down(config: Config, registry: Registry, ref: str, *,
             raise NotFound(f"{e}; what is left of it on this node ({', '.join(here)}): "
                            "mdtool cleanup") from None
         raise
-    return Node(config, registry).netns_down(ref, dry_run=dry_run)
+    with Netlink() as nl:
+        return Node(config, registry, nl).netns_down(ref, dry_run=dry_run)

@@ -1095,8 +1095,10 @@ def _storm_side(h: Harness, kind: str, sizes: Sizes, requests: list, octet: int)
                                               network_id=n.id), sd / f"haproxy-{n.id}.cfg"))
     config = Config(state_dir=str(sd), config_file="/dev/null")
     fresh = open_registry(f"sqlite:///{sd}/mdtool.db")
-    for ns, port, n in instances:
-        plugs.plug(config, port, fresh.get_network(n.id), ns)
+    from mdtool.netns.ip_lib import Netlink
+    with Netlink() as nl:
+        for ns, port, n in instances:
+            plugs.plug(config, nl, port, fresh.get_network(n.id), ns)
     fresh.engine.dispose()
     for n in nets:
         wait_for(lambda ns="qdhcp-" + n.id: listener_pids(ns), 30, f"the {kind} proxy to listen")

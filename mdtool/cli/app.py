@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -142,6 +143,16 @@ def report(ctx: Ctx, what: str, changes: list[str], dry_run: bool = False) -> No
     ctx.say(f"{what}: {len(changes)} change(s) {verb}")
 
 
+def netlink():
+    """This command's one netlink session (``mdtool.netns.ip_lib.Netlink``): use it in a
+    ``with`` block, which closes its sockets."""
+    from mdtool.netns.ip_lib import Netlink
+    return Netlink()
+
+
+@contextlib.contextmanager
 def node(ctx: Ctx):
+    """This node's DHCP-side steps through one netlink session, closed when the block ends."""
     from mdtool.pipeline import Node
-    return Node(ctx.config, ctx.registry)
+    with netlink() as nl:
+        yield Node(ctx.config, ctx.registry, nl)

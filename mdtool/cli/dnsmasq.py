@@ -20,7 +20,8 @@ def dnsmasq():
 @click.pass_obj
 def render(ctx, network, output_dir):
     """Write host, opts, addn_hosts and leases (atomically, only when they change)."""
-    report(ctx, f"dnsmasq render {network}", node(ctx).dnsmasq_render(network, output_dir))
+    with node(ctx) as n:
+        report(ctx, f"dnsmasq render {network}", n.dnsmasq_render(network, output_dir))
 
 
 @dnsmasq.command("start")
@@ -28,7 +29,8 @@ def render(ctx, network, output_dir):
 @click.pass_obj
 def start(ctx, network):
     """Start dnsmasq inside the network's namespace (renders first)."""
-    report(ctx, f"dnsmasq start {network}", node(ctx).dnsmasq_start(network))
+    with node(ctx) as n:
+        report(ctx, f"dnsmasq start {network}", n.dnsmasq_start(network))
 
 
 @dnsmasq.command("stop")
@@ -36,7 +38,8 @@ def start(ctx, network):
 @click.pass_obj
 def stop(ctx, network):
     """Stop the network's dnsmasq."""
-    report(ctx, f"dnsmasq stop {network}", node(ctx).dnsmasq_stop(network))
+    with node(ctx) as n:
+        report(ctx, f"dnsmasq stop {network}", n.dnsmasq_stop(network))
 
 
 @dnsmasq.command("reload")
@@ -44,4 +47,5 @@ def stop(ctx, network):
 @click.pass_obj
 def reload(ctx, network):
     """Re-render and SIGHUP dnsmasq when a file changed (new or deleted ports, routes)."""
-    report(ctx, f"dnsmasq reload {network}", node(ctx).dnsmasq_reload(network))
+    with node(ctx) as n:
+        report(ctx, f"dnsmasq reload {network}", n.dnsmasq_reload(network))

@@ -45,19 +45,19 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool, as_json: boo
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mdtool.errors import MdtoolError
-    from mdtool.netns import ip_lib
+    from mdtool.cli.app import netlink
     from mdtool.node import node_lock
     from mdtool.registry.snapshot import SnapshotRegistry
-    # One registry read and one host netlink socket for the whole batch; each network
-    # is still observed in full (kernel, files, processes) and repaired where it drifted.
+    # One registry read and one netlink session for the whole batch; each network is
+    # still observed in full (kernel, files, processes) and repaired where it drifted.
     registry = SnapshotRegistry(ctx.registry)
     failed: list[str] = []
     total_changes = 0
     report: list[dict] = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with ip_lib.batch(), Progress(*columns, console=ctx.console, transient=True,
-                                  disable=not ctx.console.is_terminal) as progress:
+    with netlink() as nl, Progress(*columns, console=ctx.console, transient=True,
+                                   disable=not ctx.console.is_terminal) as progress:
         task = progress.add_task(action, total=len(networks))
         for net in networks:
             changes = 0
@@ -72,7 +72,7 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool, as_json: boo
             try:
                 registry.refresh()
                 with node_lock(ctx.config):
-                    fn(ctx.config, registry, net, dry_run=dry_run, on_step=on_step)
+                    fn(ctx.config, registry, nl, net, dry_run=dry_run, on_step=on_step)
             except MdtoolError as e:
                 failed.append(net)
                 report.append({"network": net, "ok": False, "error": str(e), "steps": steps})
@@ -105,10 +105,11 @@ def _run(ctx, action: str, fn, networks, all_: bool, dry_run: bool, done: str,
         _many(ctx, action, fn, targets, dry_run, as_json=fmt == "json")
         return
     network = targets[0]
+    from mdtool.cli.app import netlink
     from mdtool.node import node_lock
     on_step, counter = _printer(ctx, dry_run)
-    with node_lock(ctx.config):  # a `node run` of this node waits, and so do we
-        fn(ctx.config, ctx.registry, network, dry_run=dry_run, on_step=on_step)
+    with netlink() as nl, node_lock(ctx.config):  # a `node run` of this node waits, and so do we
+        fn(ctx.config, ctx.registry, nl, network, dry_run=dry_run, on_step=on_step)
     if dry_run:
         ctx.say(f"dry run: {counter['changes']} change(s) planned, nothing changed")
     elif counter["changes"]:

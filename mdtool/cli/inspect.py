@@ -8,7 +8,7 @@ import sys
 import click
 
 from mdtool.cli import complete
-from mdtool.cli.app import abort, make_console
+from mdtool.cli.app import abort, make_console, netlink
 
 
 @click.command("inspect")
@@ -37,7 +37,8 @@ def inspect(ctx, network, port_ref, instance_ref, fmt):
         if port_ref or instance_ref:
             abort(f"{'--port' if port_ref else '--instance'} needs a NETWORK", 2)
         return _node_summary(ctx, fmt)
-    report = inspect_network(ctx.config, ctx.registry, network, port_ref, instance_ref)
+    with netlink() as nl:
+        report = inspect_network(ctx.config, ctx.registry, nl, network, port_ref, instance_ref)
     if fmt == "json":
         click.echo(json.dumps(to_dict(report), indent=2))
     else:
@@ -73,12 +74,13 @@ def _node_summary(ctx, fmt: str) -> int:
         except NotFound:
             continue  # an orphan: cleanup lists it
         known.append(ref)
-    orphans = [o.what for o in cleanup.find(ctx.config, ctx.registry)]
-    if not known and not orphans:
-        ctx.say("no network is served by this node (enable one with: "
-                "mdtool enable-isolated-metadata NETWORK)")
-        return 0
-    reports = [inspect_network(ctx.config, ctx.registry, ref) for ref in known]
+    with netlink() as nl:
+        orphans = [o.what for o in cleanup.find(ctx.config, ctx.registry, nl)]
+        if not known and not orphans:
+            ctx.say("no network is served by this node (enable one with: "
+                    "mdtool enable-isolated-metadata NETWORK)")
+            return 0
+        reports = [inspect_network(ctx.config, ctx.registry, nl, ref) for ref in known]
     line = summary.line(reports, orphans)
     ok = all(r.ok for r in reports) and not orphans
     if fmt == "json":

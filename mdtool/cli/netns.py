@@ -20,7 +20,8 @@ def netns():
 @click.pass_obj
 def up(ctx, network, dry_run):
     """Create the bridge, namespace and DHCP port veth of NETWORK (completes one left half built)."""
-    report(ctx, f"netns up {network}", node(ctx).netns_up(network, dry_run=dry_run), dry_run)
+    with node(ctx) as n:
+        report(ctx, f"netns up {network}", n.netns_up(network, dry_run=dry_run), dry_run)
 
 
 @netns.command("down")
@@ -43,21 +44,22 @@ def list_(ctx, fmt, columns):
     present = set(dhcp_port.list_namespaces())
     nets = {n.id: n for n in ctx.registry.list_networks()}
     rows = []
-    for ns in sorted(present | {names.namespace_name(i) for i in nets}):
-        nid = names.network_id_of_namespace(ns)
-        net = nets.get(nid)
-        if ns not in present:
-            if not ctx.registry.dhcp_ports(nid):
-                continue  # never brought up: nothing to report
-            state = "missing (mdtool netns up)"
-        elif net is None:
-            state = ("not in the registry: an orphan of this node (mdtool cleanup)"
-                     if ctx.config.dhcp_dir(nid).is_dir() else
-                     "not in the registry (another state dir's)")
-        else:
-            plan = node(ctx).netns_up(nid, dry_run=True)
-            state = "ok" if not plan else f"drift: {len(plan)} change(s) needed (mdtool netns up)"
-        rows.append({"namespace": ns, "network": net.name if net else "", "state": state})
+    with node(ctx) as this:
+        for ns in sorted(present | {names.namespace_name(i) for i in nets}):
+            nid = names.network_id_of_namespace(ns)
+            net = nets.get(nid)
+            if ns not in present:
+                if not ctx.registry.dhcp_ports(nid):
+                    continue  # never brought up: nothing to report
+                state = "missing (mdtool netns up)"
+            elif net is None:
+                state = ("not in the registry: an orphan of this node (mdtool cleanup)"
+                         if ctx.config.dhcp_dir(nid).is_dir() else
+                         "not in the registry (another state dir's)")
+            else:
+                plan = this.netns_up(nid, dry_run=True)
+                state = "ok" if not plan else f"drift: {len(plan)} change(s) needed (mdtool netns up)"
+            rows.append({"namespace": ns, "network": net.name if net else "", "state": state})
     text = listing(rows, ["namespace", "network", "state"], fmt, columns)
     if text:
         click.echo(text)

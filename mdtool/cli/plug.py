@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mdtool.cli import complete
-from mdtool.cli.app import report
+from mdtool.cli.app import netlink, report
 
 
 def _check_namespace_name(name: str) -> None:
@@ -30,8 +30,9 @@ def port_plug(ctx, port, namespace, ifname, dhcp, dry_run):
     _check_namespace_name(namespace)
     p = ctx.registry.get_port(port)
     net = ctx.registry.get_network(p.network_id)
-    report(ctx, f"port-plug {port} {namespace}",
-           plugs.plug(ctx.config, p, net, namespace, ifname=ifname, dry_run=dry_run), dry_run)
+    with netlink() as nl:
+        changes = plugs.plug(ctx.config, nl, p, net, namespace, ifname=ifname, dry_run=dry_run)
+    report(ctx, f"port-plug {port} {namespace}", changes, dry_run)
     if dhcp and not dry_run:
         from mdtool.dhcpclient import lease
         for route in lease(namespace, ifname):

@@ -11,14 +11,20 @@ and probe the metadata path end to end.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mdtool.config import Config
 from mdtool.registry import Registry
 
+if TYPE_CHECKING:
+    from mdtool.netns.ip_lib import Netlink
 
-def inspect_network(config: Config, registry: Registry, network_ref: str,
+
+def inspect_network(config: Config, registry: Registry, nl: Netlink, network_ref: str,
                     port_ref: str | None = None, instance_ref: str | None = None):
-    """Observe and judge one network: a :class:`~mdtool.inspect.report.Report`; with
-    ``port_ref`` or ``instance_ref``, that instance's view too (and the probe as its port)."""
+    """Observe and judge one network (the kernel through session ``nl``): a
+    :class:`~mdtool.inspect.report.Report`; with ``port_ref`` or ``instance_ref``, that
+    instance's view too (and the probe as its port)."""
     from mdtool.inspect import instance
     from mdtool.inspect.checks import evaluate
     from mdtool.inspect.observe import observe
@@ -26,10 +32,10 @@ def inspect_network(config: Config, registry: Registry, network_ref: str,
     port = None
     if port_ref or instance_ref:
         port = instance.pick(registry.get_network(network_ref), registry, port_ref, instance_ref)
-    obs = observe(config, registry, network_ref, port.id if port else None)
+    obs = observe(config, registry, nl, network_ref, port.id if port else None)
     report = Report(obs, evaluate(obs))
     if port is not None:
-        report.instance = instance.observe(config, registry, obs.ref, obs.network, port,
+        report.instance = instance.observe(config, registry, nl, obs.ref, obs.network, port,
                                            obs.dhcp_port)
         report.instance_checks = instance.evaluate(report.instance)
     return report

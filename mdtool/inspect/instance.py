@@ -100,8 +100,9 @@ def pick(net: model.Network, registry: Registry, port_ref: str | None,
     return port
 
 
-def observe(config: Config, registry: Registry, network_ref: str, net: model.Network,
-            port: model.Port, dhcp_port: model.Port | None) -> InstanceView:
+def observe(config: Config, registry: Registry, nl: ip_lib.Netlink, network_ref: str,
+            net: model.Network, port: model.Port,
+            dhcp_port: model.Port | None) -> InstanceView:
     from mdtool import accesslog
     from mdtool.dnsmasq import control
     from mdtool.errors import MdtoolError
@@ -126,7 +127,7 @@ def observe(config: Config, registry: Registry, network_ref: str, net: model.Net
     if v.plug is not None and ip_lib.namespace_exists(v.plug.namespace):
         v.plug_ns_exists = True
         try:
-            v.routes = ip_lib.list_routes(v.plug.namespace, 4)
+            v.routes = ip_lib.list_routes(nl, v.plug.namespace, 4)
         except MdtoolError:  # deleted meanwhile
             v.plug_ns_exists = False
     paths = accesslog.log_paths(config)

@@ -135,7 +135,7 @@ def _dhcp_port(net: model.Network, host: str) -> model.Port | None:
                 None)
 
 
-def observe(config: Config, registry: Registry, network_ref: str,
+def observe(config: Config, registry: Registry, nl: ip_lib.Netlink, network_ref: str,
             port_ref: str | None = None) -> Observation:
     net = registry.get_network(network_ref)
     port = _dhcp_port(net, config.host)
@@ -145,13 +145,13 @@ def observe(config: Config, registry: Registry, network_ref: str,
                       dhcp_port=port, tap=names.tap_name(port.id) if port else None)
     obs.daemons = {role: _daemon_state(config, role) for role in daemons.ROLES}
     if obs.namespace_exists:
-        _observe_netns(obs)
+        _observe_netns(nl, obs)
     if port is not None:
         end = names.bridge_end_name(port.id)
-        host = {l.ifname: l for l in ip_lib.host_links_matching(names=(net.bridge, end))}
+        host = {l.ifname: l for l in ip_lib.host_links_matching(nl, names=(net.bridge, end))}
         obs.bridge, obs.bridge_end = host.get(net.bridge), host.get(end)
     obs.dnsmasq = _observe_dnsmasq(config, net, port)
-    obs.port_security = portsec.observe(net)
+    obs.port_security = portsec.observe(nl, net)
     _observe_services(config, registry, obs, port_ref)
     return obs
 
@@ -164,12 +164,13 @@ def _daemon_state(config: Config, role: str) -> DaemonState:
                        str(daemons.logfile(config, role)), st.recorded, st.blocked)
 
 
-def _observe_netns(obs: Observation) -> None:
+def _observe_netns(nl: ip_lib.Netlink, obs: Observation) -> None:
     from mdtool.netns.switch import run_in_netns
     try:
-        obs.links = ip_lib.list_links(obs.namespace)
-        obs.addresses = ip_lib.list_addresses(obs.namespace)
-        obs.routes = ip_lib.list_routes(obs.namespace, 4) + ip_lib.list_routes(obs.namespace, 6)
+        obs.links = ip_lib.list_links(nl, obs.namespace)
+        obs.addresses = ip_lib.list_addresses(nl, obs.namespace)
+        obs.routes = (ip_lib.list_routes(nl, obs.namespace, 4)
+                      + ip_lib.list_routes(nl, obs.namespace, 6))
         raw = run_in_netns(obs.namespace, procnet.read_sockets)
     except (MdtoolError, OSError) as e:  # the namespace went away meanwhile
         obs.netns_error = str(e)

@@ -30,14 +30,17 @@ def delete_idle_bridge(bridge: str | None, link, network_id: str, ports: list[st
                    {"ifname": bridge})]
 
 
-def apply(actions: list[Action]) -> list[Action]:
-    """Run the actions in order; stops at the first failure (OperationFailed)."""
+def apply(nl, actions: list[Action]) -> list[Action]:
+    """Run the actions in order through netlink session ``nl`` (an ip_lib op takes it; an
+    op of another module does not); stops at the first failure (OperationFailed)."""
     import importlib
 
     from mdtool.netns import ip_lib
 
     for action in actions:
         module, _, function = action.op.rpartition(".")
-        target = importlib.import_module(f"mdtool.netns.{module}") if module else ip_lib
-        getattr(target, function)(**action.args)
+        if module:
+            getattr(importlib.import_module(f"mdtool.netns.{module}"), function)(**action.args)
+        else:
+            getattr(ip_lib, function)(nl, **action.args)
     return actions

@@ -80,13 +80,14 @@ def desired_state(network: model.Network, dhcp_port: model.Port) -> Desired:
     )
 
 
-def observe(network_id: str, bridge: str | None = None, tap: str | None = None) -> Observed:
+def observe(nl: ip_lib.Netlink, network_id: str, bridge: str | None = None,
+            tap: str | None = None) -> Observed:
     """Read-only: the namespace, its links and addresses, the bridge and our host ends."""
     ns = names.namespace_name(network_id)
     obs = Observed(namespace=ns, namespace_exists=ip_lib.namespace_exists(ns))
     alias = names.dhcp_end_alias(network_id)
     host_links = ip_lib.host_links_matching(
-        names=(bridge, "ns-" + tap[3:] if tap else None), master=bridge, alias=alias)
+        nl, names=(bridge, "ns-" + tap[3:] if tap else None), master=bridge, alias=alias)
     if bridge:
         obs.bridge = next((l for l in host_links if l.ifname == bridge), None)
         obs.bridge_ports = [l.ifname for l in host_links if l.master == bridge]
@@ -94,7 +95,7 @@ def observe(network_id: str, bridge: str | None = None, tap: str | None = None) 
     if obs.namespace_exists:
         # links and addresses in one read through one socket (cheap: this runs for every
         # network on every enable, changes or not)
-        obs.ns_links, ns_addresses = ip_lib.read_namespace(ns)
+        obs.ns_links, ns_addresses = ip_lib.read_namespace(nl, ns)
         lo = next((l for l in obs.ns_links if l.ifname == "lo"), None)
         obs.lo_up = bool(lo and lo.up)
         if tap:
@@ -195,13 +196,13 @@ def plan(desired: Desired, observed: Observed) -> list[Action]:
     return actions
 
 
-def up(network: model.Network, dhcp_port: model.Port, *, dry_run: bool = False) -> list[Action]:
+def up(nl: ip_lib.Netlink, network: model.Network, dhcp_port: model.Port, *,
+       dry_run: bool = False) -> list[Action]:
     """Make the DHCP port of ``network`` exist as the model says; [] when it already does."""
     desired = desired_state(network, dhcp_port)
-    with ip_lib.reuse_sockets():
-        observed = observe(network.id, bridge=desired.bridge, tap=desired.tap)
-        actions = plan(desired, observed)
-        return actions if dry_run else apply(actions)
+    observed = observe(nl, network.id, bridge=desired.bridge, tap=desired.tap)
+    actions = plan(desired, observed)
+    return actions if dry_run else apply(nl, actions)
 
 
 def plan_down(network_id: str, bridge_name: str | None, observed: Observed) -> list[Action]:
@@ -228,15 +229,15 @@ def plan_down(network_id: str, bridge_name: str | None, observed: Observed) -> l
                                         observed.bridge_ports, removed)
 
 
-def down(network_id: str, bridge_name: str | None, *, dry_run: bool = False,
-         keep: Iterable[str] = ()) -> list[Action]:
+def down(nl: ip_lib.Netlink, network_id: str, bridge_name: str | None, *,
+         dry_run: bool = False, keep: Iterable[str] = ()) -> list[Action]:
     """Remove the namespace, both veth ends, and the bridge if mdtool made it and it is idle.
 
     ``keep``: bridge ends of other nodes' DHCP ports on this network. They carry the same
     alias; when two nodes share one host's network namespace (a test, a lab) they are not
     ours to delete.
     """
-    observed = observe(network_id, bridge=bridge_name)
+    observed = observe(nl, network_id, bridge=bridge_name)
     keep = set(keep)
     observed.host_ends = [l for l in observed.host_ends if l.ifname not in keep]
     # host ends named after the namespace's taps count too (an unmarked leftover)
@@ -244,9 +245,9 @@ def down(network_id: str, bridge_name: str | None, *, dry_run: bool = False,
     taps = [l.ifname for l in observed.ns_links if l.kind == "veth" and l.ifname.startswith("tap")]
     if taps:  # read by name: a node of 1,000 networks has thousands of host links
         observed.host_ends += ip_lib.host_links_matching(
-            names=tuple(sorted({"ns-" + t[3:] for t in taps} - host_names)))
+            nl, names=tuple(sorted({"ns-" + t[3:] for t in taps} - host_names)))
     actions = plan_down(network_id, bridge_name, observed)
-    return actions if dry_run else apply(actions)
+    return actions if dry_run else apply(nl, actions)
 
 
 def list_namespaces() -> list[str]:

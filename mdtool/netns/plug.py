@@ -78,27 +78,27 @@ def plan_plug(port: model.Port, network: model.Network, ns_name: str, ifname: st
     return actions
 
 
-def plug(port: model.Port, network: model.Network, ns_name: str, *, ifname: str = "eth0",
-         dry_run: bool = False) -> list[Action]:
+def plug(nl: ip_lib.Netlink, port: model.Port, network: model.Network, ns_name: str, *,
+         ifname: str = "eth0", dry_run: bool = False) -> list[Action]:
     """Wire ``port`` into namespace ``ns_name`` behind its port security rules; [] when it
     already is so. The rules come first: they match the tap by name, so they hold from the
     tap's first frame."""
     if dry_run:
-        return _plan_plug_here(port, network, ns_name, ifname)
+        return _plan_plug_here(nl, port, network, ns_name, ifname)
     with portsec.locked():
-        return apply(_plan_plug_here(port, network, ns_name, ifname))
+        return apply(nl, _plan_plug_here(nl, port, network, ns_name, ifname))
 
 
-def _plan_plug_here(port: model.Port, network: model.Network, ns_name: str,
-                    ifname: str) -> list[Action]:
+def _plan_plug_here(nl: ip_lib.Netlink, port: model.Port, network: model.Network,
+                    ns_name: str, ifname: str) -> list[Action]:
     ns_exists = ip_lib.namespace_exists(ns_name)
-    return portsec.plan_sync(network, plugging=port.id) + plan_plug(
+    return portsec.plan_sync(nl, network, plugging=port.id) + plan_plug(
         port, network, ns_name, ifname, ns_exists=ns_exists,
-        ns_links=ip_lib.list_links(ns_name) if ns_exists else [],
-        host_links=ip_lib.list_links(None))
+        ns_links=ip_lib.list_links(nl, ns_name) if ns_exists else [],
+        host_links=ip_lib.list_links(nl, None))
 
 
-def unplug(port_id: str, ns_name: str, *, bridge: str | None = None,
+def unplug(nl: ip_lib.Netlink, port_id: str, ns_name: str, *, bridge: str | None = None,
            network_id: str | None = None, network: model.Network | None = None,
            dry_run: bool = False) -> list[Action]:
     """Remove both veth ends and the namespace, ``bridge`` when mdtool created it for
@@ -106,31 +106,31 @@ def unplug(port_id: str, ns_name: str, *, bridge: str | None = None,
     ``network``'s port security table (the table itself with the last port); [] when
     nothing was there."""
     if dry_run:
-        return _plan_unplug(port_id, ns_name, bridge, network_id, network)
+        return _plan_unplug(nl, port_id, ns_name, bridge, network_id, network)
     with portsec.locked():
-        return apply(_plan_unplug(port_id, ns_name, bridge, network_id, network))
+        return apply(nl, _plan_unplug(nl, port_id, ns_name, bridge, network_id, network))
 
 
-def _plan_unplug(port_id: str, ns_name: str, bridge: str | None, network_id: str | None,
+def _plan_unplug(nl: ip_lib.Netlink, port_id: str, ns_name: str, bridge: str | None, network_id: str | None,
                  network: model.Network | None) -> list[Action]:
     actions: list[Action] = []
     removed: set[str] = set()
     host_end_name = names.tap_name(port_id)
     if ip_lib.namespace_exists(ns_name):
-        for link in ip_lib.list_links(ns_name):
+        for link in ip_lib.list_links(nl, ns_name):
             if link.kind == "veth":
                 actions.append(Action(f"delete veth {link.ifname} in {ns_name}", "delete_link",
                                       {"ifname": link.ifname, "netns": ns_name}))
         actions.append(Action(f"delete namespace {ns_name}", "delete_namespace", {"name": ns_name}))
-    if ip_lib.get_link(host_end_name) is not None:
+    if ip_lib.get_link(nl, host_end_name) is not None:
         actions.append(Action(f"delete veth end {host_end_name}", "delete_link",
                               {"ifname": host_end_name}))
     removed.add(host_end_name)
     if bridge and network_id:
-        links = ip_lib.host_links_matching(names=(bridge,), master=bridge)
+        links = ip_lib.host_links_matching(nl, names=(bridge,), master=bridge)
         br = next((l for l in links if l.ifname == bridge), None)
         actions += delete_idle_bridge(bridge, br, network_id,
                                       [l.ifname for l in links if l.master == bridge], removed)
     if network is not None:
-        actions += portsec.plan_sync(network, unplugging=port_id)
+        actions += portsec.plan_sync(nl, network, unplugging=port_id)
     return actions

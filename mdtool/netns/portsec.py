@@ -108,13 +108,14 @@ def plan_forget(network_id: str) -> list[Action]:
                    "nft.delete_table", {"table": table})]
 
 
-def observe_plugged(network: model.Network) -> tuple[set[str], tuple[str, ...]]:
+def observe_plugged(nl: ip_lib.Netlink,
+                    network: model.Network) -> tuple[set[str], tuple[str, ...]]:
     """(ids of the network's ports plugged on this host, taps on its bridge that mdtool
     plugged for a port the registry no longer has). A plugged tap carries our alias."""
     taps = {names.tap_name(p.id): p.id for p in network.ports}
     plugged: set[str] = set()
     orphans: list[str] = []
-    for link in ip_lib.host_links_matching(names=tuple(taps), master=network.bridge):
+    for link in ip_lib.host_links_matching(nl, names=tuple(taps), master=network.bridge):
         if link.ifname in taps and link.alias == names.port_end_alias(taps[link.ifname]):
             plugged.add(taps[link.ifname])
         elif (link.master == network.bridge and link.alias
@@ -123,11 +124,11 @@ def observe_plugged(network: model.Network) -> tuple[set[str], tuple[str, ...]]:
     return plugged, tuple(orphans)
 
 
-def plan_sync(network: model.Network, *, plugging: str | None = None,
+def plan_sync(nl: ip_lib.Netlink, network: model.Network, *, plugging: str | None = None,
               unplugging: str | None = None) -> list[Action]:
     """Observe the plugged ports and the live table; plan what brings them in line.
     ``plugging``/``unplugging``: a port about to be (un)plugged by the same plan."""
-    plugged, orphans = observe_plugged(network)
+    plugged, orphans = observe_plugged(nl, network)
     if plugging:
         plugged.add(plugging)
     if unplugging:
@@ -163,9 +164,9 @@ class State:
     error: str | None = None      # why the live table could not be read
 
 
-def observe(network: model.Network) -> State:
+def observe(nl: ip_lib.Netlink, network: model.Network) -> State:
     """Read only: the plugged ports, the table they need, and the live table."""
-    plugged, orphans = observe_plugged(network)
+    plugged, orphans = observe_plugged(nl, network)
     ports = secured(network, plugged)
     st = State(table=table_name(network.id),
                plugged=[names.tap_name(p.id) for p in network.ports if p.id in plugged],
@@ -182,13 +183,13 @@ def observe(network: model.Network) -> State:
     return st
 
 
-def sync(network: model.Network, *, dry_run: bool = False) -> list[Action]:
+def sync(nl: ip_lib.Netlink, network: model.Network, *, dry_run: bool = False) -> list[Action]:
     """After a registry change (port update or delete): bring the rules of the ports
     plugged on this host in line; nothing at all (not even nft) when none is."""
-    plugged, orphans = observe_plugged(network)
+    plugged, orphans = observe_plugged(nl, network)
     if not plugged and not orphans:
         return []
     if dry_run:
-        return plan_sync(network)
+        return plan_sync(nl, network)
     with locked():
-        return apply(plan_sync(network))
+        return apply(nl, plan_sync(nl, network))

@@ -11,13 +11,19 @@ import pytest
 from mdtool import model
 from mdtool.config import Config
 from mdtool.dnsmasq import control
-from mdtool.netns import dhcp_port, names, plug
+from mdtool.netns import dhcp_port, ip_lib, names, plug
 from tests.e2e.helpers import (Cleanup, DhcpClients, add_port, add_subnet, host_link_exists,
                                link_exists, make_network, make_state_dir, netns_exists,
                                ns_ipv4, ns_routes, processes_matching, requires, route_via,
                                sh, unique_name, wait_for)
 
 pytestmark = [pytest.mark.e2e, requires("ip", "dnsmasq", "dhclient", "udhcpc")]
+
+
+def _in_session(fn, *args, **kwargs):
+    """One call through a netlink session of its own (a command's worth)."""
+    with ip_lib.Netlink() as nl:
+        return fn(nl, *args, **kwargs)
 
 
 @pytest.fixture
@@ -54,8 +60,8 @@ class Env:
         ns = unique_name("mdt-inst-", 15)
         self.cleanup.link(names.tap_name(port.id))
         self.cleanup.netns(ns)
-        assert plug.plug(port, self.net, ns)
-        assert plug.plug(port, self.net, ns) == []
+        assert _in_session(plug.plug, port, self.net, ns)
+        assert _in_session(plug.plug, port, self.net, ns) == []
         return ns
 
 
@@ -73,11 +79,11 @@ def test_up_is_idempotent_completes_half_built_state_and_down_removes_all(cleanu
     env = Env(cleanup, gateway=False, prefix="10.77.1")
     tap, end = names.tap_name(env.dhcp.id), names.bridge_end_name(env.dhcp.id)
 
-    actions = dhcp_port.up(env.net, env.dhcp)
+    actions = _in_session(dhcp_port.up, env.net, env.dhcp)
     texts = [a.text for a in actions]
     assert f"create namespace {env.ns}" in texts
     assert f"add 169.254.169.254/32 to {tap}" in texts
-    assert dhcp_port.up(env.net, env.dhcp) == []
+    assert _in_session(dhcp_port.up, env.net, env.dhcp) == []
     assert sorted(ns_ipv4(env.ns, tap)) == ["10.77.1.2/24", "169.254.169.254/32"]
     assert sh("ip", "-j", "link", "show", "dev", end).stdout.count(f'"master":"{env.net.bridge}"') == 1
 
@@ -85,35 +91,35 @@ def test_up_is_idempotent_completes_half_built_state_and_down_removes_all(cleanu
     sh("ip", "addr", "del", "169.254.169.254/32", "dev", tap, netns=env.ns)
     sh("ip", "addr", "add", "10.99.0.9/24", "dev", tap, netns=env.ns)
     sh("ip", "link", "set", "dev", end, "nomaster")
-    texts = [a.text for a in dhcp_port.up(env.net, env.dhcp)]
+    texts = [a.text for a in _in_session(dhcp_port.up, env.net, env.dhcp)]
     assert f"add 169.254.169.254/32 to {tap}" in texts
     assert f"remove stale 10.99.0.9/24 from {tap}" in texts
     assert any(t.startswith(f"set {end}") and "master" in t for t in texts)
     assert not any("create" in t for t in texts), texts
-    assert dhcp_port.up(env.net, env.dhcp) == []
+    assert _in_session(dhcp_port.up, env.net, env.dhcp) == []
 
     # the namespace vanished under us (its veth peer may survive): rebuilt, not duplicated
     sh("ip", "netns", "del", env.ns)
-    texts = [a.text for a in dhcp_port.up(env.net, env.dhcp)]
+    texts = [a.text for a in _in_session(dhcp_port.up, env.net, env.dhcp)]
     assert f"create namespace {env.ns}" in texts
-    assert dhcp_port.up(env.net, env.dhcp) == []
+    assert _in_session(dhcp_port.up, env.net, env.dhcp) == []
     assert env.ns in dhcp_port.list_namespaces()
 
-    assert dhcp_port.down(env.net.id, env.net.bridge, dry_run=True)
+    assert _in_session(dhcp_port.down, env.net.id, env.net.bridge, dry_run=True)
     assert netns_exists(env.ns)
-    dhcp_port.down(env.net.id, env.net.bridge)
+    _in_session(dhcp_port.down, env.net.id, env.net.bridge)
     assert not netns_exists(env.ns)
     assert not host_link_exists(end)
     assert not host_link_exists(env.net.bridge)
-    assert dhcp_port.down(env.net.id, env.net.bridge) == []
+    assert _in_session(dhcp_port.down, env.net.id, env.net.bridge) == []
 
 
 def test_down_keeps_a_bridge_mdtool_did_not_create(cleanup):
     env = Env(cleanup, gateway=False, prefix="10.77.2")
     sh("ip", "link", "add", env.net.bridge, "type", "bridge")
-    texts = [a.text for a in dhcp_port.up(env.net, env.dhcp)]
+    texts = [a.text for a in _in_session(dhcp_port.up, env.net, env.dhcp)]
     assert not any(t.startswith("create bridge") for t in texts)
-    dhcp_port.down(env.net.id, env.net.bridge)
+    _in_session(dhcp_port.down, env.net.id, env.net.bridge)
     assert not netns_exists(env.ns)
     assert not host_link_exists(names.bridge_end_name(env.dhcp.id))
     assert host_link_exists(env.net.bridge)
@@ -124,7 +130,7 @@ def test_dhclient_and_udhcpc_get_the_port_ip_and_metadata_route(cleanup, gateway
     env = Env(cleanup, gateway=gateway, prefix="10.77.3" if gateway else "10.77.4")
     p = env.subnet.cidr.rsplit(".", 1)[0]
     port = add_port(env.net, [(env.subnet, f"{p}.10")], mac="fa:16:3e:00:0d:10")
-    dhcp_port.up(env.net, env.dhcp)
+    _in_session(dhcp_port.up, env.net, env.dhcp)
     assert control.start(env.config, env.net, env.dhcp) != []
     assert control.start(env.config, env.net, env.dhcp) == []
     assert control.status(env.config, env.net.id).running
@@ -147,8 +153,8 @@ def test_dhclient_and_udhcpc_get_the_port_ip_and_metadata_route(cleanup, gateway
 def test_reload_adds_and_removes_ports_then_stop_and_down_leave_nothing(cleanup):
     env = Env(cleanup, gateway=False, prefix="10.77.5")
     port_a = add_port(env.net, [(env.subnet, "10.77.5.20")], mac="fa:16:3e:00:0d:20")
-    assert dhcp_port.up(env.net, env.dhcp)
-    assert dhcp_port.up(env.net, env.dhcp) == []
+    assert _in_session(dhcp_port.up, env.net, env.dhcp)
+    assert _in_session(dhcp_port.up, env.net, env.dhcp) == []
     assert control.start(env.config, env.net, env.dhcp)
     log = control.paths(env.config, env.net.id).log
     inst_a = env.plug_instance(port_a)
@@ -180,11 +186,11 @@ def test_reload_adds_and_removes_ports_then_stop_and_down_leave_nothing(cleanup)
     # teardown through our own functions: nothing of the network is left
     assert control.stop(env.config, env.net.id)
     assert processes_matching("dnsmasq", env.net.id) == []
-    assert plug.unplug(port_b.id, inst_b)
+    assert _in_session(plug.unplug, port_b.id, inst_b)
     assert not netns_exists(inst_b) and not host_link_exists(names.tap_name(port_b.id))
-    assert plug.unplug(port_b.id, inst_b) == []
-    plug.unplug(port_a.id, inst_a)
-    dhcp_port.down(env.net.id, env.net.bridge)
+    assert _in_session(plug.unplug, port_b.id, inst_b) == []
+    _in_session(plug.unplug, port_a.id, inst_a)
+    _in_session(dhcp_port.down, env.net.id, env.net.bridge)
     assert not netns_exists(env.ns)
     assert not link_exists(names.bridge_end_name(env.dhcp.id))
     assert not host_link_exists(env.net.bridge)
@@ -196,12 +202,12 @@ def test_ipv6_subnet_beside_ipv4_dnsmasq_serves_both(cleanup):
     sub6 = add_subnet(env.net, "fd00:77:6::/64")
     env.dhcp.fixed_ips.append(model.FixedIP(sub6.id, "fd00:77:6::2"))
     tap = names.tap_name(env.dhcp.id)
-    texts = [a.text for a in dhcp_port.up(env.net, env.dhcp)]
+    texts = [a.text for a in _in_session(dhcp_port.up, env.net, env.dhcp)]
     assert f"add fe80::a9fe:a9fe/128 to {tap} (nodad)" in texts
     v6 = sh("ip", "-6", "-o", "addr", "show", "dev", tap, netns=env.ns).stdout
     ours = [l for l in v6.splitlines() if "fe80::a9fe:a9fe/128" in l or "fd00:77:6::2/64" in l]
     assert len(ours) == 2 and not any("tentative" in l for l in ours), v6
-    assert dhcp_port.up(env.net, env.dhcp) == []
+    assert _in_session(dhcp_port.up, env.net, env.dhcp) == []
     log = control.paths(env.config, env.net.id).log
     assert control.start(env.config, env.net, env.dhcp)
     text = wait_for(lambda: (lambda t: t if "DHCPv6" in t else None)(log.read_text()), 10,
@@ -213,7 +219,7 @@ def test_ipv6_subnet_beside_ipv4_dnsmasq_serves_both(cleanup):
     # the IPv6 subnet goes: its addresses go too, the IPv4 ones stay
     env.net.subnets.remove(sub6)
     env.dhcp.fixed_ips = [f for f in env.dhcp.fixed_ips if f.subnet_id != sub6.id]
-    texts = [a.text for a in dhcp_port.up(env.net, env.dhcp)]
+    texts = [a.text for a in _in_session(dhcp_port.up, env.net, env.dhcp)]
     assert sorted(texts) == sorted([f"remove stale fd00:77:6::2/64 from {tap}",
                                     f"remove stale fe80::a9fe:a9fe/128 from {tap}"])
     assert control.stop(env.config, env.net.id)

@@ -161,3 +161,56 @@ def test_enable_and_disable_say_what_changed_as_json(site):
     rows = json.loads(bad.stdout)
     assert bad.returncode == 1 and [r["ok"] for r in rows] == [True, False]
     assert "no-such-net" in rows[1]["error"]
+
+
+# Run mdtool with ip_lib's socket openers counted, and the registry reads: what one
+# command over several networks costs in netlink sockets and registry reads.
+SPY = r'''
+import collections, json, os, sys
+from mdtool.netns import ip_lib
+from mdtool.registry import api
+counts = {"route": collections.Counter(), "plain": 0, "networks_with_ports": 0, "get_network": 0}
+real_route, real_plain = ip_lib.IPRoute, ip_lib._open_plain
+def route(*a, **k):
+    counts["route"][k.get("netns") or "host"] += 1
+    return real_route(*a, **k)
+def plain():
+    counts["plain"] += 1
+    return real_plain()
+ip_lib.IPRoute, ip_lib._open_plain = route, plain
+for name in ("networks_with_ports", "get_network"):
+    def counted(self, *a, _name=name, _real=getattr(api.Registry, name), **k):
+        counts[_name] += 1
+        return _real(self, *a, **k)
+    setattr(api.Registry, name, counted)
+def report():
+    with open(os.environ["SPY_OUT"], "w") as f:
+        json.dump(counts, f)
+import atexit
+atexit.register(report)
+sys.argv = ["mdtool", *sys.argv[1:]]
+from mdtool.cli import main
+main()
+'''
+
+
+def test_one_command_over_networks_opens_one_socket_per_namespace(site, tmp_path):
+    import subprocess
+    import sys
+    nets = [site.network(f"e2e-spy{i}", f"10.86.{i}.0/24") for i in range(3)]
+    out = tmp_path / "counts.json"
+
+    def spied(*args):
+        r = subprocess.run([sys.executable, "-c", SPY, *args], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, **site.env, "SPY_OUT": str(out)})
+        assert r.returncode == 0, r.stderr
+        return json.loads(out.read_text())
+
+    first = spied("enable-isolated-metadata", *nets)
+    # every namespace is created, wired and addressed through one RTNL socket of its own
+    assert first["route"] == {"host": 1, **{f"qdhcp-{n}": 1 for n in nets}}, first
+    assert first["plain"] <= 1 + len(nets), first
+
+    again = spied("enable-isolated-metadata", *nets)  # nothing to do
+    assert again["route"] == {}, again
+    assert again["plain"] == 1 + len(nets), again  # the host's links, each namespace read once

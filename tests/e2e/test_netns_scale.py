@@ -1,4 +1,5 @@
-"""netns at scale: reading only the host links a network needs, and reusing RTNL sockets."""
+"""netns at scale: reading only the host links a network needs, and one netlink session
+that keeps a socket per namespace."""
 
 from __future__ import annotations
 
@@ -28,31 +29,34 @@ def test_host_links_matching_equals_filtering_every_link(cleanup):
     sh("ip", "link", "set", a, "master", br)
     sh("ip", "link", "add", c, "type", "veth", "peer", "name", d)
     sh("ip", "link", "set", c, "alias", "mdtool:dhcp:" + br)
-    got = ip_lib.host_links_matching(names=(br, "nosuchlink0"), master=br,
-                                     alias="mdtool:dhcp:" + br)
-    every = ip_lib.list_links(None)
+    with ip_lib.Netlink() as nl:
+        got = ip_lib.host_links_matching(nl, names=(br, "nosuchlink0"), master=br,
+                                         alias="mdtool:dhcp:" + br)
+        every = ip_lib.list_links(nl, None)
+        assert ip_lib.host_links_matching(nl, names=("nosuchlink0",)) == []
     want = [l for l in every if l.ifname == br or l.master == br or l.alias == "mdtool:dhcp:" + br]
     key = lambda l: l.ifname  # noqa: E731
     assert sorted(got, key=key) == sorted(want, key=key)
     assert {l.ifname for l in got} == {br, a, c}
     assert next(l for l in got if l.ifname == a).master == br
-    assert ip_lib.host_links_matching(names=("nosuchlink0",)) == []
 
 
-def test_reused_sockets_follow_a_recreated_namespace(cleanup):
+def test_a_session_follows_a_recreated_namespace_and_closes_its_sockets(cleanup):
     ns = cleanup.netns(unique_name("tns-"))
-    with ip_lib.reuse_sockets():
-        ip_lib.create_namespace(ns)
+    with ip_lib.Netlink() as nl:
+        ip_lib.create_namespace(nl, ns)
         sh("ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1", netns=ns)
-        assert "d0" in [l.ifname for l in ip_lib.list_links(ns)]
-        ip_lib.delete_namespace(ns)
-        ip_lib.create_namespace(ns)
+        assert "d0" in [l.ifname for l in ip_lib.list_links(nl, ns)]
+        assert "d0" in [l.ifname for l in ip_lib.read_namespace(nl, ns)[0]]
+        ip_lib.delete_namespace(nl, ns)
+        ip_lib.create_namespace(nl, ns)
         # a socket kept from before would still see the old namespace and its d0
-        assert [l.ifname for l in ip_lib.list_links(ns)] == ["lo"]
-        with ip_lib.reuse_sockets():  # nested: same sockets, still open after
-            ip_lib.list_links(ns)
-        assert [l.ifname for l in ip_lib.list_links(ns)] == ["lo"]
-    assert ip_lib._reused is None
+        assert [l.ifname for l in ip_lib.list_links(nl, ns)] == ["lo"]
+        assert [l.ifname for l in ip_lib.read_namespace(nl, ns)[0]] == ["lo"]
+        assert (list(nl._route), list(nl._plain)) == ([ns], [ns])
+        plain = nl._plain[ns]
+    assert (nl._route, nl._plain) == ({}, {})
+    assert plain.fileno() == -1  # closed, not left to the garbage collector
 
 
 def test_down_finds_an_unmarked_host_end_without_listing_every_link(cleanup, monkeypatch):
@@ -69,31 +73,32 @@ def test_down_finds_an_unmarked_host_end_without_listing_every_link(cleanup, mon
     sh("ip", "link", "set", tap, "netns", ns)
     every_host_link = ip_lib.list_links
 
-    def one_namespace_only(netns=None):
+    def one_namespace_only(nl, netns=None):
         assert netns is not None, "down() listed every host link"
-        return every_host_link(netns)
+        return every_host_link(nl, netns)
     monkeypatch.setattr(ip_lib, "list_links", one_namespace_only)
-    dhcp_port.down(net_id, None)
+    with ip_lib.Netlink() as nl:
+        dhcp_port.down(nl, net_id, None)
     assert not ip_lib.namespace_exists(ns)
     assert not os.path.exists(f"/sys/class/net/{end}")
 
 
-def test_a_batch_keeps_its_alias_map_without_reading_every_link_again(cleanup, monkeypatch):
-    """In a batch, host link aliases are read from sysfs once; links this module creates,
-    marks and deletes update that map (reading every link's alias after each change made
+def test_a_session_keeps_its_alias_map_without_reading_every_link_again(cleanup, monkeypatch):
+    """In a session, host link aliases are read from sysfs once; links it creates, marks
+    and deletes update that map (reading every link's alias after each change made
     enable --all over 1,000 networks read ~3,000 sysfs files per network)."""
     br, a, b = (cleanup.link(unique_name(p, 12)) for p in ("tbr", "tva", "tvb"))
     mark = "mdtool:test:" + a
-    with ip_lib.batch():
-        assert ip_lib.host_links_matching(alias=mark) == []  # the map is read here
+    with ip_lib.Netlink() as nl:
+        assert ip_lib.host_links_matching(nl, alias=mark) == []  # the map is read here
         monkeypatch.setattr(ip_lib, "_sysfs_text", lambda path: pytest.fail("read again"))
         sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-        ip_lib.set_link(a, alias=mark)
-        ip_lib.create_bridge(br, alias=mark + "-br")
-        assert [l.ifname for l in ip_lib.host_links_matching(alias=mark)] == [a]
-        assert [l.ifname for l in ip_lib.host_links_matching(alias=mark + "-br")] == [br]
-        ip_lib.set_link(a, alias="other:" + a)
-        assert ip_lib.host_links_matching(alias=mark) == []
-        ip_lib.delete_link(br)
-        assert ip_lib.host_links_matching(alias=mark + "-br") == []
-        assert [l.alias for l in ip_lib.host_links_matching(alias="other:" + a)] == ["other:" + a]
+        ip_lib.set_link(nl, a, alias=mark)
+        ip_lib.create_bridge(nl, br, alias=mark + "-br")
+        assert [l.ifname for l in ip_lib.host_links_matching(nl, alias=mark)] == [a]
+        assert [l.ifname for l in ip_lib.host_links_matching(nl, alias=mark + "-br")] == [br]
+        ip_lib.set_link(nl, a, alias="other:" + a)
+        assert ip_lib.host_links_matching(nl, alias=mark) == []
+        ip_lib.delete_link(nl, br)
+        assert ip_lib.host_links_matching(nl, alias=mark + "-br") == []
+        assert [l.alias for l in ip_lib.host_links_matching(nl, alias="other:" + a)] == ["other:" + a]

@@ -21,6 +21,7 @@ from mdtool.cli import cli
 from mdtool.config import Config
 from mdtool.dnsmasq import control
 from mdtool.netns import names
+from mdtool.netns.ip_lib import Netlink
 from mdtool.pipeline import Node
 from mdtool.registry import open_registry
 
@@ -61,7 +62,7 @@ class Site:
     def mdtool_render(self, network: str) -> tuple[Rendered, model.Network, model.Port]:
         cfg = self.config()
         reg = open_registry(cfg.db_url)
-        st = Node(cfg, reg).dhcp(network, create=True)
+        st = Node(cfg, reg, Netlink()).dhcp(network, create=True)
         net = reg.get_network(st.network.id)
         out = self.confs_dir / net.id
         self("dnsmasq", "render", network, "--output-dir", out)

@@ -27,6 +27,7 @@ from mdtool.http.client import UpstreamPool
 from mdtool.http.types import Request
 from mdtool.metadata.service import MetadataService
 from mdtool.metadata.tree import ec2_instance_id
+from mdtool.netns.ip_lib import Netlink
 from mdtool.pipeline import Node
 from mdtool.registry import open_registry
 from tests.interop.neutron import Site, neutron_network
@@ -94,7 +95,8 @@ class Both:
     def __init__(self, site: Site, openstack, iid: str):
         cfg = site.config()
         reg = open_registry(cfg.db_url)
-        net = reg.get_network(Node(cfg, reg).dhcp("net1", create=True).network.id)
+        node = Node(cfg, reg, Netlink())  # the DHCP port only: no socket is opened
+        net = reg.get_network(node.dhcp("net1", create=True).network.id)
         inst = reg.get_instance(iid)
         self.network_id = net.id
         self.ip = "10.20.0.11"

@@ -61,22 +61,22 @@ def test_a_change_converges_only_the_networks_whose_view_changed(tmp_path):
     reg = _Registry(nets)
     runner = NodeRunner(Config(state_dir=str(tmp_path), environ={"MDTOOL_HOST": "n1"}), reg)
     calls = []
-    runner.converge = lambda nid, reason, registry=None: calls.append((nid, reason)) or True
-    runner.release = lambda nid: calls.append((nid, "release"))
+    runner.converge = lambda nl, nid, reason, registry=None: calls.append((nid, reason)) or True
+    runner.release = lambda nl, nid: calls.append((nid, "release"))
     runner.watch_all = lambda: None
     runner.revision, runner.served = runner._read()
     assert set(runner.served) == {"a", "b"}
-    runner.follow_changes()          # the revision did not move: nothing at all
+    runner.follow_changes(None)          # the revision did not move: nothing at all
     assert calls == []
     nets[1].ports.append(model.Port(id="p", name="", network_id="b", mac_address="fa:16:3e:00:00:01"))
     nets[2].ports.append(model.Port(id="q", name="", network_id="c", mac_address="fa:16:3e:00:00:02"))
     reg.rev += 1
-    runner.follow_changes()          # c changed too, but this node does not serve it
+    runner.follow_changes(None)          # c changed too, but this node does not serve it
     assert calls == [("b", "change")]
     calls.clear()
     nets[2].hosts.append("n1")       # enable on this node recorded c
     nets[0].hosts.remove("n1")       # disable recorded a
     reg.rev += 1
-    runner.follow_changes()
+    runner.follow_changes(None)
     assert calls == [("c", "served"), ("a", "release")]
     assert set(runner.served) == {"b", "c"}

@@ -4,6 +4,7 @@ every move makes the agent rebuild its index and the metadata service drop its c
 from __future__ import annotations
 
 from mdtool.config import Config
+from mdtool.netns.ip_lib import Netlink
 from mdtool.pipeline import Node
 from mdtool.registry import open_registry
 
@@ -13,7 +14,7 @@ def test_reserving_an_existing_dhcp_port_writes_nothing(tmp_path):
     reg = open_registry(cfg.db_url)
     net = reg.create_network("n")
     reg.create_subnet(net.id, "10.9.0.0/24", no_gateway=True)
-    node = Node(cfg, reg)
+    node = Node(cfg, reg, Netlink())  # the DHCP port only: no socket is opened
     first = node.dhcp(net.id, create=True)
     assert first.changes and first.port is not None
     rev = reg.revision()

@@ -96,8 +96,12 @@ def port_delete(ctx, ports):
 def _sync_port_security(ctx, network_id: str) -> None:
     """The rules of the network's ports plugged on this node follow the registry at once
     (another node's follow on its next port-plug)."""
+    from mdtool.cli.app import netlink
     from mdtool.netns import portsec
-    for action in portsec.sync(ctx.registry.get_network(network_id)):
+    network = ctx.registry.get_network(network_id)
+    with netlink() as nl:
+        actions = portsec.sync(nl, network)
+    for action in actions:
         ctx.say(f"port security: {action.text}")
 
 
