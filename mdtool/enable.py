@@ -7,9 +7,10 @@ order. ``--dry-run`` prints the same plan and applies nothing, so a real run rig
 dry run does what the dry run said. When an action fails, what this run did is undone in
 reverse, and an undo that fails is named in the error.
 
-Every step reaches the kernel through the caller's netlink session (``ip_lib.Netlink``): a
-command over many networks, or a pass of the node loop, opens at most one socket of each
-kind per namespace.
+Every step gets the one ``Network`` model read for the run (read again only after this
+run's own write of the DHCP port) and reaches the kernel through the caller's netlink
+session (``ip_lib.Netlink``): a command over many networks, or a pass of the node loop,
+reads the registry once and opens at most one socket of each kind per namespace.
 """
 
 from __future__ import annotations
@@ -89,8 +90,21 @@ def _plan_daemon(config: Config, role: str) -> Step:
                        for t in pm.plan(st)])
 
 
-def enable(config: Config, registry: Registry, nl: Netlink, network_ref: str, *,
+def as_read(registry: Registry, net: model.Network, revision: int) -> model.Network | str:
+    """``net`` as read at ``revision`` while the registry has not moved since; otherwise its
+    id, which ``enable``/``disable`` look up again (a change made by anyone since the read
+    is seen). One cheap query: a command over many networks reads them all once."""
+    return net if registry.revision() == revision else net.id
+
+
+def _network(registry: Registry, network: model.Network | str) -> model.Network:
+    return network if isinstance(network, model.Network) else registry.get_network(network)
+
+
+def enable(config: Config, registry: Registry, nl: Netlink, network: model.Network | str, *,
            dry_run: bool = False, on_step: Callable[[Step], None] = lambda s: None) -> list[Step]:
+    """``network``: the model the caller read, or a name or id looked up here (in the
+    registry step, so a bad one fails that step)."""
     node = Node(config, registry, nl)
     run = Run(dry_run=dry_run, on_step=on_step)
 
@@ -98,7 +112,7 @@ def enable(config: Config, registry: Registry, nl: Netlink, network_ref: str, *,
     seen = {}
 
     def check() -> Step:
-        st = seen["dhcp"] = node.dhcp(network_ref, create=False)
+        st = seen["dhcp"] = node.dhcp(_network(registry, network), create=False)
         gw = [s.cidr for s in st.network.subnets if s.enable_dhcp and s.ip_version == 4 and s.gateway_ip]
         note = (f"subnet(s) {', '.join(gw)} have a gateway: instances get the metadata route "
                 "and a default route") if gw else ""
@@ -110,12 +124,12 @@ def enable(config: Config, registry: Registry, nl: Netlink, network_ref: str, *,
     # 2. the DHCP port in the registry: everything after it needs its MAC and addresses
     if port is None:
         def reserve() -> list[str]:
-            return node.dhcp(net.id, create=True).changes
+            st = seen["dhcp"] = node.dhcp(net, create=True)  # the network as it is now
+            return st.changes
         run.apply(Step("DHCP port", [Action(f"reserve DHCP port on {net.name}", reserve,
                                             lambda: node.release_dhcp_port(net.id))]))
         if not dry_run:
-            net = registry.get_network(net.id)
-            port = node.own_dhcp_port(net)
+            net, port = seen["dhcp"].network, seen["dhcp"].port
     else:
         run.apply(Step("DHCP port"))
 
@@ -161,11 +175,11 @@ def enabled_networks(config: Config) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir() and _namespace_exists(p.name))
 
 
-def disable(config: Config, registry: Registry, nl: Netlink, network_ref: str, *,
+def disable(config: Config, registry: Registry, nl: Netlink, network: model.Network | str, *,
             dry_run: bool = False, on_step: Callable[[Step], None] = lambda s: None) -> list[Step]:
     from mdtool.dnsmasq import control
     node = Node(config, registry, nl)
-    net = registry.get_network(network_ref)
+    net = _network(registry, network)
     run = Run(dry_run=dry_run, on_step=on_step)
     steps: list[Step] = []
 

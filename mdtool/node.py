@@ -20,7 +20,7 @@ the node lock that the one-shot commands take too, so the two never fight.
   periodic full resync, which runs enable over every served network.
 - **One pass, one session**: each pass of the loop (a resync, the changes followed, the
   restarts) reaches the kernel through one netlink session (``ip_lib.Netlink``), closed
-  when the pass ends.
+  when the pass ends, and hands every network's enable the model it read.
 - **Stop**: SIGTERM/SIGINT end the loop with exit 0 and leave dnsmasq and the daemons
   serving (they run in their own sessions); ``cleanup=True`` tears this node's data path
   down instead (the registry still says the node serves them: the next start restores).
@@ -231,10 +231,12 @@ class NodeRunner:
         revision, nets = self.registry.networks_with_ports()
         return revision, {n.id: n for n in nets if self.host in n.hosts}
 
-    def converge(self, nl: Netlink, network_id: str, reason: str, registry=None) -> bool:
-        """enable-isolated-metadata for one network, under the node lock; True when it
-        succeeded. Changes are logged; a failure is logged and retried later."""
-        from mdtool.enable import enable
+    def converge(self, nl: Netlink, net: model.Network, revision: int, reason: str) -> bool:
+        """enable-isolated-metadata for one network (``net`` as read at ``revision``), under
+        the node lock; True when it succeeded. Changes are logged; a failure is logged and
+        retried later."""
+        from mdtool.enable import as_read, enable
+        network_id = net.id
         changes: list[str] = []
 
         def on_step(step) -> None:
@@ -245,7 +247,8 @@ class NodeRunner:
                 # decided before the lock: a disable that held it may have ended the serving
                 if network_id not in self.registry.served_networks(self.host):
                     return True
-                enable(self.config, registry or self.registry, nl, network_id, on_step=on_step)
+                enable(self.config, self.registry, nl, as_read(self.registry, net, revision),
+                       on_step=on_step)
         except MdtoolError as e:
             if network_id not in self.failed:
                 log.error("network %s (%s): %s", network_id, reason, e)
@@ -270,15 +273,12 @@ class NodeRunner:
 
     def resync(self, nl: Netlink, reason: str) -> None:
         """Every served network through enable: whatever drifted is repaired."""
-        from mdtool.registry.snapshot import SnapshotRegistry
         t0 = time.monotonic()
-        self.revision, want = self._read()
-        snapshot = SnapshotRegistry(self.registry)  # one read for all the networks
-        for nid in want:
+        revision, want = self._read()  # one read for all the networks
+        for net in want.values():
             if self._stopping.is_set():  # SIGTERM during a long resync: stop here
                 break
-            snapshot.refresh()
-            self.converge(nl, nid, reason, snapshot)
+            self.converge(nl, net, revision, reason)
         for nid in set(self.served) - set(want):
             self.release(nl, nid)
         # what the networks look like now, our own writes (DHCP ports, records) included:
@@ -301,7 +301,7 @@ class NodeRunner:
         touched = [nid for nid, net in want.items() if self.served.get(nid) != net]
         gone = [nid for nid in self.served if nid not in want]
         for nid in touched:
-            self.converge(nl, nid, "change" if nid in self.served else "served")
+            self.converge(nl, want[nid], self.revision, "change" if nid in self.served else "served")
         for nid in gone:
             self.release(nl, nid)
         self.served = want
@@ -426,6 +426,7 @@ class NodeRunner:
             # a shared daemon: through any served network, healthy ones first
             nets = ([key.split(":", 1)[1]] if what == "dnsmasq" else
                     sorted(self.served, key=lambda nid: nid in self.failed))
+            nets = [nid for nid in nets if nid in self.served]  # their models, as last read
             if not nets:
                 continue
             delay = self.backoff[key].record(now)
@@ -438,11 +439,11 @@ class NodeRunner:
             if w is not None:
                 w.pid = None
             for nid in nets:
-                if self.converge(nl, nid, f"restart {what}"):
+                if self.converge(nl, self.served[nid], self.revision, f"restart {what}"):
                     break
         for nid in retry:
             self.backoff[f"net:{nid}"].record(now)
-            self.converge(nl, nid, "retry")
+            self.converge(nl, self.served[nid], self.revision, "retry")
         self.watch_all()
 
     # -- stop with --cleanup ----------------------------------------------------------------
@@ -454,10 +455,11 @@ class NodeRunner:
         from mdtool.pipeline import Node
         with Netlink() as nl, node_lock(self.config):
             node = Node(self.config, self.registry, nl)
-            for nid in self.served:
-                for step in (node.dnsmasq_stop, node.netns_down, node.forget_dhcp_files):
+            for nid, net in self.served.items():
+                for step in (lambda: node.dnsmasq_stop(nid), lambda: node.netns_down(net),
+                             lambda: node.forget_dhcp_files(nid)):
                     try:
-                        for c in step(nid):
+                        for c in step():
                             log.info("cleanup %s: %s", nid, c)
                     except MdtoolError as e:
                         log.error("cleanup %s: %s", nid, e)

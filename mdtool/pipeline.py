@@ -1,9 +1,9 @@
 """The DHCP-side steps of one node, composed from registry, netns and dnsmasq.
 
 Each step is idempotent and returns what it changed (human text); an empty list means
-"already as asked". The CLI and enable-isolated-metadata both call these. The kernel is
-reached through the one netlink session the node was given (``ip_lib.Netlink``), which its
-creator closes.
+"already as asked". The CLI and enable-isolated-metadata both call these. A step gets the
+``Network`` model its caller read; the kernel is reached through the one netlink session
+the node was given (``ip_lib.Netlink``), which its creator closes.
 """
 
 from __future__ import annotations
@@ -43,19 +43,21 @@ class Node:
 
     # -- the DHCP port ------------------------------------------------------------------
 
-    def dhcp(self, network_ref: str, *, create: bool) -> DhcpState:
-        """The network and this node's DHCP port (reserved when ``create``)."""
-        net = self.registry.get_network(network_ref)
+    def dhcp(self, net: model.Network, *, create: bool) -> DhcpState:
+        """The network and this node's DHCP port (reserved when ``create``; the network is
+        read again when ``net`` did not have that port as it is now)."""
         if not any(s.enable_dhcp for s in net.subnets):
             raise BadInput(f"network {net.name} has no DHCP-enabled subnet: "
                            f"mdtool subnet-create {net.name} CIDR --no-gateway")
         port = self.own_dhcp_port(net)
         changes: list[str] = []
         if create:  # writes only when something is missing (see ensure_dhcp_port)
+            had = port
             port, changed = self.registry.ensure_dhcp_port(net.id, self.config.host)
             if changed:
                 ips = ", ".join(f.ip_address for f in port.fixed_ips)
                 changes.append(f"reserve DHCP port {port.id[:8]} ({port.mac_address}, {ips})")
+            if changed or had is None:
                 net = self.registry.get_network(net.id)
         return DhcpState(net, port, changes)
 
@@ -77,7 +79,7 @@ class Node:
 
     def netns_up(self, network_ref: str, *, dry_run: bool = False) -> list[str]:
         from mdtool.netns import dhcp_port
-        st = self.dhcp(network_ref, create=not dry_run)
+        st = self.dhcp(self.registry.get_network(network_ref), create=not dry_run)
         if st.port is None:  # dry run without a reserved port: describe, do not reserve
             return [f"reserve DHCP port on {st.network.name}",
                     f"create namespace qdhcp-{st.network.id} with the DHCP port, its addresses "
@@ -89,9 +91,8 @@ class Node:
             ensure_dir(self.config.dhcp_dir(st.network.id), 0o755)
         return st.changes + [a.text for a in actions]
 
-    def netns_down(self, network_ref: str, *, dry_run: bool = False) -> list[str]:
+    def netns_down(self, net: model.Network, *, dry_run: bool = False) -> list[str]:
         from mdtool.netns import dhcp_port
-        net = self.registry.get_network(network_ref)
         actions = dhcp_port.down(self.nl, net.id, net.bridge, dry_run=dry_run,
                                  keep=self._others_ends(net))
         return [a.text for a in actions]
@@ -105,7 +106,7 @@ class Node:
     # -- dnsmasq ------------------------------------------------------------------------
 
     def _dnsmasq_state(self, network_ref: str) -> DhcpState:
-        st = self.dhcp(network_ref, create=False)
+        st = self.dhcp(self.registry.get_network(network_ref), create=False)
         if st.port is None:
             raise BadInput(f"network {st.network.name} has no DHCP port on {self.config.host}: "
                            f"run `mdtool netns up {st.network.name}` first")
@@ -150,7 +151,7 @@ class Node:
         planned = dhcp_port.up(self.nl, net, port, dry_run=True)
         out = []
         for a in planned:
-            undo = (lambda: self.netns_down(net.id)) if a.op == "create_namespace" else None
+            undo = (lambda: self.netns_down(net)) if a.op == "create_namespace" else None
             out.append(Action(a.text, lambda a=a: netns_actions.apply(self.nl, [a]), undo))
         return out
 

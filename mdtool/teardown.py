@@ -92,7 +92,7 @@ def netns_down(config: Config, registry: Registry, ref: str, *,
     from mdtool.netns.ip_lib import Netlink
     from mdtool.pipeline import Node
     try:
-        registry.get_network(ref)
+        net = registry.get_network(ref)
     except NotFound as e:
         here = served_here(config, ref)
         if here:
@@ -100,4 +100,4 @@ def netns_down(config: Config, registry: Registry, ref: str, *,
                            "mdtool cleanup") from None
         raise
     with Netlink() as nl:
-        return Node(config, registry, nl).netns_down(ref, dry_run=dry_run)
+        return Node(config, registry, nl).netns_down(net, dry_run=dry_run)

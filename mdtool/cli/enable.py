@@ -26,31 +26,41 @@ def _printer(ctx, dry_run: bool):
     return on_step, counter
 
 
-def _targets(ctx, networks, all_: bool) -> list[str]:
+def _check_targets(networks, all_: bool) -> None:
     from mdtool.errors import BadInput
     if all_ and networks:
         raise BadInput("give NETWORK names or --all, not both")
-    if all_:
-        return [n.name or n.id for n in ctx.registry.list_networks()
-                if any(s.enable_dhcp for s in n.subnets)]
-    if not networks:
+    if not all_ and not networks:
         raise click.UsageError("missing NETWORK (or --all)")
-    return list(dict.fromkeys(networks))
 
 
-def _many(ctx, action: str, fn, networks: list[str], dry_run: bool, as_json: bool = False) -> None:
+def _pick(read, ref: str):
+    """The network ``ref`` names exactly (its id, or the one network with that name) in the
+    batch's read; None leaves a prefix, an ambiguous or an unknown name to the registry
+    (enable looks it up in its registry step, which says why it fails)."""
+    same = [n for n in read if n.id == ref] or [n for n in read if n.name == ref]
+    return same[0] if len(same) == 1 else None
+
+
+def _many(ctx, action: str, fn, networks, all_: bool, dry_run: bool,
+          as_json: bool = False) -> None:
     """Several networks: one progress bar on stderr and a line per network; a network that
     fails does not stop the others, and the exit code says whether any failed. ``as_json``:
     also what changed, per network and step, as a JSON array on stdout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mdtool.errors import MdtoolError
     from mdtool.cli.app import netlink
+    from mdtool.enable import as_read
+    from mdtool.errors import MdtoolError
     from mdtool.node import node_lock
-    from mdtool.registry.snapshot import SnapshotRegistry
-    # One registry read and one netlink session for the whole batch; each network is
-    # still observed in full (kernel, files, processes) and repaired where it drifted.
-    registry = SnapshotRegistry(ctx.registry)
+    # One registry read and one netlink session for the whole batch; each network is still
+    # observed in full (kernel, files, processes) and repaired where it drifted, and read
+    # again when the registry moved since (as_read).
+    revision, read = ctx.registry.networks_with_ports()
+    if all_:
+        targets = [(n.name or n.id, n) for n in read if any(s.enable_dhcp for s in n.subnets)]
+    else:
+        targets = [(ref, _pick(read, ref)) for ref in dict.fromkeys(networks)]
     failed: list[str] = []
     total_changes = 0
     report: list[dict] = []
@@ -58,8 +68,8 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool, as_json: boo
                TimeElapsedColumn())
     with netlink() as nl, Progress(*columns, console=ctx.console, transient=True,
                                    disable=not ctx.console.is_terminal) as progress:
-        task = progress.add_task(action, total=len(networks))
-        for net in networks:
+        task = progress.add_task(action, total=len(targets))
+        for net, model in targets:
             changes = 0
             steps: list[dict] = []
 
@@ -70,9 +80,9 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool, as_json: boo
                 progress.update(task, description=f"{action} {net}: {step.name}")
 
             try:
-                registry.refresh()
+                target = net if model is None else as_read(ctx.registry, model, revision)
                 with node_lock(ctx.config):
-                    fn(ctx.config, registry, nl, net, dry_run=dry_run, on_step=on_step)
+                    fn(ctx.config, ctx.registry, nl, target, dry_run=dry_run, on_step=on_step)
             except MdtoolError as e:
                 failed.append(net)
                 report.append({"network": net, "ok": False, "error": str(e), "steps": steps})
@@ -88,8 +98,8 @@ def _many(ctx, action: str, fn, networks: list[str], dry_run: bool, as_json: boo
     if as_json:
         import json
         click.echo(json.dumps(report, indent=2))
-    done = len(networks) - len(failed)
-    ctx.say(f"{action}: {done} of {len(networks)} network(s) ok, {total_changes} change(s)"
+    done = len(targets) - len(failed)
+    ctx.say(f"{action}: {done} of {len(targets)} network(s) ok, {total_changes} change(s)"
             + (" planned, nothing changed" if dry_run else ""))
     if failed:
         from mdtool.cli.app import abort
@@ -100,11 +110,11 @@ def _run(ctx, action: str, fn, networks, all_: bool, dry_run: bool, done: str,
          fmt: str = "table") -> None:
     """One network: every step as it happens and a summary; several: a progress bar.
     -f json: what changed, per network and step, on stdout (one network too)."""
-    targets = _targets(ctx, networks, all_)
-    if len(targets) != 1 or all_ or fmt == "json":
-        _many(ctx, action, fn, targets, dry_run, as_json=fmt == "json")
+    _check_targets(networks, all_)
+    if len(set(networks)) != 1 or all_ or fmt == "json":
+        _many(ctx, action, fn, networks, all_, dry_run, as_json=fmt == "json")
         return
-    network = targets[0]
+    network = networks[0]
     from mdtool.cli.app import netlink
     from mdtool.node import node_lock
     on_step, counter = _printer(ctx, dry_run)

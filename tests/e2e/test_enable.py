@@ -194,7 +194,7 @@ main()
 '''
 
 
-def test_one_command_over_networks_opens_one_socket_per_namespace(site, tmp_path):
+def test_one_command_over_networks_opens_one_socket_per_namespace_and_reads_once(site, tmp_path):
     import subprocess
     import sys
     nets = [site.network(f"e2e-spy{i}", f"10.86.{i}.0/24") for i in range(3)]
@@ -210,7 +210,11 @@ def test_one_command_over_networks_opens_one_socket_per_namespace(site, tmp_path
     # every namespace is created, wired and addressed through one RTNL socket of its own
     assert first["route"] == {"host": 1, **{f"qdhcp-{n}": 1 for n in nets}}, first
     assert first["plain"] <= 1 + len(nets), first
+    assert first["networks_with_ports"] == 1, first
+    # read again only after this run's own write moved the registry (DHCP port, record)
+    assert first["get_network"] <= 2 * len(nets), first
 
-    again = spied("enable-isolated-metadata", *nets)  # nothing to do
+    again = spied("enable-isolated-metadata", *nets)  # nothing to do: one read, no writes
     assert again["route"] == {}, again
     assert again["plain"] == 1 + len(nets), again  # the host's links, each namespace read once
+    assert (again["networks_with_ports"], again["get_network"]) == (1, 0), again

@@ -62,7 +62,7 @@ class Site:
     def mdtool_render(self, network: str) -> tuple[Rendered, model.Network, model.Port]:
         cfg = self.config()
         reg = open_registry(cfg.db_url)
-        st = Node(cfg, reg, Netlink()).dhcp(network, create=True)
+        st = Node(cfg, reg, Netlink()).dhcp(reg.get_network(network), create=True)
         net = reg.get_network(st.network.id)
         out = self.confs_dir / net.id
         self("dnsmasq", "render", network, "--output-dir", out)

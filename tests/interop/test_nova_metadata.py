@@ -96,7 +96,7 @@ class Both:
         cfg = site.config()
         reg = open_registry(cfg.db_url)
         node = Node(cfg, reg, Netlink())  # the DHCP port only: no socket is opened
-        net = reg.get_network(node.dhcp("net1", create=True).network.id)
+        net = reg.get_network(node.dhcp(reg.get_network("net1"), create=True).network.id)
         inst = reg.get_instance(iid)
         self.network_id = net.id
         self.ip = "10.20.0.11"

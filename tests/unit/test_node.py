@@ -61,7 +61,7 @@ def test_a_change_converges_only_the_networks_whose_view_changed(tmp_path):
     reg = _Registry(nets)
     runner = NodeRunner(Config(state_dir=str(tmp_path), environ={"MDTOOL_HOST": "n1"}), reg)
     calls = []
-    runner.converge = lambda nl, nid, reason, registry=None: calls.append((nid, reason)) or True
+    runner.converge = lambda nl, net, revision, reason: calls.append((net.id, reason)) or True
     runner.release = lambda nl, nid: calls.append((nid, "release"))
     runner.watch_all = lambda: None
     runner.revision, runner.served = runner._read()
