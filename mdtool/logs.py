@@ -81,11 +81,8 @@ def cli_verbosity() -> int:
     click = sys.modules.get("click")  # never imported here: the lean proxy runs without it
     if click is None:
         return 0
-    try:
-        ctx = click.get_current_context(silent=True)
-        return int(ctx.find_root().params.get("verbose") or 0) if ctx else 0
-    except Exception:
-        return 0
+    ctx = click.get_current_context(silent=True)  # None outside a command
+    return int(ctx.find_root().params.get("verbose") or 0) if ctx else 0
 
 
 class TextFormatter(_OneLine, logging.Formatter):
