@@ -98,3 +98,56 @@ def test_wakes_do_not_multiply_the_looks_into_namespaces(tmp_path, monkeypatch):
             await daemon.close()
 
     asyncio.run(main())
+
+
+def test_a_settled_round_looks_at_no_namespace_until_one_comes_or_goes(tmp_path, monkeypatch):
+    """Idle at 1,000 networks, a round stat'ed every namespace every second. Once every
+    network is served and neither /run/netns nor the served dir changed for a second,
+    a round looks at none; a change there brings the full round back."""
+    import socket
+    import time
+
+    from mdtool.netns import switch
+    netns_dir = tmp_path / "netns"
+    netns_dir.mkdir()
+    for n in "abc":
+        (netns_dir / f"qdhcp-{n}").touch()
+    stats: list[str] = []
+
+    def listener(family, host, port, **kw):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        s.setblocking(False)
+        return s
+    monkeypatch.setattr(switch, "NETNS_DIR", str(netns_dir))
+    monkeypatch.setattr(switch, "netns_inode", lambda name: stats.append(name) or 1)
+    monkeypatch.setattr(switch, "run_in_each_netns", lambda calls: [(fn(), None) for _, fn in calls])
+    monkeypatch.setattr(switch, "make_listener", listener)
+    monkeypatch.setattr(switch, "local_ipv6_addresses", lambda: [])
+
+    def age(seconds: float) -> None:
+        t = time.time() - seconds
+        os.utime(netns_dir, (t, t))
+
+    async def main():
+        daemon = ProxyDaemon(UpstreamPool("unix:" + str(tmp_path / "none")), Limits(),
+                             ["a", "b", "c"])
+        try:
+            age(0)
+            await daemon.reconcile()  # serves all three
+            await daemon.reconcile()  # changed less than a second ago: a full round
+            assert len(stats) == 6 and all(s.v4_key is not None for s in daemon.sites.values())
+            age(10)
+            await daemon.reconcile()  # a full round that records the settled state
+            n = len(stats)
+            for _ in range(20):
+                await daemon.reconcile()
+            assert len(stats) == n  # settled: no namespace looked at
+            (netns_dir / "qdhcp-c").unlink()  # a namespace goes: looked at again
+            await daemon.reconcile()
+            assert len(stats) > n
+        finally:
+            await daemon.close()
+
+    asyncio.run(main())
