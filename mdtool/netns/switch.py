@@ -19,7 +19,7 @@ from typing import Callable, Sequence, TypeVar
 from mdtool.errors import NotFound, OperationFailed
 
 __all__ = ["NETNS_DIR", "run_in_netns", "run_in_each_netns", "bind_in_netns", "make_listener", "addresses_in_netns",
-           "local_ipv6_addresses",
+           "local_ipv6_addresses", "ipv6_address_ifname",
            "netns_inode", "list_netns"]
 
 NETNS_DIR = "/run/netns"
@@ -174,6 +174,26 @@ def local_ipv6_addresses() -> list[tuple[str, str, int]]:
     except FileNotFoundError:  # IPv6 disabled
         pass
     return out
+
+
+def ipv6_address_ifname(address: str) -> str | None:
+    """The interface of this thread's namespace that holds IPv6 ``address``, or None.
+    if_inet6 is searched for the address's hex form, not parsed whole: the proxy asks this
+    of every namespace every few seconds."""
+    needle = socket.inet_pton(socket.AF_INET6, address).hex()
+    try:
+        with open("/proc/thread-self/net/if_inet6") as f:
+            text = f.read()
+    except FileNotFoundError:  # IPv6 disabled
+        return None
+    at = text.find(needle)  # the address is a line's first field
+    while at > 0 and text[at - 1] != "\n":
+        at = text.find(needle, at + 1)
+    if at < 0:
+        return None
+    end = text.find("\n", at)
+    fields = text[at:end if end >= 0 else len(text)].split()
+    return fields[5] if len(fields) >= 6 else None
 
 
 def _ipv4_addresses() -> list[tuple[str, str, int]]:

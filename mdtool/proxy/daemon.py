@@ -109,13 +109,6 @@ class _Site:
         return self.server.handler  # type: ignore[return-value]
 
 
-def _find_v6_tap(addresses: list[tuple[str, str, int]]) -> str | None:
-    for ifname, addr, _ in addresses:
-        if addr == METADATA_IPV6:
-            return ifname
-    return None
-
-
 class ProxyDaemon:
     """Serves the networks asked for (None: every ``qdhcp-*`` namespace) until stopped."""
 
@@ -265,7 +258,7 @@ class ProxyDaemon:
                 except OSError as e:
                     v4_err = e
             if site.v6_key is None:
-                tap = _find_v6_tap(switch.local_ipv6_addresses())
+                tap = switch.ipv6_address_ifname(METADATA_IPV6)
                 if tap is not None:
                     try:
                         v6 = switch.make_listener(socket.AF_INET6, METADATA_IPV6, port,

@@ -80,7 +80,7 @@ def test_wakes_do_not_multiply_the_looks_into_namespaces(tmp_path, monkeypatch):
     monkeypatch.setattr(switch, "run_in_each_netns", each)
     monkeypatch.setattr(switch, "netns_inode", lambda name: 1)
     monkeypatch.setattr(switch, "make_listener", listener)
-    monkeypatch.setattr(switch, "local_ipv6_addresses", lambda: [])
+    monkeypatch.setattr(switch, "ipv6_address_ifname", lambda address: None)
 
     async def main():
         daemon = ProxyDaemon(UpstreamPool("unix:" + str(tmp_path / "none")), Limits(),
@@ -124,7 +124,7 @@ def test_a_settled_round_looks_at_no_namespace_until_one_comes_or_goes(tmp_path,
     monkeypatch.setattr(switch, "netns_inode", lambda name: stats.append(name) or 1)
     monkeypatch.setattr(switch, "run_in_each_netns", lambda calls: [(fn(), None) for _, fn in calls])
     monkeypatch.setattr(switch, "make_listener", listener)
-    monkeypatch.setattr(switch, "local_ipv6_addresses", lambda: [])
+    monkeypatch.setattr(switch, "ipv6_address_ifname", lambda address: None)
 
     def age(seconds: float) -> None:
         t = time.time() - seconds
@@ -151,3 +151,13 @@ def test_a_settled_round_looks_at_no_namespace_until_one_comes_or_goes(tmp_path,
             await daemon.close()
 
     asyncio.run(main())
+
+
+def test_ipv6_address_ifname_agrees_with_the_parsed_table():
+    from mdtool.netns import switch
+    table = switch.local_ipv6_addresses()
+    for ifname, address, _ in table:
+        assert switch.ipv6_address_ifname(address) == next(i for i, a, _ in table if a == address)
+    assert switch.ipv6_address_ifname("fe80::a9fe:a9fe") in {i for i, a, _ in table
+                                                             if a == "fe80::a9fe:a9fe"} | {None}
+    assert switch.ipv6_address_ifname("2001:db8::77:1") is None
