@@ -122,6 +122,8 @@ def site(tmp_path, request):
         if var in os.environ:
             s.env[var] = ""  # empty counts as unset: the test's own defaults apply
 
+    tracebacks: list[str] = []
+
     def teardown():
         for net in reversed(s.networks):
             s.mdtool("disable-isolated-metadata", net, check=False)
@@ -129,6 +131,13 @@ def site(tmp_path, request):
             _kill(pid)
         for pid in processes_matching("dnsmasq", str(state)):
             _kill(pid)
+        # A daemon that logged a traceback met a failure nobody asked for, even when the test
+        # passed (a proxy round failing every second still serves the sites it bound first).
+        for log in sorted((state / "log").glob("*.log*")):
+            text = log.read_text(errors="replace")
+            if "Traceback (most recent call last)" in text:
+                at = text.index("Traceback (most recent call last)")
+                tracebacks.append(f"{log.name}:\n{text[max(0, at - 300):at + 1200]}")
 
     cleanup.add("pipeline", teardown)
     try:
@@ -136,3 +145,4 @@ def site(tmp_path, request):
     finally:
         cleanup.run()
     assert not processes_matching(str(state)), "a process of this test outlived its teardown"
+    assert not tracebacks, "a daemon logged a traceback:\n" + "\n".join(tracebacks)
