@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 
 import pytest
@@ -249,6 +250,10 @@ def test_looking_for_a_lost_process_judges_only_candidates(tmp_path, monkeypatch
     marker = f"--mdtool-test-{uuid.uuid4().hex}"
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     try:
+        for _ in range(500):  # its cmdline reads empty until the exec is through
+            if marker in (process.cmdline(proc.pid) or []):
+                break
+            time.sleep(0.01)
         pm = ProcessManager("sleeper", [sys.executable, "-c", "pass", marker, "--other"],
                             pidfile=tmp_path / "pid", identity=[marker])
         judged = []
