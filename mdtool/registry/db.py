@@ -66,6 +66,7 @@ class Engine:
             self.memory = self.database == ":memory:"
             self._max_idle = SQLITE_IDLE
             self.errors = (sqlite3.OperationalError, sqlite3.IntegrityError)
+            self.driver_error = sqlite3.Error   # every error the driver raises
             if not self.memory:
                 # private from its first byte: SQLite gives -wal and -shm the file's mode
                 create_private(self.database)
@@ -83,6 +84,7 @@ class Engine:
             # libpq reads the URI itself (host, port, user, password, dbname, ?options)
             self.dsn = "postgresql://" + rest
             self.errors = (psycopg2.OperationalError, psycopg2.IntegrityError)
+            self.driver_error = psycopg2.Error
         else:
             raise BadInput(f"unsupported database URL {_masked(url)!r}: use sqlite:///PATH or postgresql://…")
 
@@ -119,10 +121,10 @@ class Engine:
                 cur.execute("SELECT 1")
             raw.rollback()
             return True
-        except (self._pg.Error, OSError):
+        except (self.driver_error, OSError):
             try:
                 raw.close()
-            except self._pg.Error:
+            except self.driver_error:
                 pass
             return False
 
@@ -134,7 +136,7 @@ class Engine:
                     return
         try:
             raw.close()
-        except Exception:  # closing a broken connection: nothing left to release
+        except (self.driver_error, OSError):  # closing a broken connection: nothing to release
             pass
 
     def dispose(self) -> None:
@@ -144,7 +146,7 @@ class Engine:
         for raw, _ in idle:
             try:
                 raw.close()
-            except Exception:  # already broken: nothing to release
+            except (self.driver_error, OSError):  # already broken: nothing to release
                 pass
 
     # -- transactions ---------------------------------------------------------------------
@@ -189,7 +191,7 @@ class Engine:
             else:
                 raw.rollback()
             return True
-        except Exception:  # the connection broke: it is closed, not pooled
+        except (self.driver_error, OSError):  # the connection broke: closed, not pooled
             return False
 
     def _notify_listeners(self, statement: str) -> None:

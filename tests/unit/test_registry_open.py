@@ -65,3 +65,30 @@ def test_other_errors_are_not_retried(tmp_path, monkeypatch):
     with pytest.raises(OperationFailed, match="disk I/O error"):
         db.upgrade(engine)
     assert calls == [1]
+
+
+class _Broken:
+    """A raw connection whose rollback fails the way *error* says."""
+
+    def __init__(self, error):
+        self.error = error
+        self.in_transaction = True
+
+    def execute(self, statement):
+        raise self.error
+
+    def close(self):
+        raise self.error
+
+
+def test_a_broken_connection_is_dropped_but_a_bug_is_never_hidden(tmp_path):
+    from mdtool.registry.db import Engine
+    engine = Engine(f"sqlite:///{tmp_path / 'r.db'}")
+    # the driver says the connection broke: not reused, and closing it may fail quietly
+    assert engine._rollback(_Broken(sqlite3.OperationalError("disk I/O error"))) is False
+    engine._checkin(_Broken(sqlite3.OperationalError("disk I/O error")), healthy=False)
+    # anything else is a bug in mdtool and must surface, not be taken for a broken connection
+    with pytest.raises(TypeError):
+        engine._rollback(_Broken(TypeError("a bug")))
+    with pytest.raises(TypeError):
+        engine._checkin(_Broken(TypeError("a bug")), healthy=False)
