@@ -59,6 +59,9 @@ class NodeRun:
         return self.log.read_bytes()[self.offset:].decode(errors="replace")
 
 
+RESPAWN_BOUND = 20  # seconds; the real figure is in docs/benchmarks.md (node section)
+
+
 def _host_file(state_dir, net: str) -> str:
     try:
         return (state_dir / "dhcp" / net / "host").read_text()
@@ -120,12 +123,15 @@ def test_killed_processes_are_started_again_under_load(site, served_net):
         dnsmasq_pid = site.state_dir / "dhcp" / served_net / "pid"
         old = int(dnsmasq_pid.read_text())
         _sigkill(old)
+        # The 3 s is a measured figure (`mdtool bench --section node`, worst respawn);
+        # here a bound wide enough for a loaded CI machine proves the restart happens at all
+        # with no command, and the node's log proves it was node run's doing.
         wait_for(lambda: int(dnsmasq_pid.read_text() or 0) not in (0, old) and _quick_lease(site, vm),
-                 3 + 3, "dnsmasq to answer again")  # its start, then udhcpc's own 2 s
+                 RESPAWN_BOUND, "dnsmasq to answer again")
         for role in ("proxy", "agent", "metadata"):
             old = site.pid(role)
             _sigkill(old)
-            wait_for(lambda: site.pid(role) not in (None, old) and _served(site, vm), 3,
+            wait_for(lambda: site.pid(role) not in (None, old) and _served(site, vm), RESPAWN_BOUND,
                      f"{role} to serve again")
     finally:
         stop.set()
