@@ -40,6 +40,7 @@ def test_database_password_in_no_argv_and_no_unit(site, tmp_path):
         # peer authentication over the local socket ignores the password: any will do
         site.env["MDTOOL_DB"] = pg.with_user(url, "root", password)
         net = site.network("e2e-pw", "10.114.0.0/24")
+        vm = None
         try:
             vm = site.instance("vm-pw", net)
             site.mdtool("enable-isolated-metadata", net)
@@ -60,4 +61,8 @@ def test_database_password_in_no_argv_and_no_unit(site, tmp_path):
             shown = site.mdtool("systemd", "render").stdout
             assert password not in shown and "MDTOOL_DB=" in shown
         finally:
+            # The registry goes with this block, so the site's own teardown cannot read it:
+            # unplug here, or the bridge mdtool made for the network outlives the test.
+            if vm is not None:
+                site.mdtool("port-unplug", vm.port_id, vm.namespace, check=False)
             site.mdtool("disable-isolated-metadata", net, check=False)
