@@ -120,9 +120,10 @@ def catches(pid: int, sig: int) -> bool:
 
 def spawn(argv: Sequence[str], *, pidfile: str | os.PathLike,
           logfile: str | os.PathLike | None = None, netns: str | None = None,
-          env: dict[str, str] | None = None) -> int:
+          env: dict[str, str] | None = None, record: bool = True) -> int:
     """Start ``argv`` in the background (own session, stdin from /dev/null, output to
-    ``logfile``), optionally inside network namespace ``netns``; write and return its pid.
+    ``logfile``), optionally inside network namespace ``netns``; write (unless ``record`` is
+    False: the program writes ``pidfile`` itself) and return its pid.
 
     The program must stay in the foreground (e.g. dnsmasq ``--keep-in-foreground``):
     the pid we record is the pid of the process we started.
@@ -150,6 +151,8 @@ def spawn(argv: Sequence[str], *, pidfile: str | os.PathLike,
             out.close()
     # Detach the Popen object: the daemon outlives it; _reap() collects it later.
     proc.returncode = 0
+    if not record:
+        return proc.pid
     try:
         write_atomic(pidfile, f"{proc.pid}\n", FILE_MODE, durable=False)
     except OperationFailed as e:
@@ -464,10 +467,14 @@ class ProcessManager:
                  identity: Sequence[str], logfile: str | os.PathLike | None = None,
                  netns: str | None = None, env: dict[str, str] | None = None,
                  listeners: Sequence[Listener] = (), ready_marker: bytes | None = None,
-                 start_timeout: float = 10.0, stop_timeout: float = 10.0):
+                 start_timeout: float = 10.0, stop_timeout: float = 10.0,
+                 writes_pidfile: bool = False):
         """A start is complete once the process runs ``argv`` exactly, holds every listener
         and (with ``ready_marker``) has written that marker to its log; without either, once
-        it runs ``argv``."""
+        it runs ``argv``. ``writes_pidfile``: the program writes ``pidfile`` itself (dnsmasq
+        ``--pid-file``), so a start never writes it too (dnsmasq unlinks the file and then
+        creates it exclusively: a write of ours in between made it exit "File exists"), and
+        the start is complete only once the file names the new process."""
         self.name = name
         self.argv = None if argv is None else [str(a) for a in argv]
         self.pidfile = Path(pidfile)
@@ -479,6 +486,7 @@ class ProcessManager:
         self.ready_marker = ready_marker
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self.writes_pidfile = writes_pidfile
 
     # -- observing (read only) ---------------------------------------------------------
 
@@ -685,6 +693,8 @@ class ProcessManager:
     def _ready(self, pid: int, offset: int) -> bool:
         if cmdline(pid) != self.argv:  # still execing (ip netns exec)
             return False
+        if self.writes_pidfile and read_pid(self.pidfile) != pid:
+            return False
         for listener in self.listeners:
             if not listener_holders(listener, pid)[0]:
                 return False
@@ -705,7 +715,7 @@ class ProcessManager:
             except FileNotFoundError:
                 pass
         pid = spawn(self.argv, pidfile=self.pidfile, logfile=self.logfile, netns=self.netns,
-                    env=self.env)
+                    env=self.env, record=not self.writes_pidfile)
         log = f" (log: {self.logfile})" if self.logfile else ""
         deadline = time.monotonic() + self.start_timeout
         delay = 0.01

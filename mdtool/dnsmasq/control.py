@@ -57,7 +57,7 @@ def manager(config: Config, network: model.Network,
         f"dnsmasq for {network.name or network.id}", argv(config, network, dhcp_port),
         pidfile=p.pid, identity=_identity(config, network.id), logfile=p.log,
         netns=names.namespace_name(network.id), ready_marker=b"started, version",
-        start_timeout=STARTUP_TIMEOUT)
+        start_timeout=STARTUP_TIMEOUT, writes_pidfile=True)
 
 
 def running_pid(config: Config, network_id: str) -> int | None:

@@ -288,3 +288,46 @@ def test_a_process_s_descriptors_are_listed_once_while_it_holds_its_sockets(monk
         for p in (ours, theirs):
             p.kill()
             p.wait()
+
+
+# What dnsmasq does with --pid-file: unlink the old file, then create it exclusively, and
+# only then say it started. The pause between the two is what a loaded machine stretches.
+OWN_PIDFILE = textwrap.dedent("""
+    import os, sys, time
+    pidfile = sys.argv[1]
+    try:
+        os.unlink(pidfile)
+    except FileNotFoundError:
+        pass
+    time.sleep(0.5)
+    try:
+        fd = os.open(pidfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        print("failed to open pidfile: File exists", flush=True)
+        sys.exit(3)
+    os.write(fd, f"{os.getpid()}\\n".encode()); os.close(fd)
+    print("started, version test", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_program_that_writes_its_own_pid_file_is_never_raced(tmp_path, marker, managers,
+                                                                monkeypatch):
+    # A loaded machine: mdtool gets the CPU back only after the program unlinked its file.
+    write = process.write_atomic
+
+    def late_write(*args, **kwargs):
+        time.sleep(0.25)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(process, "write_atomic", late_write)
+    pidfile = tmp_path / "own.pid"
+    pidfile.write_text("999999\n")  # left by a dnsmasq that was killed
+    pm = ProcessManager(f"own {marker}", [sys.executable, "-c", OWN_PIDFILE, str(pidfile), marker],
+                        pidfile=pidfile, identity=[marker], logfile=tmp_path / "own.log",
+                        ready_marker=b"started, version", start_timeout=20, writes_pidfile=True)
+    managers.append(pm)
+    done = pm.enable()
+    pid = process.read_pid(pidfile)
+    assert done and f"(pid {pid})" in done[0], done
+    assert pm.check().state == "running" and pm.pid == pid
