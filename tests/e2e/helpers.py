@@ -240,23 +240,22 @@ class Cleanup:
 
 
 def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
+    """SIGTERM, SIGKILL after 3 s; return only once the process is gone (or a zombie), so
+    what a test does next never meets it still running."""
+    for sig, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
         try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if not os.path.exists(f"/proc/{pid}") or _is_zombie(pid):
+            os.kill(pid, sig)
+        except ProcessLookupError:
             return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if not os.path.exists(f"/proc/{pid}") or _is_zombie(pid):
+                return
+            time.sleep(0.05)
 
 
 def _is_zombie(pid: int) -> bool:
