@@ -17,6 +17,8 @@ fi
 pkgs=(iproute2 dnsmasq-base isc-dhcp-client udhcpc curl procps net-tools)
 # nft: port security of plugged instance ports (bridge family rules).
 pkgs+=(nftables)
+# ssh-keygen: the README's walk-through and the operator guide make vm1's SSH key with it.
+pkgs+=(openssh-client)
 # cloud-init: the real metadata reader, run with Debian's /usr/bin/python3.
 pkgs+=(cloud-init python3)
 if [ "$want_test" = 1 ]; then
