@@ -52,6 +52,7 @@ class InProcess:
 
 
 MAX_CACHED_BYTES = 8 << 20  # answers kept at most (bodies and heads), all networks
+ENTRY_OVERHEAD = 256        # bytes an entry costs beside its wire bytes (key, objects)
 
 
 class AnswerCache:
@@ -73,16 +74,18 @@ class AnswerCache:
         self.hits = 0
 
     def state(self) -> tuple:
+        """What every answer depends on: the index (by identity) and the documents' generation."""
         return self._index.current, self._generation.generation
 
+    def _same(self, state: tuple) -> bool:
+        index, generation = self.state()
+        return state[0] is index and state[1] == generation
+
     def _current(self) -> bool:
-        entries = self._entries
-        if not entries:
+        """False (and the cache emptied) when what the entries were made from has changed."""
+        if not self._entries or self._same(self._state):
             return True
-        state = self._state
-        if state[0] is self._index.current and state[1] == self._generation.generation:
-            return True
-        entries.clear()
+        self._entries.clear()
         self._bytes = 0
         return False
 
@@ -94,23 +97,25 @@ class AnswerCache:
             self.hits += 1
         return resp
 
+    def _drop(self, key: tuple) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old.wire) + ENTRY_OVERHEAD
+
     def put(self, key: tuple, state: tuple, resp: Response) -> None:
         """Keep ``resp`` (a 200 to a bodiless GET) when nothing changed since ``state``."""
-        if state[0] is not self._index.current or state[1] != self._generation.generation:
+        if not self._same(state):
             return
         self._current()
         if not self._entries:
             self._state = state
         wire = serialize_response(resp)
-        size = len(wire) + 256
+        size = len(wire) + ENTRY_OVERHEAD
         if size > self.max_bytes:
             return
         while self._bytes + size > self.max_bytes:
-            old = self._entries.pop(next(iter(self._entries)))
-            self._bytes -= len(old.wire) + 256
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= len(old.wire) + 256
+            self._drop(next(iter(self._entries)))  # the oldest first
+        self._drop(key)
         self._entries[key] = Response(resp.status, resp.body, resp.headers, wire=wire)
         self._bytes += size
 
