@@ -502,12 +502,11 @@ class ProcessManager:
             return "exact"
         return "older" if all(i in argv for i in self.identity) else None
 
-    def _find(self) -> tuple[int | None, bool]:
-        """Our process when the pid file does not name it (a pid file overwritten or
-        deleted): exact argv first, then an older argv of this manager."""
-        exact = None if self.argv is None else b"\0".join(a.encode() for a in self.argv) + b"\0"
+    def _marked(self):
+        """(pid, raw cmdline) of every other process whose argv carries this manager's
+        identity: the cheap filter before judging one (two more reads each; judging every
+        process of a node with 1,000 dnsmasq was a fifth of enable --all)."""
         marks = {i.encode() for i in self.identity}
-        older = None
         me = os.getpid()
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == me:
@@ -517,33 +516,26 @@ class ProcessManager:
                     raw = f.read()
             except OSError:
                 continue
-            if raw == exact and self._judge(int(entry)) == "exact":
-                return int(entry), True
-            # the cheap filter first: on a node of 1,000 dnsmasq, judging every process
-            # (two more reads each) was a fifth of enable --all
-            if (older is None and raw and marks <= set(raw.split(b"\0"))
-                    and self._judge(int(entry)) == "older"):
-                older = int(entry)
+            if raw and marks <= set(raw.split(b"\0")):
+                yield int(entry), raw
+
+    def _find(self) -> tuple[int | None, bool]:
+        """Our process when the pid file does not name it (a pid file overwritten or
+        deleted): exact argv first, then an older argv of this manager. The identity is
+        part of the exact argv, so both are among the marked processes."""
+        exact = None if self.argv is None else b"\0".join(a.encode() for a in self.argv) + b"\0"
+        older = None
+        for pid, raw in self._marked():
+            if raw == exact and self._judge(pid) == "exact":
+                return pid, True
+            if older is None and self._judge(pid) == "older":
+                older = pid
         return older, False
 
     def _strays(self, keep: int | None) -> list[int]:
         """Other live processes of this manager (its identity), e.g. left by a crash between
         a start and its pid file, or by a race of an older mdtool without the lock."""
-        me = os.getpid()
-        marks = {i.encode() for i in self.identity}
-        out = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) in (me, keep):
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if not marks <= set(f.read().split(b"\0")):  # cheap filter first
-                        continue
-            except OSError:
-                continue
-            if self._judge(int(entry)):
-                out.append(int(entry))
-        return out
+        return [pid for pid, _ in self._marked() if pid != keep and self._judge(pid)]
 
     def check(self) -> Status:
         """Observe: is our process running, exactly as asked, holding its addresses?"""
