@@ -171,6 +171,13 @@ def serialize_response(resp: Response, *, head: bool = False, keep_alive: bool =
     return b"".join(parts)
 
 
+def _closing(wire: bytes) -> bytes:
+    """A keep-alive answer's bytes (serialize_response's, no Connection field) as the last
+    answer of its connection: ``Connection: close`` added at the end of the head."""
+    end = wire.index(b"\r\n\r\n") + 2
+    return b"".join((wire[:end], b"Connection: close\r\n", wire[end:]))
+
+
 def _error_bytes(status: int, text: str) -> bytes:
     body = (text + "\n").encode()
     return b"".join((_status_line(status), b"Content-Type: text/plain; charset=UTF-8\r\n",
@@ -429,6 +436,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self):
         self.in_message = False
         self.completed_in_chunk = True
+        if self.closing and self.task is None and not self.queue:
+            return  # the connection's last answer is out (answered now, then closed)
         parser = self.parser
         version = parser.get_http_version()
         keep_alive = parser.should_keep_alive() and not self.closing
@@ -438,8 +447,8 @@ class _Connection(asyncio.Protocol):
                       self.local)
         self.headers = []
         self.body = []
-        if self.answer_now is not None and keep_alive and self.task is None \
-                and not self.queue and self._answer_now(req):
+        if self.answer_now is not None and self.task is None and not self.queue \
+                and self._answer_now(req, keep_alive):
             return
         self.queue.append((req, keep_alive))
         if self.task is None:
@@ -454,11 +463,13 @@ class _Connection(asyncio.Protocol):
 
     # answering --------------------------------------------------------------------------
 
-    def _answer_now(self, req: Request) -> bool:
+    def _answer_now(self, req: Request, keep_alive: bool) -> bool:
         """A request the handler can answer without waiting (a cached answer), answered
-        from this callback: no task, no queue. Only in the plain case: keep-alive HTTP/1.1,
-        nothing before it pending, no body, no reply hop limit to restore, writes flowing.
-        False: answer it the usual way."""
+        from this callback: no task, no queue. Only in the plain case: HTTP/1.1, nothing
+        before it pending, no body, no reply hop limit to restore, writes flowing. A
+        request that ends its connection (``Connection: close``, as every request of
+        cloud-init 22.4 does) gets the answer with ``Connection: close`` and the connection
+        closes, nothing after it read. False: answer it the usual way."""
         if req.version != "1.1" or req.body or self.hops is not None or self.server._closing \
                 or (self.write_paused is not None and not self.write_paused.done()):
             return False
@@ -466,11 +477,15 @@ class _Connection(asyncio.Protocol):
         if resp is None:
             return False
         if resp.wire is not None:
-            data = resp.wire
+            data = resp.wire if keep_alive else _closing(resp.wire)
         else:  # the proxy's own refusal (429, 401) of what it would have answered
-            data = serialize_response(resp, head=req.method == "HEAD")
+            data = serialize_response(resp, head=req.method == "HEAD", keep_alive=keep_alive)
         self.transport.write(data)
-        if not self.in_message:
+        if not keep_alive:
+            self.closing = True
+            self._disarm()
+            self.transport.close()
+        elif not self.in_message:
             self._arm(self.limits.keepalive_timeout, self._on_idle_timeout)
         return True
 
@@ -610,8 +625,8 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         self.in_message = False
         self._disarm()
-        if self.transport is None:
-            return
+        if self.transport is None or self.transport.is_closing():
+            return  # its last answer is out: nothing more is written
         self.transport.pause_reading()
         data = _error_bytes(status, text)
         if self.task is None:

@@ -258,3 +258,84 @@ def test_fields_that_reach_the_answer_path_are_part_of_the_key(node):
 
     entries, hits = asyncio.run(go())
     assert (entries, hits) == (3, 1)
+
+
+def _closed_exchange(server, source: str, raw: bytes) -> tuple[bytes, bool]:
+    """One connection from ``source`` that sends ``raw`` at once; what it got back, and
+    whether the server closed it."""
+    c = Client(server, source)
+    c.conn.data_received(raw)
+    out, closed = bytes(c.t.out), c.t.closed
+    c.close()  # what the transport does once closed
+    return out, closed
+
+
+async def _until_closed(server, source: str, raw: bytes) -> tuple[bytes, bool]:
+    c = Client(server, source)
+    c.conn.data_received(raw)
+    for _ in range(500):
+        if c.t.closed:
+            break
+        await asyncio.sleep(0.01)
+    out, closed = bytes(c.t.out), c.t.closed
+    c.close()
+    return out, closed
+
+
+def test_a_request_that_closes_its_connection_is_answered_from_the_cache(node, caplog):
+    """cloud-init 22.4 sends every request on a connection of its own (Connection: close):
+    a hit is answered from the cache all the same, at once, with Connection: close, and
+    the connection closes; nothing sent after that request on it is answered."""
+    config, reg, net, vm1, *_ = node
+    caplog.set_level(logging.INFO, logger="mdtool.proxy.access")
+
+    def raw(target: str, close: bool) -> bytes:
+        return (f"GET {target} HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+                + ("Connection: close\r\n" if close else "") + "\r\n").encode()
+
+    async def go():
+        async with proxy(config, net.id) as (handler, backend, server):
+            keep = Client(server, "10.62.0.2")
+            await keep.get()
+            kept = await keep.get()  # cached now
+            keep.close()
+            assert backend.cache.hits == 1
+            # a miss that closes: answered the usual way (a task), then closed
+            miss = await _until_closed(server, "10.62.0.2", raw(MD + "?x=1", True))
+            assert backend.cache.hits == 1
+            # a hit that closes: answered from the callback itself, no task
+            hit = _closed_exchange(server, "10.62.0.2", raw(MD, True) + raw(MD, False))
+            hits = backend.cache.hits
+            await asyncio.sleep(0.05)
+            return kept, miss, hit, hits, dict(handler.status_counts), server
+
+    kept, miss, hit, hits, counts, server = asyncio.run(go())
+    assert hits == 2 and hit[1] and miss[1]  # both closed by the server
+    head, _, body = hit[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\nConnection: close")
+    assert body == kept[1] and _uuid(body) == vm1.id
+    assert hit[0].count(b"HTTP/1.1") == 1  # the request after the closing one: not answered
+    miss_head = miss[0].partition(b"\r\n\r\n")[0]
+    assert miss_head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in miss_head
+    assert counts == {200: 4}
+    lines = [r.getMessage() for r in caplog.records if r.name == "mdtool.proxy.access"]
+    assert len([line for line in lines if f"GET {MD} 200" in line]) == 4
+    assert not server._connections and not server._per_source  # every count given back
+
+
+def test_a_refusal_that_closes_its_connection_says_so(node):
+    config, reg, net, *_ = node
+    limiter = RateLimiter(RateLimits(base_window=60, base_limit=1, burst_window=60,
+                                     burst_limit=1))
+    close = (f"GET {MD} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n").encode()
+
+    async def go():
+        async with proxy(config, net.id, limiter=limiter) as (handler, backend, server):
+            first = await _until_closed(server, "10.62.0.2", close)
+            refused = _closed_exchange(server, "10.62.0.2", close)  # a hit, over the limit
+            return first, refused, backend.cache.hits
+
+    first, refused, hits = asyncio.run(go())
+    assert first[0].startswith(b"HTTP/1.1 200 ") and hits == 1
+    assert refused[1] and refused[0].startswith(b"HTTP/1.1 429 ")
+    assert b"\r\nConnection: close" in refused[0].partition(b"\r\n\r\n")[0]
