@@ -82,7 +82,7 @@ def kill(pid: int, timeout: float = 5.0) -> None:
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 return
         except ChildProcessError:
-            if not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z":
+            if not os.path.exists(f"/proc/{pid}") or process_state(pid) == "Z":
                 return
         time.sleep(0.02)
     try:
@@ -100,7 +100,7 @@ def stop(proc: subprocess.Popen) -> None:
         proc.poll()
 
 
-def _state(pid: int) -> str | None:
+def process_state(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:

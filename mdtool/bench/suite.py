@@ -33,8 +33,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdtool.bench.harness import (Harness, delete_link, delete_netns, http_get, ip, kill,
-                                  listener_pids, memory_kb, stop, wait_for, wrk)
+from mdtool.bench.harness import (Harness, delete_link, delete_netns, http_get, ip,
+                                  kill, listener_pids, memory_kb, process_state, stop, wait_for,
+                                  wrk)
 
 MD_PATH = "/openstack/latest/meta_data.json"
 METADATA_IP = "169.254.169.254"
@@ -1102,7 +1103,7 @@ def _storm_side(h: Harness, kind: str, sizes: Sizes, requests: list, octet: int)
     fresh.engine.dispose()
     for n in nets:
         wait_for(lambda ns="qdhcp-" + n.id: listener_pids(ns), 30, f"the {kind} proxy to listen")
-    files = {"hook": (sd / "udhcpc.sh", render("instance/udhcpc.sh.j2", namespace="storm")),
+    files = {"hook": (sd / "udhcpc.sh", render("bench/storm-udhcpc.sh.j2")),
              "requests": (sd / "requests.curl", render(
                  "bench/storm-requests.curl.j2", requests=requests, address=METADATA_IP,
                  write_out=STORM_WRITE_OUT, connect_timeout=10, max_time=30))}
@@ -1112,6 +1113,9 @@ def _storm_side(h: Harness, kind: str, sizes: Sizes, requests: list, octet: int)
     side.script.write_text(render("bench/storm-boot.sh.j2", interface="eth0",
                                   hook=files["hook"][0], requests=files["requests"][0]))
     side.script.chmod(0o755)
+    (sd / "fifo").mkdir(mode=0o700)
+    for ns, _, _ in instances:  # each instance's curl reads its requests from its own
+        os.mkfifo(sd / "fifo" / ns, 0o600)
     return side
 
 
@@ -1148,11 +1152,35 @@ def _machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def _on_cpu_seconds(pid: int) -> float:
+    """Time ``pid`` has spent on a CPU so far (/proc/PID/schedstat: nanoseconds, where
+    /proc/PID/stat counts 10 ms ticks)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+def _waiting_at_barrier(pid: int, curl: int) -> bool:
+    """The boot script ``pid`` sleeps (reading the barrier, after its "ready") and its curl
+    waits for a writer of its FIFO: every library loaded, nothing left to start."""
+    try:
+        return (Path(f"/proc/{curl}/wchan").read_text() == "wait_for_partner"
+                and process_state(pid) == "S")
+    except OSError:
+        return False
+
+
 def _storm_round(side: StormSide, log=print) -> dict:
-    """Every instance of ``side`` boots at once (its script in its namespace); wall times, the
-    requests, and where the CPU went: what serves the path, dnsmasq, the instances' clients
-    (bash, udhcpc and its hook, curl: each boot's own rusage), the whole machine."""
+    """Every instance of ``side`` boots at once; wall times, the requests, and where the CPU
+    went: what serves the path, dnsmasq, the instances' clients in the timed window
+    (udhcpc and its hook, curl's requests, the script: each boot's own rusage less what its
+    script and curl spent before the barrier), the whole machine.
+
+    Each instance's script starts in its namespace before the barrier (``ip netns exec``,
+    bash, curl loaded and waiting for its requests), its address flushed: a guest whose
+    kernel and programs are up. The boot starts for all at once when the harness closes
+    the pipe every script reads."""
     pids = side.pids()
+    for ns, _, _ in side.instances:  # a booting guest has no address yet
+        ip("-4", "address", "flush", "dev", "eth0", netns=ns)
 
     def cpu() -> dict[str, float]:
         out = {}
@@ -1166,27 +1194,47 @@ def _storm_round(side: StormSide, log=print) -> dict:
             out[role] = total
         return out
     env = {**os.environ, "LC_ALL": "C"}
-    before, busy0 = cpu(), _machine_busy_seconds()
-    started, t0 = time.time(), time.perf_counter()
     procs = []
+    gate, release = os.pipe()
     try:
-        for ns, _, _ in side.instances:
-            procs.append(subprocess.Popen(["ip", "netns", "exec", ns, "/bin/bash", str(side.script)],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          stdin=subprocess.DEVNULL, env=env,
-                                          start_new_session=True))
+        try:
+            for ns, _, _ in side.instances:
+                procs.append(subprocess.Popen(
+                    ["ip", "netns", "exec", ns, "/bin/bash", str(side.script),
+                     str(side.sd / "fifo" / ns)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=gate, env=env,
+                    start_new_session=True))
+        finally:
+            os.close(gate)
+        curls = {}
+        for p in procs:
+            word, _, curl = p.stdout.readline().decode(errors="replace").partition(" ")
+            if word != "ready":
+                raise RuntimeError(f"a storm boot script did not start: "
+                                   f"{p.stderr.read().decode(errors='replace')[-300:]}")
+            curls[p.pid] = int(curl)
+        wait_for(lambda: all(_waiting_at_barrier(pid, curl) for pid, curl in curls.items()),
+                 60, "every instance's script to wait at the barrier")
+        before_barrier = {pid: _on_cpu_seconds(pid) + _on_cpu_seconds(curl)
+                          for pid, curl in curls.items()}
+        before, busy0 = cpu(), _machine_busy_seconds()
+        started, t0 = time.time(), time.perf_counter()
+        os.close(release)  # the barrier: every instance boots now
+        release = None
         boots, client_cpu = [], 0.0
         for p in procs:
             out, err = p.stdout.read(), p.stderr.read()
             _, status, usage = os.wait4(p.pid, 0)
             p.returncode = os.waitstatus_to_exitcode(status)
-            client_cpu += usage.ru_utime + usage.ru_stime
+            client_cpu += usage.ru_utime + usage.ru_stime - before_barrier[p.pid]
             boot = _storm_boot(out.decode(errors="replace"), started)
             if err.strip():
                 boot["failed"].append(err.decode(errors="replace").strip()[-200:])
             boots.append(boot)
         total = time.perf_counter() - t0
     finally:
+        if release is not None:
+            os.close(release)
         for p in procs:
             if p.returncode is None:  # a failed round: end what it started
                 try:
@@ -1233,7 +1281,9 @@ def storm(h: Harness, sizes: Sizes, log=print) -> dict:
     env_port = h.metadata_port
     out = {"networks": sizes.storm_networks, "per_network": sizes.storm_instances,
            "requests_per_boot": len(requests), "rounds": sizes.storm_rounds,
-           "client": "bash + udhcpc + one curl --config per instance, a connection per request",
+           "client": "per instance, started before the barrier: bash and a loaded curl; "
+                     "timed: udhcpc + its hook (one ip run), then curl's requests, a "
+                     "connection each",
            "results": {}}
     sides = {}
     try:

@@ -4,10 +4,13 @@ cloud-init 22.4's url_helper does), and the boot's output is read back request b
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +76,53 @@ def test_replay_is_the_recorded_sequence_one_connection_each(server, tmp_path):
 def test_a_boot_without_lease_or_end_is_a_failure():
     assert _storm_boot("start 1.0\nnolease 21.0\n", 1.0)["failed"] == ["no lease"]
     assert _storm_boot("start 1.0\nlease 1.5\n", 1.0)["failed"] == ["did not finish"]
+
+
+def test_the_boot_waits_at_the_barrier_with_its_curl_loaded(server, tmp_path):
+    """The storm's boot script (started before the barrier) loads curl, says "ready", and
+    asks nothing until its stdin ends; then it takes the lease (udhcpc: a stand-in here,
+    the bench runs the real one in a namespace) and replays every request in order."""
+    requests = recorded_requests()
+    cfg = tmp_path / "requests.curl"
+    cfg.write_text(render("bench/storm-requests.curl.j2", requests=requests,
+                          address=f"127.0.0.1:{server.server_address[1]}",
+                          write_out=STORM_WRITE_OUT, connect_timeout=5, max_time=10))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "udhcpc").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "udhcpc").chmod(0o755)
+    script = tmp_path / "boot.sh"
+    script.write_text(render("bench/storm-boot.sh.j2", interface="eth0",
+                             hook=tmp_path / "hook.sh", requests=cfg))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    gate, release = os.pipe()
+    proc = subprocess.Popen(["/bin/bash", str(script), str(fifo)], stdin=gate,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    os.close(gate)
+    try:
+        word, _, curl = proc.stdout.readline().decode().partition(" ")
+        assert word == "ready"
+        wchan = Path(f"/proc/{int(curl)}/wchan")
+        deadline = time.monotonic() + 10
+        while wchan.read_text() != "wait_for_partner":  # curl loaded, waiting for its requests
+            assert time.monotonic() < deadline, wchan.read_text()
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert _Recorder.seen == []  # nothing asked before the barrier
+        started = time.time()
+        os.close(release)
+        release = None
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if release is not None:
+            os.close(release)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert [(m, p) for m, p, _, _ in _Recorder.seen] == requests
+    boot = _storm_boot(out.decode(), started)
+    assert len(boot["requests"]) == len(requests) and boot["lease_s"] is not None
+    assert boot["failed"] == ["request 3: status 404, curl exit 0"]  # the server's one 404
