@@ -15,7 +15,8 @@ reads the registry once and opens at most one socket of each kind per namespace.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import contextlib
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from mdtool import daemons, model, process
 from mdtool.config import Config
@@ -95,6 +96,21 @@ def as_read(registry: Registry, net: model.Network, revision: int) -> model.Netw
     id, which ``enable``/``disable`` look up again (a change made by anyone since the read
     is seen). One cheap query: a command over many networks reads them all once."""
     return net if registry.revision() == revision else net.id
+
+
+class Batch:
+    """What a command over many networks (``enable --all``, ``disable --all``) shares between
+    its networks: one listing of the node's processes (``process.one_scan``)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+
+
+@contextlib.contextmanager
+def batch(config: Config) -> Iterator[Batch]:
+    """One ``Batch`` for the networks of one command, in a ``with`` block."""
+    with process.one_scan():
+        yield Batch(config)
 
 
 def _network(registry: Registry, network: model.Network | str) -> model.Network:

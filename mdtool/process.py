@@ -151,6 +151,8 @@ def spawn(argv: Sequence[str], *, pidfile: str | os.PathLike,
             out.close()
     # Detach the Popen object: the daemon outlives it; _reap() collects it later.
     proc.returncode = 0
+    if _scan is not None:  # the batch's listing knows it by the argv it will run
+        _scan.add(proc.pid, b"".join(str(a).encode() + b"\0" for a in argv))
     if not record:
         return proc.pid
     try:
@@ -377,6 +379,79 @@ def held_by_other(listener: Listener, pid: int | None = None,
     return held_sentence(listener, others[0], owner) if others else None
 
 
+# -- one listing of the node's processes for a batch -----------------------------------------
+
+def _list_processes():
+    """(pid, raw cmdline) of every process but this one with a command line (/proc)."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if raw:
+            yield int(entry), raw
+
+
+class ProcessScan:
+    """The node's processes listed once, indexed by argv element. Finding a manager's
+    marked processes is then a few dict lookups, not a pass over /proc (three passes per
+    new dnsmasq, each over 1,000+ processes at 1,000 networks). Every candidate is still
+    judged by its live /proc entry, so one that ended, or whose pid was reused, since the
+    listing is never taken for ours."""
+
+    def __init__(self) -> None:
+        self._by_arg: dict[bytes, set[int]] = {}
+        self._raw: dict[int, bytes] = {}
+
+    @classmethod
+    def read(cls) -> "ProcessScan":
+        scan = cls()
+        for pid, raw in _list_processes():
+            scan.add(pid, raw)
+        return scan
+
+    def add(self, pid: int, raw: bytes) -> None:
+        old = self._raw.get(pid)
+        if old is not None:
+            for a in set(old.split(b"\0")):
+                self._by_arg.get(a, set()).discard(pid)
+        self._raw[pid] = raw
+        for a in set(raw.split(b"\0")):
+            if a:
+                self._by_arg.setdefault(a, set()).add(pid)
+
+    def marked(self, marks: set[bytes]) -> list[tuple[int, bytes]]:
+        """(pid, raw cmdline) of the listed processes whose argv holds every mark."""
+        sets = [self._by_arg.get(m, set()) for m in marks]
+        pids = set.intersection(*sets) if sets else set()
+        return [(pid, self._raw[pid]) for pid in sorted(pids)]
+
+
+_scan: ProcessScan | None = None
+
+
+@contextlib.contextmanager
+def one_scan():
+    """Within this block (a command over many networks), every ``ProcessManager`` finds
+    processes by their identity in one listing of /proc, read on entry; what ``spawn``
+    starts meanwhile is added to it. A process someone else starts meanwhile is seen
+    through its pid file, which ``check`` reads first and which a start writes under the
+    manager's lock before that lock is released. Nested blocks share the outer listing."""
+    global _scan
+    if _scan is not None:
+        yield _scan
+        return
+    _scan = ProcessScan.read()
+    try:
+        yield _scan
+    finally:
+        _scan = None
+
+
 # -- the process manager -------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -505,19 +580,15 @@ class ProcessManager:
     def _marked(self):
         """(pid, raw cmdline) of every other process whose argv carries this manager's
         identity: the cheap filter before judging one (two more reads each; judging every
-        process of a node with 1,000 dnsmasq was a fifth of enable --all)."""
+        process of a node with 1,000 dnsmasq was a fifth of enable --all). Inside
+        ``one_scan()`` the batch's one listing answers."""
         marks = {i.encode() for i in self.identity}
-        me = os.getpid()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == me:
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    raw = f.read()
-            except OSError:
-                continue
-            if raw and marks <= set(raw.split(b"\0")):
-                yield int(entry), raw
+        if _scan is not None:
+            yield from _scan.marked(marks)
+            return
+        for pid, raw in _list_processes():
+            if marks <= set(raw.split(b"\0")):
+                yield pid, raw
 
     def _find(self) -> tuple[int | None, bool]:
         """Our process when the pid file does not name it (a pid file overwritten or

@@ -50,7 +50,7 @@ def _many(ctx, action: str, fn, networks, all_: bool, dry_run: bool,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mdtool.cli.app import netlink
-    from mdtool.enable import as_read
+    from mdtool.enable import as_read, batch
     from mdtool.errors import MdtoolError
     from mdtool.node import node_lock
     # One registry read and one netlink session for the whole batch; each network is still
@@ -66,8 +66,9 @@ def _many(ctx, action: str, fn, networks, all_: bool, dry_run: bool,
     report: list[dict] = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with netlink() as nl, Progress(*columns, console=ctx.console, transient=True,
-                                   disable=not ctx.console.is_terminal) as progress:
+    with netlink() as nl, batch(ctx.config), \
+            Progress(*columns, console=ctx.console, transient=True,
+                     disable=not ctx.console.is_terminal) as progress:
         task = progress.add_task(action, total=len(targets))
         for net, model in targets:
             changes = 0

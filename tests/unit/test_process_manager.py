@@ -331,3 +331,59 @@ def test_a_program_that_writes_its_own_pid_file_is_never_raced(tmp_path, marker,
     pid = process.read_pid(pidfile)
     assert done and f"(pid {pid})" in done[0], done
     assert pm.check().state == "running" and pm.pid == pid
+
+
+def _sleeper(*argv: str) -> subprocess.Popen:
+    """A sleeping process whose argv carries ``argv``, returned once its exec is through."""
+    full = [sys.executable, "-c", "import time; time.sleep(60)", *argv]
+    proc = subprocess.Popen(full)
+    for _ in range(500):
+        if process.cmdline(proc.pid) == full:
+            return proc
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("the sleeper did not exec")
+
+
+def test_inside_one_scan_proc_is_listed_once_and_answers_like_a_scan(tmp_path, monkeypatch):
+    """A batch lists /proc once; each manager then finds its marked processes in that
+    listing, the same ones a scan of its own finds."""
+    marker = f"--mdtool-test-{uuid.uuid4().hex}"
+    procs = [_sleeper(marker, "--one"), _sleeper(marker, "--two"), _sleeper("--other-" + marker)]
+    try:
+        pm = ProcessManager("sleeper", [sys.executable, "-c", "pass", marker],
+                            pidfile=tmp_path / "pid", identity=[marker])
+        alone = sorted(pm._marked())
+        listed = []
+        real = process._list_processes
+        monkeypatch.setattr(process, "_list_processes", lambda: listed.append(1) or real())
+        with process.one_scan():
+            for _ in range(3):
+                assert sorted(pm._marked()) == alone
+                assert sorted(pm._strays(None)) == [procs[0].pid, procs[1].pid]
+            with process.one_scan():  # nested: the same listing
+                assert sorted(pm._marked()) == alone
+        assert len(listed) == 1
+        assert [p for p, _ in alone] == sorted([procs[0].pid, procs[1].pid])
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_one_scan_never_takes_a_process_that_ended_since_and_sees_what_it_started(
+        tmp_path, marker, managers):
+    gone = _sleeper(marker, "--gone")
+    with process.one_scan():
+        gone.kill()
+        gone.wait()
+        pm = server_manager(tmp_path, marker, "tcp", str(free_port()), managers)
+        assert pm._strays(None) == []      # listed, but judged by its live /proc entry
+        assert pm.check().state == "stopped"
+        pm.enable()                        # started inside the batch: in its listing
+        pid = pm.check().pid
+        pm.pidfile.unlink()                # found without its pid file, in the listing
+        st = pm.check()
+        assert st.pid == pid and st.current and st.state == "unrecorded"
+        assert pm.enable() == [f"record pid {pid} of server {marker} in {pm.pidfile}: it named "
+                               "nothing"]
