@@ -118,7 +118,7 @@ class Netlink:
         ipr = self._route.get(netns)
         if ipr is None:
             try:
-                ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+                ipr = _open_route(netns) if netns else IPRoute()
             except OSError as e:
                 raise _fail(what, e) from None
             self._route[netns] = ipr
@@ -208,6 +208,22 @@ def _open_plain() -> socket.socket:
     return s
 
 
+def _open_route(netns: str) -> IPRoute:
+    """An IPRoute whose socket lives in ``netns``. pyroute2's own ``IPRoute(netns=...)``
+    forks a helper process to make that socket (~20 ms, once per namespace a command
+    touches); here a short-lived thread switched into the namespace makes it and IPRoute
+    takes it by its descriptor. OSError (NotFound for a namespace gone) as is."""
+    from mdtool.netns.switch import run_in_netns
+    sock = run_in_netns(netns, lambda: socket.socket(
+        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE))
+    fd = sock.detach()
+    try:
+        return IPRoute(fileno=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _index(ipr: IPRoute, ifname: str) -> int | None:
     found = ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
@@ -231,8 +247,9 @@ def create_namespace(nl: Netlink, name: str) -> bool:
     if namespace_exists(name):
         return False
     nl.forget(name)
+    from mdtool.netns.switch import create_netns
     try:
-        _netns.create(name)
+        create_netns(name)  # in a thread of ours: pyroute2's netns.create forks a helper
     except OSError as e:
         if e.errno == errno.EEXIST:
             return False

@@ -8,6 +8,7 @@ thread that could not switch back dies instead of serving from the wrong place.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -18,7 +19,7 @@ from typing import Callable, Sequence, TypeVar
 
 from mdtool.errors import NotFound, OperationFailed
 
-__all__ = ["NETNS_DIR", "run_in_netns", "run_in_each_netns", "bind_in_netns", "make_listener", "addresses_in_netns",
+__all__ = ["NETNS_DIR", "create_netns", "run_in_netns", "run_in_each_netns", "bind_in_netns", "make_listener", "addresses_in_netns",
            "local_ipv6_addresses", "ipv6_address_ifname",
            "netns_inode", "list_netns"]
 
@@ -32,12 +33,56 @@ _libc = None
 
 
 def _setns(fd: int) -> None:
+    _libc_call("setns", fd, CLONE_NEWNET)
+
+
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
+
+
+def _libc_call(fn: str, *args) -> None:
+    """libc's ``fn(*args)``; OSError with its errno when it does not return 0."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
+    if getattr(_libc, fn)(*args) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def create_netns(name: str) -> None:
+    """Create namespace ``name`` at /run/netns/<name> as ``ip netns add`` does, without a
+    child process: a fresh thread unshares its own network namespace (``unshare`` changes
+    only the calling thread), bind-mounts it on the name and ends. FileExistsError when the
+    name is taken; on any other failure the name is removed again."""
+    os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+    rundir = NETNS_DIR.encode()
+    try:  # mounts under it propagate to every mount namespace (`ip netns exec`)
+        _libc_call("mount", b"none", rundir, b"none", MS_SHARED | MS_REC, None)
+    except OSError:  # not a mount point yet: make it one, then shared
+        _libc_call("mount", rundir, rundir, b"none", MS_BIND | MS_REC, None)
+        _libc_call("mount", b"none", rundir, b"none", MS_SHARED | MS_REC, None)
+    path = netns_path(name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+    failed: list[OSError] = []
+
+    def body():
+        try:
+            _libc_call("unshare", CLONE_NEWNET)
+            _libc_call("mount", b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND,
+                       None)
+        except OSError as e:
+            failed.append(e)
+        # this thread stays in the new namespace: it ends here
+
+    t = threading.Thread(target=body, name=f"netns-create-{name}", daemon=True)
+    t.start()
+    t.join()
+    if failed:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise failed[0]
 
 
 def netns_path(name: str) -> str:

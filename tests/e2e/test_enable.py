@@ -170,14 +170,18 @@ import collections, json, os, sys
 from mdtool.netns import ip_lib
 from mdtool.registry import api
 counts = {"route": collections.Counter(), "plain": 0, "networks_with_ports": 0, "get_network": 0}
-real_route, real_plain = ip_lib.IPRoute, ip_lib._open_plain
+real_route, real_open_route, real_plain = ip_lib.IPRoute, ip_lib._open_route, ip_lib._open_plain
 def route(*a, **k):
-    counts["route"][k.get("netns") or "host"] += 1
+    if "fileno" not in k:  # else the namespace's socket, counted by open_route
+        counts["route"]["host"] += 1
     return real_route(*a, **k)
+def open_route(netns):
+    counts["route"][netns] += 1
+    return real_open_route(netns)
 def plain():
     counts["plain"] += 1
     return real_plain()
-ip_lib.IPRoute, ip_lib._open_plain = route, plain
+ip_lib.IPRoute, ip_lib._open_route, ip_lib._open_plain = route, open_route, plain
 for name in ("networks_with_ports", "get_network"):
     def counted(self, *a, _name=name, _real=getattr(api.Registry, name), **k):
         counts[_name] += 1

@@ -102,3 +102,50 @@ def test_a_session_keeps_its_alias_map_without_reading_every_link_again(cleanup,
         ip_lib.delete_link(nl, br)
         assert ip_lib.host_links_matching(nl, alias=mark + "-br") == []
         assert [l.alias for l in ip_lib.host_links_matching(nl, alias="other:" + a)] == ["other:" + a]
+
+
+def test_namespaces_and_their_sockets_are_made_without_a_child_process(cleanup, monkeypatch):
+    """create_namespace and the session's IPRoute in a namespace work in threads of this
+    process (pyroute2's own forked a helper per namespace, ~20 ms each): the namespace is one
+    `ip` sees and uses, the socket acts there, and closing leaves no descriptor behind."""
+    import pyroute2.process
+
+    def no_child(*a, **k):
+        raise AssertionError("a child process was started")
+    monkeypatch.setattr(pyroute2.process.ChildProcess, "run", no_child)
+    monkeypatch.setattr(os, "fork", no_child)
+    ns = cleanup.netns(unique_name("tns-"))
+    fds = set(os.listdir("/proc/self/fd"))
+    mine = os.stat("/proc/thread-self/ns/net").st_ino
+    with ip_lib.Netlink() as nl:
+        assert ip_lib.create_namespace(nl, ns) is True
+        assert ip_lib.create_namespace(nl, ns) is False  # already there
+        ip_lib.set_link(nl, "lo", ns, up=True)
+        ip_lib.add_address(nl, "lo", "169.254.169.254/32", ns)
+        assert "169.254.169.254/32" in [a.cidr for a in ip_lib.list_addresses(nl, ns)]
+    assert set(os.listdir("/proc/self/fd")) == fds
+    monkeypatch.undo()
+    assert ns in sh("ip", "netns", "list").stdout.split()
+    assert "169.254.169.254/32" in sh("ip", "-o", "addr", "show", "dev", "lo", netns=ns).stdout
+    # a namespace of its own, and this thread never left its own
+    assert os.stat("/proc/thread-self/ns/net").st_ino == mine
+    assert os.stat(f"/run/netns/{ns}").st_ino != mine
+    with ip_lib.Netlink() as nl:
+        assert ip_lib.delete_namespace(nl, ns) is True
+    assert not os.path.exists(f"/run/netns/{ns}")
+
+
+def test_a_namespace_that_cannot_be_made_leaves_no_name(cleanup, monkeypatch):
+    from mdtool.netns import switch
+    ns = cleanup.netns(unique_name("tns-"))
+    real = switch._libc_call
+
+    def refuse_unshare(fn, *args):
+        if fn == "unshare":
+            raise OSError(1, "Operation not permitted")
+        return real(fn, *args)
+    monkeypatch.setattr(switch, "_libc_call", refuse_unshare)
+    with ip_lib.Netlink() as nl, pytest.raises(Exception, match="cannot create network "
+                                                                 "namespace .*not permitted"):
+        ip_lib.create_namespace(nl, ns)
+    assert not os.path.exists(f"/run/netns/{ns}")

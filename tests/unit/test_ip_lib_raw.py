@@ -73,6 +73,7 @@ class FakeIPRoute:
 def fake_iproute(monkeypatch):
     FakeIPRoute.opened, FakeIPRoute.close_error = [], None
     monkeypatch.setattr(ip_lib, "IPRoute", FakeIPRoute)
+    monkeypatch.setattr(ip_lib, "_open_route", lambda netns: FakeIPRoute(netns=netns))
     monkeypatch.setattr(ip_lib, "namespace_exists", lambda name: True)
     return FakeIPRoute
 
