@@ -9,6 +9,13 @@ different Content-Length values) ends the connection with 400. A failing handler
 
 Pipelined requests are parsed ahead and answered strictly in order, one handler at a
 time per connection; reading pauses when too many are queued.
+
+A handler with an ``answer_now`` (the fast path's cache of its answers) is asked from the
+parser's callback, without a task. A connection then remembers the last read that was
+exactly one such request, as bytes and as the Request it parsed to: the same bytes at a
+request boundary are the same request (the parse depends on nothing else), so they skip
+the parser and go straight to ``answer_now``, which applies every check it applies to any
+request. Anything else (another request, part of one, two at once) is parsed.
 """
 
 from __future__ import annotations
@@ -249,6 +256,12 @@ class _Connection(asyncio.Protocol):
         self.pending_error: bytes | None = None
         self.completed_in_chunk = False
         self.hops: int | None = None  # the IP TTL / hop limit a reply set (None: default)
+        # The last read that was exactly one request answered by answer_now, and the
+        # Request it was parsed to: the same bytes again need no parse (see _known).
+        self.known_head: bytes | None = None
+        self.known_req: Request | None = None
+        self.began = 0  # requests begun in the current read
+        self.answered: Request | None = None  # the last request answer_now answered
 
     # asyncio callbacks --------------------------------------------------------------
 
@@ -300,6 +313,7 @@ class _Connection(asyncio.Protocol):
         self.parser = None
         self.body = []
         self.queue.clear()
+        self.known_head = self.known_req = self.answered = None
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.write_paused is not None and not self.write_paused.done():
@@ -319,6 +333,12 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes):
         if self.closing:
             return
+        boundary = not self.in_message and self.answer_now is not None
+        if boundary:
+            if data == self.known_head and self._known():
+                return
+            self.began = 0
+            self.answered = None
         self.completed_in_chunk = False
         try:
             self.parser.feed_data(data)
@@ -350,6 +370,20 @@ class _Connection(asyncio.Protocol):
                 self.head_raw += len(data)
             if self.head_raw > self.limits.max_header_bytes:
                 self._fail(431, "Request Header Fields Too Large")
+        elif boundary and self.began == 1 and self.answered is not None \
+                and not self.expect_continue:
+            # This read was one whole request, answered at once (no 100 Continue went
+            # out before it): remember its bytes.
+            self.known_head = data
+            self.known_req = self.answered
+
+    def _known(self) -> bool:
+        """Answer the remembered request again for the same bytes, as on_message_complete
+        would: the parse they make (method, target, fields, limits, keep-alive) is the one
+        remembered. False (nothing done): parse them."""
+        if self.task is not None or self.queue:
+            return False
+        return self._answer_now(self.known_req, True)
 
     def eof_received(self):
         # A half-closed client still gets the answers to what it sent.
@@ -362,6 +396,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self):
         self.in_message = True
+        self.began += 1
         self.head_done = False
         self.head_raw = -1
         self.head_bytes = 0
@@ -449,6 +484,8 @@ class _Connection(asyncio.Protocol):
         self.body = []
         if self.answer_now is not None and self.task is None and not self.queue \
                 and self._answer_now(req, keep_alive):
+            if keep_alive:
+                self.answered = req
             return
         self.queue.append((req, keep_alive))
         if self.task is None:

@@ -339,3 +339,28 @@ def test_a_refusal_that_closes_its_connection_says_so(node):
     assert first[0].startswith(b"HTTP/1.1 200 ") and hits == 1
     assert refused[1] and refused[0].startswith(b"HTTP/1.1 429 ")
     assert b"\r\nConnection: close" in refused[0].partition(b"\r\n\r\n")[0]
+
+
+def test_a_repeated_head_is_judged_again_every_time(node):
+    """The same bytes on a connection skip the parse (mdtool/http/server.py), never the
+    gate: a token that expired between two identical requests gets 401."""
+    config, reg, net, *_ = node
+    now = [1_000_000.0]
+    sealer = TokenSealer(b"k" * 32, clock=lambda: now[0])
+
+    async def go():
+        async with proxy(config, net.id, sealer=sealer, tokens_required=True) as \
+                (handler, backend, server):
+            a = Client(server, "10.62.0.2")
+            token = {"X-aws-ec2-metadata-token": sealer.issue(net.id, "10.62.0.2", 5)}
+            ok = [(await a.get(headers=token))[0] for _ in range(3)]
+            known = a.conn.known_head is not None
+            now[0] += 6
+            late = (await a.get(headers=token))[0]
+            a.close()
+            return ok, known, late, backend.cache.hits, dict(handler.status_counts)
+
+    ok, known, late, hits, counts = asyncio.run(go())
+    assert ok == [200, 200, 200] and known
+    assert late == 401 and hits == 3
+    assert counts == {200: 3, 401: 1}
