@@ -94,6 +94,7 @@ class TextFormatter(_OneLine, logging.Formatter):
         self._second: int | None = None
         self._stamp = ""
         self._uses_time = super().usesTime()  # the format never changes: look once
+        self._parts: dict[str, tuple[str, str, str]] = {}  # info_lines' text by logger
 
     def usesTime(self) -> bool:
         return self._uses_time
@@ -101,11 +102,37 @@ class TextFormatter(_OneLine, logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self.default_msec_format % (self._second_stamp(record.created), record.msecs)
+
+    def _second_stamp(self, created: float) -> str:
+        second = int(created)
         if second != self._second:
-            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._stamp = time.strftime(self.default_time_format, self.converter(created))
             self._second = second
-        return self.default_msec_format % (self._stamp, record.msecs)
+        return self._stamp
+
+    def info_lines(self, name: str, lines: list[tuple[float, str, tuple]], end: str) -> str:
+        """What ``format()`` makes of INFO records of logger ``name`` made at ``created``
+        from ``msg % args`` (each followed by ``end``), without the records: the text
+        around the time and the message is TEXT_FORMAT's, filled in once per logger."""
+        parts = self._parts.get(name)
+        if parts is None:
+            parts = self._parts[name] = self._split(name)
+        before, between, after = parts
+        msec = self.default_msec_format
+        stamp = self._second_stamp
+        return "".join([before + msec % (stamp(created), int((created - int(created)) * 1000))
+                        + between + escape(msg % args if args else msg) + after + end
+                        for created, msg, args in lines])
+
+    def _split(self, name: str) -> tuple[str, str, str]:
+        """TEXT_FORMAT for an INFO line of ``name``: the text before the time, between the
+        time and the message, and after the message."""
+        filled = self._fmt % {"asctime": "\0", "levelname": "INFO", "name": name,
+                              "message": "\1"}
+        before, _, rest = filled.partition("\0")
+        between, _, after = rest.partition("\1")
+        return escape(before), escape(between), escape(after)
 
 
 class DeferredLines:
@@ -116,8 +143,9 @@ class DeferredLines:
     the cache: a record, the walk up the logger tree, the handler's lock, then a stat(),
     write() and flush() a line. Here a line costs its message and its time stamp. When the
     daemon logs to its own file alone (:func:`setup`'s :class:`RotatingFile`, the usual
-    case) the iteration's lines are formatted by that file's formatter and written with
-    one write(): the same lines, in the same file. Any other set-up (a console, a test's
+    case) the iteration's lines are formatted by that file's formatter (the text formatter
+    without a record each: :meth:`TextFormatter.info_lines`) and written with one write():
+    the same lines, in the same file. Any other set-up (a console, a test's
     capture handler, a filter) takes the ordinary logging call for each, at the flush."""
 
     def __init__(self, logger: logging.Logger):
@@ -147,11 +175,15 @@ class DeferredLines:
                 self.logger.info(msg, *args)
             return
         name = self.logger.name
-        fmt = handler.format
         end = handler.terminator
         try:
-            text = "".join([fmt(_plain_record(name, created, msg, args)) + end
-                            for created, msg, args in pending])
+            formatter = handler.formatter
+            if type(formatter) is TextFormatter:
+                text = formatter.info_lines(name, pending, end)
+            else:
+                fmt = handler.format
+                text = "".join([fmt(_plain_record(name, created, msg, args)) + end
+                                for created, msg, args in pending])
         except Exception:  # a line its format refuses: the logging call reports it, as ever
             for _, msg, args in pending:
                 self.logger.info(msg, *args)

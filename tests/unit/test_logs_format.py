@@ -39,3 +39,23 @@ def test_a_message_is_one_line_whatever_an_instance_sent():
         import sys
         rec = logging.LogRecord("mdtool", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     assert "Traceback" in TextFormatter().format(rec).splitlines()[1]
+
+
+def test_info_lines_are_what_format_makes_of_each_record():
+    """The deferred access lines' shortcut (no records): the stock formatter's text for
+    each, across seconds and loggers, with what an instance sent escaped as ever."""
+    stock = logging.Formatter(TEXT_FORMAT)
+    ours = TextFormatter()
+    lines = [(1700000000.0, "src=%s GET %s %d", ("10.0.0.5", "/a", 200)),
+             (1700000000.9995, "src=%s GET %s %d", ("10.0.0.5", "/b%s\r\n\u2028", 404)),
+             (1700000001.001, "plain, no args %s", ()),
+             (1700000061.25, "%.1fms", (1.25,))]
+    for name in ("mdtool.proxy.access", "mdtool.agent"):
+        want = []
+        for created, msg, args in lines:
+            rec = logging.LogRecord(name, logging.INFO, __file__, 1, msg, args, None)
+            rec.created = created
+            rec.msecs = int((created - int(created)) * 1000) + 0.0
+            text = stock.format(rec)
+            want.append(text.replace("\r\n\u2028", "\\r\\n\\u2028") + "\n")
+        assert ours.info_lines(name, lines, "\n") == "".join(want)
