@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Awaitable, Callable
 
 
@@ -16,7 +17,10 @@ class Request:
     version: str = "1.1"
     local: str = ""  # the address the client connected to
 
-    @property
+    # A request is never changed once made; what is read of it several times (and, for
+    # a connection's repeated request, once per arrival: mdtool/http/server.py) is kept.
+
+    @cached_property
     def path(self) -> str:
         return self.target.split("?", 1)[0]
 
@@ -25,11 +29,15 @@ class Request:
         return self.target.split("?", 1)[1] if "?" in self.target else ""
 
     def header(self, name: str) -> str | None:
-        lname = name.lower()
+        """The first value of field ``name`` (any case), or None."""
+        return self._first_values.get(name.lower())
+
+    @cached_property
+    def _first_values(self) -> dict[str, str]:
+        values: dict[str, str] = {}
         for k, v in self.headers:
-            if k.lower() == lname:
-                return v
-        return None
+            values.setdefault(k.lower(), v)
+        return values
 
 
 @dataclass
