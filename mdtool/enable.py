@@ -100,10 +100,80 @@ def as_read(registry: Registry, net: model.Network, revision: int) -> model.Netw
 
 class Batch:
     """What a command over many networks (``enable --all``, ``disable --all``) shares between
-    its networks: one listing of the node's processes (``process.one_scan``)."""
+    its networks:
+
+    - one listing of the node's processes (``process.one_scan``);
+    - the shared daemons (metadata, agent, proxy) checked once: a role found running as
+      asked, or started, by one network's enable is not checked again by the next ones;
+    - one wait for the proxy: a network's enable ends with its namespace ready and its
+      wait for the proxy handed here; ``finish`` wakes the proxy once and waits for every
+      network at once. A network the proxy does not serve in time fails then: what its
+      enable did is rolled back and ``finish`` names it, as a wait inside its run did."""
 
     def __init__(self, config: Config):
         self.config = config
+        self.daemons_ok: set[str] = set()
+        self._waiting: list[tuple[str, Run]] = []  # (network id, its run)
+        self.deferred: tuple[str, Run] | None = None  # the last enable's handed-over wait
+
+    def defer_serving(self, network_id: str, run: Run) -> None:
+        self.deferred = (network_id, run)
+        self._waiting.append(self.deferred)
+
+    def drop(self, run: Run) -> None:
+        self._waiting = [(n, r) for n, r in self._waiting if r is not run]
+        if self.deferred is not None and self.deferred[1] is run:
+            self.deferred = None
+
+    def take_deferred(self) -> tuple[str, Run] | None:
+        """The wait the enable that just returned handed over (None: it waited for
+        nothing); the caller reports that network once ``finish`` has answered."""
+        got, self.deferred = self.deferred, None
+        return got
+
+    def finish(self, timeout: float = PROXY_WAIT) -> dict[int, str]:
+        """Wake the proxy and wait until it serves every network handed over, ``timeout``
+        seconds at most; ``{id(run): error}`` for each network that failed, its run rolled
+        back (under the node lock)."""
+        import time
+
+        from mdtool.errors import MdtoolError, OperationFailed
+        from mdtool.node import node_lock
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return {}
+        pid = daemons.manager(self.config, "proxy").pid
+        daemons.wake_proxy(self.config)
+        runs = {id(run): run for _, run in waiting}
+        failed: dict[int, MdtoolError] = {}
+        deadline = time.monotonic() + timeout
+        while waiting:
+            listeners = [_proxy_listener(net_id) for net_id, _ in waiting]
+            left = []
+            for (net_id, run), listener, answer in zip(
+                    waiting, listeners, process.listener_holders_each(listeners, pid)):
+                if isinstance(answer, MdtoolError):
+                    failed[id(run)] = answer
+                    continue
+                ours, others = answer
+                if others:
+                    failed[id(run)] = BadInput(process.held_sentence(listener, others[0]))
+                elif not ours:
+                    left.append((net_id, run))
+            waiting = left
+            if waiting and time.monotonic() > deadline:
+                for net_id, run in waiting:
+                    failed[id(run)] = OperationFailed(
+                        f"the proxy does not listen on {_proxy_listener(net_id)} "
+                        f"(log: {daemons.logfile(self.config, 'proxy')})")
+                break
+            if waiting:
+                time.sleep(0.05)
+        out = {}
+        for key, error in failed.items():
+            with node_lock(self.config):
+                out[key] = str(runs[key].failed("proxy serving", error))
+        return out
 
 
 @contextlib.contextmanager
@@ -118,9 +188,12 @@ def _network(registry: Registry, network: model.Network | str) -> model.Network:
 
 
 def enable(config: Config, registry: Registry, nl: Netlink, network: model.Network | str, *,
-           dry_run: bool = False, on_step: Callable[[Step], None] = lambda s: None) -> list[Step]:
+           dry_run: bool = False, on_step: Callable[[Step], None] = lambda s: None,
+           batch: Batch | None = None) -> list[Step]:
     """``network``: the model the caller read, or a name or id looked up here (in the
-    registry step, so a bad one fails that step)."""
+    registry step, so a bad one fails that step). ``batch``: the command's ``Batch``; the
+    shared daemons are then checked once per batch and the wait for the proxy is handed
+    to it (``Batch.finish``)."""
     node = Node(config, registry, nl)
     run = Run(dry_run=dry_run, on_step=on_step)
 
@@ -166,15 +239,29 @@ def enable(config: Config, registry: Registry, nl: Netlink, network: model.Netwo
         if role == "metadata" and not config.nova_metadata_is_local:
             steps.append(Step(name, note=f"not started: agent forwards to {config.nova_metadata_url}"))
             continue
+        if batch is not None and role in batch.daemons_ok:
+            steps.append(Step(name))  # checked (or started) for this batch already
+            continue
         steps.append(run.plan(name, lambda role=role: _plan_daemon(config, role)))
     proxy_restarts = bool(steps[-1].actions)
-    steps.append(run.plan("proxy serving",
-                          lambda: _plan_serving(config, net, proxy_restarts, ns_exists)))
+    serving = run.plan("proxy serving",
+                       lambda: _plan_serving(config, net, proxy_restarts, ns_exists))
+    if batch is not None and not dry_run and serving.actions:
+        serving.actions = [Action(a.text, lambda: batch.defer_serving(net.id, run))
+                           for a in serving.actions]
+    steps.append(serving)
 
     # 9. the registry says this node serves the network (every `node run` follows it)
     steps.append(run.plan("served by this node", lambda: _plan_served(config, registry, net, True)))
-    for step in steps:
-        run.apply(step)
+    try:
+        for step in steps:
+            run.apply(step)
+    except BaseException:
+        if batch is not None:  # rolled back: nothing of it is left to wait for
+            batch.drop(run)
+        raise
+    if batch is not None and not dry_run:
+        batch.daemons_ok.update(daemons.ROLES)
     return run.steps
 
 
@@ -192,7 +279,9 @@ def enabled_networks(config: Config) -> list[str]:
 
 
 def disable(config: Config, registry: Registry, nl: Netlink, network: model.Network | str, *,
-            dry_run: bool = False, on_step: Callable[[Step], None] = lambda s: None) -> list[Step]:
+            dry_run: bool = False, on_step: Callable[[Step], None] = lambda s: None,
+            batch: Batch | None = None) -> list[Step]:
+    """``batch``: the command's ``Batch`` (its one listing of the node's processes)."""
     from mdtool.dnsmasq import control
     node = Node(config, registry, nl)
     net = _network(registry, network)

@@ -320,8 +320,17 @@ def _tcp_listening(listener: Listener) -> list:
             from mdtool.netns.switch import run_in_netns
             sockets = run_in_netns(listener.netns, procnet.listening_sockets)
     except OSError as e:
-        raise OperationFailed(f"cannot list the listening sockets for {listener}: "
-                              f"{e.strerror or e}") from None
+        raise _unlisted(listener, e) from None
+    return _taking(listener, sockets)
+
+
+def _unlisted(listener: Listener, e: OSError) -> OperationFailed:
+    return OperationFailed(f"cannot list the listening sockets for {listener}: "
+                           f"{e.strerror or e}")
+
+
+def _taking(listener: Listener, sockets) -> list:
+    """Of ``sockets``, the LISTEN sockets that take connections for ``listener``."""
     return [s for s in sockets if s.listening and s.local_port == listener.port and
             (s.local_address == listener.host or s.local_address in WILDCARDS or
              listener.host in WILDCARDS)]
@@ -357,7 +366,11 @@ def listener_holders(listener: Listener, pid: int | None = None) -> tuple[bool, 
         if pid is not None and peer[0] == pid:
             return True, []
         return False, [_holder(peer[0], peer[1])]
-    found = _tcp_listening(listener)
+    return _holders(_tcp_listening(listener), pid)
+
+
+def _holders(found: list, pid: int | None) -> tuple[bool, list[Holder]]:
+    """(does ``pid`` hold one of the listening sockets ``found``, who else holds them)."""
     if not found:
         return False, []
     mine = _held_by(pid, {s.inode for s in found}) if pid is not None else set()
@@ -369,6 +382,29 @@ def listener_holders(listener: Listener, pid: int | None = None) -> tuple[bool, 
     owners = procnet.socket_owners(s.inode for s in others)
     holders = list(dict.fromkeys(_holder(owners.get(s.inode), s.uid) for s in others))
     return ours, holders
+
+
+def listener_holders_each(listeners: Sequence[Listener], pid: int | None
+                          ) -> list[tuple[bool, list[Holder]] | OperationFailed]:
+    """``listener_holders`` for many TCP listeners, each in a namespace: the namespaces'
+    listening sockets are read from one thread (``switch.run_in_each_netns``), not a
+    thread per listener. Per listener its answer, or the error reading it (a namespace
+    that is gone holds nothing: (False, []))."""
+    from mdtool.errors import NotFound
+    from mdtool.inspect import procnet
+    from mdtool.netns.switch import run_in_each_netns
+    read = run_in_each_netns([(l.netns, procnet.listening_sockets) for l in listeners])
+    out: list[tuple[bool, list[Holder]] | OperationFailed] = []
+    for listener, (sockets, error) in zip(listeners, read):
+        if isinstance(error, NotFound):
+            out.append((False, []))
+        elif isinstance(error, OSError):
+            out.append(_unlisted(listener, error))
+        elif error is not None:
+            raise error
+        else:
+            out.append(_holders(_taking(listener, sockets), pid))
+    return out
 
 
 def held_by_other(listener: Listener, pid: int | None = None,

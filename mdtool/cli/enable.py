@@ -61,16 +61,32 @@ def _many(ctx, action: str, fn, networks, all_: bool, dry_run: bool,
         targets = [(n.name or n.id, n) for n in read if any(s.enable_dhcp for s in n.subnets)]
     else:
         targets = [(ref, _pick(read, ref)) for ref in dict.fromkeys(networks)]
-    failed: list[str] = []
     total_changes = 0
-    report: list[dict] = []
+    report: dict[int, dict] = {}  # by target: the JSON keeps the targets' order
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with netlink() as nl, batch(ctx.config), \
+
+    def failure(i: int, net: str, error: str, steps: list[dict]) -> None:
+        report[i] = {"network": net, "ok": False, "error": error, "steps": steps}
+        progress.console.print(f"[red]✗[/red] {net}: {error}")
+
+    def success(i: int, net: str, changes: int, steps: list[dict]) -> None:
+        nonlocal total_changes
+        report[i] = {"network": net, "ok": True, "changes": changes,
+                     "dry_run": dry_run, "steps": steps}
+        total_changes += changes
+        what = (f"{changes} change(s) {'planned' if dry_run else 'done'}" if changes
+                else "nothing to do")
+        progress.console.print(f"[green]✓[/green] {net}: {what}")
+
+    # networks whose enable handed its wait for the proxy to the batch: reported once the
+    # batch's one wait has answered
+    waiting: list[tuple[int, str, int, list[dict], int]] = []
+    with netlink() as nl, batch(ctx.config) as b, \
             Progress(*columns, console=ctx.console, transient=True,
                      disable=not ctx.console.is_terminal) as progress:
         task = progress.add_task(action, total=len(targets))
-        for net, model in targets:
+        for i, (net, model) in enumerate(targets):
             changes = 0
             steps: list[dict] = []
 
@@ -83,22 +99,32 @@ def _many(ctx, action: str, fn, networks, all_: bool, dry_run: bool,
             try:
                 target = net if model is None else as_read(ctx.registry, model, revision)
                 with node_lock(ctx.config):
-                    fn(ctx.config, ctx.registry, nl, target, dry_run=dry_run, on_step=on_step)
+                    fn(ctx.config, ctx.registry, nl, target, dry_run=dry_run, on_step=on_step,
+                       batch=b)
             except MdtoolError as e:
-                failed.append(net)
-                report.append({"network": net, "ok": False, "error": str(e), "steps": steps})
-                progress.console.print(f"[red]✗[/red] {net}: {e}")
+                failure(i, net, str(e), steps)
+                progress.advance(task)
+                continue
+            deferred = b.take_deferred()
+            if deferred is None:
+                success(i, net, changes, steps)
+                progress.advance(task)
             else:
-                report.append({"network": net, "ok": True, "changes": changes,
-                               "dry_run": dry_run, "steps": steps})
-                total_changes += changes
-                what = (f"{changes} change(s) {'planned' if dry_run else 'done'}" if changes
-                        else "nothing to do")
-                progress.console.print(f"[green]✓[/green] {net}: {what}")
+                waiting.append((i, net, changes, steps, id(deferred[1])))
+        if waiting:
+            progress.update(task, description=f"{action}: waiting for the proxy to serve "
+                                              f"{len(waiting)} network(s)")
+        late = b.finish()
+        for i, net, changes, steps, key in waiting:
+            if key in late:
+                failure(i, net, late[key], steps)
+            else:
+                success(i, net, changes, steps)
             progress.advance(task)
+    failed = [r["network"] for _, r in sorted(report.items()) if not r["ok"]]
     if as_json:
         import json
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps([report[i] for i in sorted(report)], indent=2))
     done = len(targets) - len(failed)
     ctx.say(f"{action}: {done} of {len(targets)} network(s) ok, {total_changes} change(s)"
             + (" planned, nothing changed" if dry_run else ""))

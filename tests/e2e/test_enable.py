@@ -222,3 +222,65 @@ def test_one_command_over_networks_opens_one_socket_per_namespace_and_reads_once
     assert again["route"] == {}, again
     assert again["plain"] == 1 + len(nets), again  # the host's links, each namespace read once
     assert (again["networks_with_ports"], again["get_network"]) == (1, 0), again
+
+
+# One batch (what enable --all runs) over two networks, with the proxy frozen once it serves
+# the first: the second network's wait, handed to the batch, fails at its end.
+FROZEN_PROXY = r'''
+import json, os, signal, sys, time
+from mdtool import daemons, enable as en, process
+from mdtool.config import Config
+from mdtool.netns.ip_lib import Netlink
+from mdtool.registry import open_registry
+config = Config(None, None, None)
+registry = open_registry(config.db_url)
+served, stalled = sys.argv[1:3]
+with Netlink() as nl, en.batch(config) as b:
+    en.enable(config, registry, nl, served, batch=b)
+    first = b.take_deferred()
+    pid = daemons.manager(config, "proxy").pid
+    deadline = time.monotonic() + 20
+    while not process.listener_holders(en._proxy_listener(first[0]), pid)[0]:
+        assert time.monotonic() < deadline, "the proxy never served the first network"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        en.enable(config, registry, nl, stalled, batch=b)
+        second = b.take_deferred()
+        late = b.finish(timeout=1.0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+print(json.dumps({"first": late.get(id(first[1])), "second": late.get(id(second[1])),
+                  "checked": sorted(b.daemons_ok)}))
+'''
+
+
+def test_a_batch_reports_a_network_the_proxy_never_served_and_rolls_it_back(site):
+    import subprocess
+    import sys
+    served = site.network("e2e-batch1", "10.88.1.0/24")
+    stalled = site.network("e2e-batch2", "10.88.2.0/24")
+    r = subprocess.run([sys.executable, "-c", FROZEN_PROXY, served, stalled], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, **site.env})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["first"] is None, out  # served: done, nothing undone
+    err = out["second"]
+    assert err.startswith(f"step 'proxy serving' failed: the proxy does not listen on "
+                          f"169.254.169.254:80 in qdhcp-{stalled} "), err
+    assert "rolled back: " in err and f"create namespace qdhcp-{stalled}" in err, err
+    assert "reserve DHCP port on e2e-batch2" in err and "could not undo" not in err, err
+    assert out["checked"] == list(sorted(ROLES))
+    # the first network serves; nothing of the second is left
+    assert netns_exists(f"qdhcp-{served}") and not netns_exists(f"qdhcp-{stalled}")
+    assert processes_matching("dnsmasq", served) and not processes_matching("dnsmasq", stalled)
+    assert len(site.json("port-list", "--network", served)) == 1
+    assert site.json("port-list", "--network", stalled) == []
+    assert site.json("net-show", stalled)["hosts"] == []
+    # and enable --all makes both whole, each step once per network, the daemons once
+    again = json.loads(site.mdtool("enable-isolated-metadata", "--all", "-f", "json").stdout)
+    assert [(r["network"], r["ok"]) for r in again] == [("e2e-batch1", True), ("e2e-batch2", True)]
+    changed = {r["network"]: [s["step"] for s in r["steps"] if s["changes"]] for r in again}
+    assert changed["e2e-batch1"] == [], changed
+    assert "namespace" in changed["e2e-batch2"] and "proxy serving" in changed["e2e-batch2"]
+    assert netns_exists(f"qdhcp-{stalled}")
