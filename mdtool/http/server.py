@@ -185,6 +185,20 @@ def _closing(wire: bytes) -> bytes:
     return b"".join((wire[:end], b"Connection: close\r\n", wire[end:]))
 
 
+def _last_answer(transport: asyncio.Transport) -> None:
+    """The next write is the connection's last: hold it in the kernel (TCP_CORK) until the
+    close, which sends it with the FIN in one segment, where TCP_NODELAY would send the
+    answer and then the FIN on its own. On a connection per request (cloud-init 22.4),
+    that is a segment, its processing and a wake-up of the client fewer per request."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    except OSError:
+        pass  # sent as before: the answer, then the FIN
+
+
 def _error_bytes(status: int, text: str) -> bytes:
     body = (text + "\n").encode()
     return b"".join((_status_line(status), b"Content-Type: text/plain; charset=UTF-8\r\n",
@@ -517,6 +531,8 @@ class _Connection(asyncio.Protocol):
             data = resp.wire if keep_alive else _closing(resp.wire)
         else:  # the proxy's own refusal (429, 401) of what it would have answered
             data = serialize_response(resp, head=req.method == "HEAD", keep_alive=keep_alive)
+        if not keep_alive:
+            _last_answer(self.transport)
         self.transport.write(data)
         if not keep_alive:
             self.closing = True
@@ -588,6 +604,8 @@ class _Connection(asyncio.Protocol):
                         # Never let a reply meant to stay on the link leave without its limit.
                         data = _error_bytes(500, "Internal Server Error")
                         keep_alive = False
+                if not keep_alive:
+                    _last_answer(transport)
                 transport.write(data)
                 if not keep_alive:
                     self.closing = True

@@ -479,3 +479,47 @@ def test_one_source_gets_503_beyond_its_cap_and_others_still_connect():
         assert server._per_source == {}
 
     run(main())
+
+
+class AnswersNow(Echo):
+    """Echo, with every GET also answered at once (as the fast path's cache does)."""
+
+    def answer_now(self, req: Request) -> Response | None:
+        self.requests.append(req)
+        return Response(200, b"now", [("Content-Type", "text/plain")])
+
+
+def _segments_in(sock: socket.socket) -> int:
+    """TCP segments this socket received (struct tcp_info's tcpi_segs_in, Linux >= 4.2)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[140:144], "little")
+
+
+@pytest.mark.parametrize("handler", [Echo, AnswersNow])
+def test_the_last_answer_of_a_connection_leaves_with_its_fin(handler):
+    """A request that closes its connection (cloud-init 22.4 sends each on its own) gets
+    its answer and the FIN in one segment: the client receives the SYN-ACK, the kernel's
+    ACK of its request (quick-ack at a connection's start) and that; the FIN on its own
+    was a fourth."""
+    async def main():
+        server, port = await serve(handler())
+        loop = asyncio.get_running_loop()
+        got = []
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            await loop.sock_connect(s, ("127.0.0.1", port))
+            await loop.sock_sendall(s, b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := await loop.sock_recv(s, 65536):
+                data += chunk
+            got.append((data, _segments_in(s)))
+            s.close()
+        await server.close(1)
+        return got
+
+    for data, segments in run(main()):
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head
+        assert body in (b"GET /a 0", b"now")
+        assert segments <= 3
