@@ -173,6 +173,15 @@ def markdown(r: dict) -> str:
                       for k, x in st["results"].items()) + " s)", "",
                   "Neutron's shape / mdtool, CPU seconds of the processes serving the path "
                   f"(all rounds): {_f(st['serving_cpu_neutron_over_mdtool'])}", "",
+                  "Per boot: serving CPU " + ", ".join(
+                      f"{k} {_f(x['serving_cpu_ms_per_boot'])} ms"
+                      for k, x in st["results"].items()) + "; the instance's own client "
+                  "(timed window, median round) " + ", ".join(
+                      f"{k} {_f(x['client_cpu_ms_per_boot'])} ms"
+                      for k, x in st["results"].items()) + "; request phase p50, Neutron's "
+                  f"shape / mdtool: {_f(st.get('requests_phase_neutron_over_mdtool'))}"
+                  + (" (pinned: the network node's processes on one CPU, the instances' "
+                     "clients on the others)" if st.get("pinned") else ""), "",
                   "Where the CPU went in the median round (CPU seconds; machine: every core, "
                   "anyone's work):", "",
                   "| path | serving the path | dnsmasq | instances' clients | machine |",

@@ -1168,7 +1168,16 @@ def _waiting_at_barrier(pid: int, curl: int) -> bool:
         return False
 
 
-def _storm_round(side: StormSide, log=print) -> dict:
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` on ``cpus`` only."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except (ProcessLookupError, OSError):
+            pass  # a thread that ended meanwhile
+
+
+def _storm_round(side: StormSide, log=print, pin: bool = False) -> dict:
     """Every instance of ``side`` boots at once; wall times, the requests, and where the CPU
     went: what serves the path, dnsmasq, the instances' clients in the timed window
     (udhcpc and its hook, curl's requests, the script: each boot's own rusage less what its
@@ -1194,13 +1203,22 @@ def _storm_round(side: StormSide, log=print) -> dict:
             out[role] = total
         return out
     env = {**os.environ, "LC_ALL": "C"}
+    everyone = os.sched_getaffinity(0)
+    serving_cpus = {min(everyone)}
+    client_cpus = everyone - serving_cpus
+    taskset = []
+    if pin:  # the network node's processes on one core, the instances on the others
+        for ps in pids.values():
+            for pid in ps:
+                _pin(pid, serving_cpus)
+        taskset = ["taskset", "-c", ",".join(map(str, sorted(client_cpus)))]
     procs = []
     gate, release = os.pipe()
     try:
         try:
             for ns, _, _ in side.instances:
                 procs.append(subprocess.Popen(
-                    ["ip", "netns", "exec", ns, "/bin/bash", str(side.script),
+                    taskset + ["ip", "netns", "exec", ns, "/bin/bash", str(side.script),
                      str(side.sd / "fifo" / ns)],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=gate, env=env,
                     start_new_session=True))
@@ -1235,6 +1253,10 @@ def _storm_round(side: StormSide, log=print) -> dict:
     finally:
         if release is not None:
             os.close(release)
+        if pin:
+            for ps in pids.values():
+                for pid in ps:
+                    _pin(pid, everyone)
         for p in procs:
             if p.returncode is None:  # a failed round: end what it started
                 try:
@@ -1272,6 +1294,11 @@ STORM_LABELS = {"mdtool": "mdtool (one proxy, fast path)",
                 "neutron": "Neutron's shape (haproxy per network -> agent -> metadata)"}
 
 
+# Set (to anything): the storm's rounds run the network node's processes (what serves the
+# path, dnsmasq) on the first CPU and the instances' clients on the others.
+STORM_PIN_ENV = "MDTOOL_BENCH_STORM_PIN"
+
+
 def storm(h: Harness, sizes: Sizes, log=print) -> dict:
     """The boot storm: every instance of 10 networks x 10 boots at once (lease, then
     cloud-init's requests over curl), through mdtool (fast path) and through Neutron's shape.
@@ -1281,6 +1308,7 @@ def storm(h: Harness, sizes: Sizes, log=print) -> dict:
     env_port = h.metadata_port
     out = {"networks": sizes.storm_networks, "per_network": sizes.storm_instances,
            "requests_per_boot": len(requests), "rounds": sizes.storm_rounds,
+           "pinned": bool(os.environ.get(STORM_PIN_ENV)),
            "client": "per instance, started before the barrier: bash and a loaded curl; "
                      "timed: udhcpc + its hook (one ip run), then curl's requests, a "
                      "connection each",
@@ -1296,7 +1324,7 @@ def storm(h: Harness, sizes: Sizes, log=print) -> dict:
     for i in range(sizes.storm_rounds):
         order = ("mdtool", "neutron") if i % 2 == 0 else ("neutron", "mdtool")
         for kind in order:
-            r = _storm_round(sides[kind], log)
+            r = _storm_round(sides[kind], log, pin=out["pinned"])
             rounds[kind].append(r)
             for f in r["failure_examples"][:3]:
                 log(f"    failed: {f}")
@@ -1317,6 +1345,14 @@ def storm(h: Harness, sizes: Sizes, log=print) -> dict:
     # what the node spends on the metadata path, whoever else shares its cores
     out["serving_cpu_neutron_over_mdtool"] = (n["serving_cpu_s_all_rounds"] /
                                               max(m["serving_cpu_s_all_rounds"], 0.01))
+    # per boot: what the node spends serving one (all rounds), what the instance's own
+    # client spends (median round), and the request phase's ratio (p50 of the boots)
+    for x in (m, n):
+        x["serving_cpu_ms_per_boot"] = (1000.0 * x["serving_cpu_s_all_rounds"] /
+                                        (x["instances"] * sizes.storm_rounds))
+        x["client_cpu_ms_per_boot"] = 1000.0 * x["cpu_s"]["clients"] / x["instances"]
+    if m["requests_s_p50"] and n["requests_s_p50"]:
+        out["requests_phase_neutron_over_mdtool"] = n["requests_s_p50"] / m["requests_s_p50"]
     return out
 
 

@@ -54,9 +54,12 @@ def test_bench_quick_writes_every_section_and_the_plot(tmp_path):
         assert storm["failures"] == 0 and storm["requests"] == 4 * data["storm"]["requests_per_boot"]
         assert storm["connects_per_request"] == 1  # no keep-alive, as cloud-init 22.4
         assert storm["cpu_s"]["clients"] > 0 and storm["lease_s_p50"] > 0
+        assert storm["serving_cpu_ms_per_boot"] > 0 and storm["client_cpu_ms_per_boot"] > 0
     assert "haproxy" in data["storm"]["results"]["neutron"]["cpu_s"]
     assert "proxy" in data["storm"]["results"]["mdtool"]["cpu_s"]
     assert data["storm"]["serving_cpu_neutron_over_mdtool"] > 0
+    assert data["storm"]["requests_phase_neutron_over_mdtool"] > 0
+    assert data["storm"]["pinned"] is False  # the default: no core set aside for anyone
     scale = data["scale"]  # every network up, served by the one proxy, then all gone
     assert scale["enable"]["failed"] == scale["rerun"]["failed"] == scale["disable"]["failed"] == []
     assert scale["node_resync"]["networks"] == scale["networks"] == 20
