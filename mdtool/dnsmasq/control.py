@@ -127,8 +127,12 @@ def plan(config: Config, network: model.Network, dhcp_port: model.Port) -> list[
 
 
 def _write(p: Paths, name: str, text: str) -> None:
+    """One of dnsmasq's files, replaced atomically without an fsync: every file is rendered
+    from the registry again by each enable and resync of `node run` (which starts dnsmasq
+    only after rendering), so a crash that loses the newest bytes costs a rewrite, not a
+    wrong file; the fsync was a disk flush per file, four per new network."""
     ensure_dir(p.host.parent, 0o755)
-    write_atomic(getattr(p, name), text, 0o644)
+    write_atomic(getattr(p, name), text, 0o644, durable=False)
 
 
 def _start(pm: process.ProcessManager, p: Paths) -> list[str]:

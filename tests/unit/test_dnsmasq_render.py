@@ -258,3 +258,20 @@ def test_templates_refuse_unknown_variables():
     from mdtool.templates import render as render_template
     with pytest.raises(jinja2.UndefinedError):
         render_template("dnsmasq/host.j2")
+
+
+def test_dnsmasq_files_are_replaced_atomically_without_a_disk_flush(tmp_path, monkeypatch):
+    """Every file is rendered again by each enable and resync: an fsync per file (four per
+    new network) was a tenth of enable --all's wall time."""
+    import os
+
+    from mdtool.dnsmasq import control
+
+    def no_flush(fd):
+        raise AssertionError("fsync of a file rendered again by every enable")
+    monkeypatch.setattr(os, "fsync", no_flush)
+    p = Paths.in_dir(tmp_path / "dhcp", tmp_path / "log" / "dnsmasq.log")
+    control._write(p, "host", "fa:16:3e:00:00:01,10.0.0.5\n")
+    assert p.host.read_text() == "fa:16:3e:00:00:01,10.0.0.5\n"
+    assert p.host.stat().st_mode & 0o777 == 0o644
+    assert [f.name for f in p.host.parent.iterdir()] == ["host"]  # no temp file left
