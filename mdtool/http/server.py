@@ -556,7 +556,10 @@ class _Connection(asyncio.Protocol):
                     if handler_timeout is None:
                         resp = await handler(req)
                     else:
-                        resp = await asyncio.wait_for(handler(req), handler_timeout)
+                        # In this task: wait_for's task of its own cost a loop iteration
+                        # a request, and let the deferred access line go out first.
+                        async with asyncio.timeout(handler_timeout):
+                            resp = await handler(req)
                 except asyncio.CancelledError:
                     raise
                 except asyncio.TimeoutError:
