@@ -1,19 +1,26 @@
 """A pooled keep-alive HTTP/1.1 client for one upstream (``unix:/path``, ``http://host:port``
 or ``https://host:port`` with an :class:`ssl.SSLContext`).
 
-Connections are reused last-in first-out so a warm one serves the next request. A request
-that meets a pooled connection the peer had already closed (nothing received) is sent once
-more on a fresh connection. Failures come in two kinds a caller maps to a status:
-``UpstreamUnavailable`` (nothing listens: 502/503) and ``UpstreamTimeout`` (504).
+Connections are reused last-in first-out so a warm one serves the next request. An
+idempotent request that meets a pooled connection the peer had already closed (nothing of
+an answer received) is sent once more, on a new connection; a request that must not be
+sent twice (POST) gets a connection of its own. Failures come in two kinds a caller maps
+to a status: ``UpstreamUnavailable`` (nothing listens: 502/503) and ``UpstreamTimeout`` (504).
+
+Two ways in: ``await pool.request(...)``, and ``pool.begin(..., done)`` for a caller
+without a task (the proxy's protocol callbacks): on a warm connection the request is
+written at once and ``done(response, error)`` runs from the answer's own callback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl as _ssl
 import struct
 from collections import deque
+from typing import Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -22,7 +29,17 @@ from mdtool.http.headers import HOP_BY_HOP as _HOP_BY_HOP
 from mdtool.http.types import Response
 
 __all__ = ["UpstreamError", "UpstreamUnavailable", "UpstreamTimeout", "UpstreamTLSError",
-           "UpstreamPool"]
+           "UpstreamPool", "IDEMPOTENT"]
+
+log = logging.getLogger("mdtool.http.client")
+
+# Methods a request of which may be sent again when a reused connection turns out closed
+# (RFC 9110 9.2.2): nothing else ever goes on a pooled connection. (A tuple: a method,
+# not a header set of mdtool.http.headers; GET, nearly every request, first.)
+IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
+
+# done(response, None) or done(None, error): how an answer is handed to begin()'s caller.
+Done = Callable[["Response | None", "BaseException | None"], None]
 
 
 class UpstreamError(Exception):
@@ -50,7 +67,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future | None = None
+        self.reply: Done | None = None  # the exchange in progress hands its outcome here
         self.received = False
         self.reusable = True
         self.head_only = False
@@ -68,23 +85,22 @@ class _UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc):
         self.transport = None
         self.reusable = False
-        w = self.waiter
-        if w is None or w.done():
+        if self.reply is None:
             return
         if self.headers_done and self.until_eof:
-            w.set_result(self._response())
+            self._settle(self._response(), None)
         elif isinstance(exc, _ssl.SSLError):
             # TLS 1.3 sends the server's verdict on our certificate after the handshake.
-            w.set_exception(UpstreamTLSError(f"the upstream ended TLS: {exc.reason or exc}; "
-                                             "does it want nova_client_cert?"))
+            self._settle(None, UpstreamTLSError(f"the upstream ended TLS: {exc.reason or exc}; "
+                                                "does it want nova_client_cert?"))
         elif not self.received and self.used > 1:
-            w.set_exception(_Stale())
+            self._settle(None, _Stale())
         else:
-            w.set_exception(UpstreamUnavailable("upstream closed the connection"))
+            self._settle(None, UpstreamUnavailable("upstream closed the connection"))
 
     def data_received(self, data):
         self.received = True
-        if self.waiter is None or self.waiter.done():
+        if self.reply is None:
             # Unsolicited bytes: the connection is no longer in a known state.
             self.reusable = False
             if self.transport is not None:
@@ -94,8 +110,7 @@ class _UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
             self.reusable = False
-            if not self.waiter.done():
-                self.waiter.set_exception(UpstreamUnavailable(f"bad response from upstream: {e}"))
+            self._settle(None, UpstreamUnavailable(f"bad response from upstream: {e}"))
             if self.transport is not None:
                 self.transport.close()
 
@@ -124,14 +139,14 @@ class _UpstreamConnection(asyncio.Protocol):
         if self.head_only:
             # The parser cannot be told the body is absent; finish here, never reuse.
             self.reusable = False
-            self._finish()
+            self._settle(self._response(), None)
 
     def on_body(self, body: bytes):
         self.body.append(body)
 
     def on_message_complete(self):
-        if self.status >= 200:
-            self._finish()
+        if self.status >= 200 and self.reply is not None:
+            self._settle(self._response(), None)
 
     def _response(self) -> Response:
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
@@ -142,13 +157,14 @@ class _UpstreamConnection(asyncio.Protocol):
                     headers.append((k, v))
         return Response(self.status, body, headers)
 
-    def _finish(self):
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(self._response())
+    def _settle(self, resp: Response | None, error: BaseException | None) -> None:
+        """The exchange's outcome, handed over once; bytes after it are unsolicited."""
+        reply, self.reply = self.reply, None
+        if reply is not None:
+            reply(resp, error)
 
     # used by the pool
-    def start(self, data: bytes, head_only: bool) -> asyncio.Future:
+    def start(self, data: bytes, head_only: bool, reply: Done) -> None:
         self.used += 1
         self.received = False
         self.headers_done = False
@@ -157,9 +173,14 @@ class _UpstreamConnection(asyncio.Protocol):
         self.body = []
         self.status = 0
         self.head_only = head_only
-        self.waiter = self.loop.create_future()
+        self.reply = reply
         self.transport.write(data)
-        return self.waiter
+
+    def expire(self, pool: "UpstreamPool") -> None:
+        """The answer is overdue: fail the exchange and drop the connection."""
+        self._settle(None, UpstreamTimeout(
+            f"{pool.target} did not answer within {pool.read_timeout:g}s"))
+        self.close()
 
     def close(self):
         self.reusable = False
@@ -167,10 +188,24 @@ class _UpstreamConnection(asyncio.Protocol):
             self.transport.close()
 
 
-def _expire(fut: asyncio.Future, pool: "UpstreamPool") -> None:
-    if not fut.done():
-        fut.set_exception(UpstreamTimeout(
-            f"{pool.target} did not answer within {pool.read_timeout:g}s"))
+def _into(fut: asyncio.Future) -> Done:
+    """A Done that settles ``fut`` (unless it is settled already: cancelled, timed out)."""
+    def done(resp: Response | None, error: BaseException | None) -> None:
+        if not fut.done():
+            if error is None:
+                fut.set_result(resp)
+            else:
+                fut.set_exception(error)
+    return done
+
+
+def _hand(done: Done, resp: Response | None, error: BaseException | None) -> None:
+    """Call begin()'s ``done``; a failure in it is the caller's bug, logged, never the
+    pool's state."""
+    try:
+        done(resp, error)
+    except Exception:
+        log.exception("the caller's answer callback failed")
 
 
 class UpstreamPool:
@@ -209,9 +244,11 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._idle: deque[_UpstreamConnection] = deque()
-        self._slots: asyncio.Semaphore | None = None
+        self._in_use = 0  # exchanges holding one of the ``size`` slots
+        self._waiting: deque[asyncio.Future] = deque()  # for a slot, first come first served
         self._busy: set[_UpstreamConnection] = set()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _connect(self) -> _UpstreamConnection:
         loop = asyncio.get_running_loop()
@@ -283,55 +320,164 @@ class UpstreamPool:
             raw = head.encode("utf-8")
         return raw + body if body else raw
 
+    # slots ------------------------------------------------------------------------------
+
+    async def _acquire(self) -> None:
+        if self._in_use < self.size and not self._waiting:
+            self._in_use += 1
+            return
+        fut = self._loop.create_future()
+        self._waiting.append(fut)
+        timer = self._loop.call_later(self.read_timeout, _into(fut), None,
+                                      UpstreamTimeout(f"no free connection to {self.target}"))
+        try:
+            await fut  # a releasing exchange handed its slot over
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._release()  # handed over, then cancelled: pass it on
+            else:
+                try:
+                    self._waiting.remove(fut)
+                except ValueError:
+                    pass
+            raise
+        finally:
+            timer.cancel()
+
+    def _release(self) -> None:
+        waiting = self._waiting
+        while waiting:
+            fut = waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._in_use -= 1
+
+    def _keep(self, conn: _UpstreamConnection) -> None:
+        """After an answer: back to the idle connections, or closed."""
+        if conn.reusable and conn.transport is not None and not self._closed \
+                and len(self._idle) < self.size:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    # one exchange ----------------------------------------------------------------------
+
+    async def _exchange(self, conn: _UpstreamConnection, data: bytes,
+                        head_only: bool) -> Response:
+        """``data`` on ``conn`` and its answer; _Stale when a reused connection was closed."""
+        fut = self._loop.create_future()
+        self._busy.add(conn)
+        conn.start(data, head_only, _into(fut))
+        # A timer on the exchange costs less than wait_for's wrapper.
+        timer = self._loop.call_later(self.read_timeout, conn.expire, self)
+        try:
+            resp = await fut
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            timer.cancel()
+            self._busy.discard(conn)
+        self._keep(conn)
+        return resp
+
+    async def _send(self, method: str, data: bytes) -> Response:
+        """One request, holding a slot: a warm connection when the method may be sent
+        twice (and then once more on a new one if that one turns out closed), else a
+        connection of its own."""
+        head_only = method == "HEAD"
+        conn = self._take_idle() if method in IDEMPOTENT else None
+        if conn is not None:
+            try:
+                return await self._exchange(conn, data, head_only)
+            except _Stale:
+                pass  # nothing of an answer came: the request was never taken
+        try:
+            return await self._exchange(await self._connect(), data, head_only)
+        except _Stale:  # a new connection is never stale: not reached
+            raise UpstreamUnavailable(f"{self.target} closed the connection") from None
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    # the two ways in -------------------------------------------------------------------
+
     async def request(self, method: str, target: str,
                       headers: list[tuple[str, str]] | None = None,
                       body: bytes = b"") -> Response:
         """Send one request and return the whole response (hop-by-hop headers removed)."""
         if self._closed:
             raise UpstreamUnavailable("pool is closed")
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.size)
+        self._bind()
         data = self._encode_request(method, target, headers or (), body, self.host_header)
-        head_only = method == "HEAD"
-        loop = asyncio.get_running_loop()
-        slots = self._slots
-        if slots.locked():
-            try:
-                await asyncio.wait_for(slots.acquire(), self.read_timeout)
-            except asyncio.TimeoutError:
-                raise UpstreamTimeout(f"no free connection to {self.target}") from None
-        else:
-            await slots.acquire()
+        await self._acquire()
         try:
-            for attempt in (0, 1):
-                conn = self._take_idle() if attempt == 0 else None
-                if conn is None:
-                    conn = await self._connect()
-                self._busy.add(conn)
-                try:
-                    fut = conn.start(data, head_only)
-                    # A timer on the future costs less than wait_for's wrapper.
-                    timer = loop.call_later(self.read_timeout, _expire, fut, self)
-                    try:
-                        resp = await fut
-                    except _Stale:
-                        continue
-                    except BaseException:
-                        conn.close()
-                        raise
-                    finally:
-                        timer.cancel()
-                finally:
-                    self._busy.discard(conn)
-                if conn.reusable and conn.transport is not None and not self._closed:
-                    conn.waiter = None
-                    self._idle.append(conn)
-                else:
-                    conn.close()
-                return resp
-            raise UpstreamUnavailable(f"{self.target} closed the connection")
+            return await self._send(method, data)
         finally:
-            slots.release()
+            self._release()
+
+    def begin(self, method: str, target: str, headers: list[tuple[str, str]],
+              body: bytes, done: Done) -> None:
+        """:meth:`request` for a caller without a task: ``done(response, None)`` or
+        ``done(None, error)`` (an UpstreamError) is called once, later, never from here.
+
+        With a free slot and a warm connection the request is written now and ``done``
+        runs from the answer's own callback: no task, no future. Otherwise (no warm
+        connection, all slots taken, a method that must not be sent twice) a task does
+        what request() does."""
+        loop = self._loop or self._bind()
+        if not self._closed and self._in_use < self.size and not self._waiting \
+                and method in IDEMPOTENT:
+            conn = self._take_idle()
+            if conn is not None:
+                self._in_use += 1
+                data = self._encode_request(method, target, headers, body, self.host_header)
+                self._busy.add(conn)
+                timer = None
+
+                def settle(resp: Response | None, error: BaseException | None) -> None:
+                    timer.cancel()
+                    self._busy.discard(conn)
+                    if error is None:
+                        self._keep(conn)
+                    else:
+                        conn.close()
+                        if isinstance(error, _Stale):
+                            # Nothing of an answer came: once more, on a new connection
+                            # (the slot goes with it).
+                            loop.create_task(self._resend(method, data, done))
+                            return
+                    self._release()
+                    _hand(done, resp, error)
+
+                conn.start(data, method == "HEAD", settle)
+                timer = loop.call_later(self.read_timeout, conn.expire, self)
+                return
+        loop.create_task(self._relay(method, target, headers, body, done))
+
+    async def _resend(self, method: str, data: bytes, done: Done) -> None:
+        try:
+            resp = await self._exchange(await self._connect(), data, method == "HEAD")
+        except _Stale:
+            _hand(done, None, UpstreamUnavailable(f"{self.target} closed the connection"))
+        except UpstreamError as e:
+            _hand(done, None, e)
+        else:
+            _hand(done, resp, None)
+        finally:
+            self._release()
+
+    async def _relay(self, method: str, target: str, headers: list[tuple[str, str]],
+                     body: bytes, done: Done) -> None:
+        try:
+            resp = await self.request(method, target, headers, body)
+        except UpstreamError as e:
+            _hand(done, None, e)
+        else:
+            _hand(done, resp, None)
 
     async def close(self) -> None:
         self._closed = True
@@ -339,6 +485,8 @@ class UpstreamPool:
             self._idle.pop().close()
         for conn in list(self._busy):
             conn.close()
+        while self._waiting:
+            _into(self._waiting.popleft())(None, UpstreamUnavailable("pool is closed"))
         await asyncio.sleep(0)
 
     async def __aenter__(self) -> UpstreamPool:

@@ -80,7 +80,7 @@ def test_connections_are_reused_and_headers_sent(tmp_path):
                 assert resp.headers == [("X-Up", "1")]  # framing headers are the pool's
             resp = await pool.request("POST", "/post", [("Host", "h")], b"data")
             assert resp.body == b"r4"
-        assert up.connections == 1
+        assert up.connections == 2  # the POST on a connection of its own
         assert up.requests[0] == b"GET /p1 HTTP/1.1\r\nX-A: b\r\nHost: localhost\r\n\r\n"
         assert up.requests[3] == b"POST /post HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\ndata"
         await up.stop()
@@ -220,6 +220,93 @@ def test_a_unix_listener_of_another_user_is_refused(tmp_path):
             with pytest.raises(UpstreamUnavailable, match=f"held by uid {me} .*refusing"):
                 await pool.request("GET", "/")
         assert len(up.requests) == 1  # nothing was sent to the untrusted listener
+        await up.stop()
+
+    run(main())
+
+
+def test_a_post_is_never_sent_twice(tmp_path):
+    """A reused connection the upstream closes without an answer may have delivered the
+    request: only what may be repeated is sent again (RFC 9110 9.2.2)."""
+    async def main():
+        # Answers the first request and keeps the connection; takes the POST, then
+        # hangs up without a word (an agent that died after acting on it).
+        up = await RawUpstream(
+            lambda head, n: (b"", True) if head.startswith(b"POST") else (ok(b"r%d" % n), False)
+        ).start_unix(tmp_path / "s")
+        async with UpstreamPool(f"unix:{tmp_path}/s") as pool:
+            assert (await pool.request("GET", "/1")).body == b"r1"
+            with pytest.raises(UpstreamUnavailable):
+                await pool.request("POST", "/openstack/latest/password", [], b"secret")
+        assert [r.split(b" ", 1)[0] for r in up.requests] == [b"GET", b"POST"]
+        await up.stop()
+
+    run(main())
+
+
+def _begin(pool, method, target, body=b""):
+    """pool.begin() awaited: (response, error)."""
+    fut = asyncio.get_running_loop().create_future()
+    pool.begin(method, target, [("X-A", "b")], body, lambda r, e: fut.set_result((r, e)))
+    return fut
+
+
+def test_begin_answers_through_the_callback_on_warm_connections(tmp_path):
+    async def main():
+        up = await RawUpstream(
+            lambda head, n: (ok(head.split(b" ")[1]), False)).start_unix(tmp_path / "s")
+        async with UpstreamPool(f"unix:{tmp_path}/s", size=4) as pool:
+            resp, error = await _begin(pool, "GET", "/cold")  # no warm one yet: connects
+            assert error is None and resp.body == b"/cold"
+            # Concurrent exchanges each get their own answer, never another's.
+            got = await asyncio.gather(*(_begin(pool, "GET", f"/p{i}") for i in range(40)))
+            assert [r.body for r, _ in got] == [b"/p%d" % i for i in range(40)]
+            assert all(e is None for _, e in got)
+            resp, error = await _begin(pool, "HEAD", "/h")
+            assert error is None and resp.status == 200 and resp.body == b""
+        assert up.connections <= 4  # the pool's size bounds them
+        assert up.requests[1].startswith(b"GET /p0 HTTP/1.1\r\nX-A: b\r\nHost: localhost\r\n")
+        await up.stop()
+
+    run(main())
+
+
+def test_begin_retries_a_closed_warm_connection_once_on_a_new_one(tmp_path):
+    async def main():
+        # Every answer closes the connection, noticed or not before the next request.
+        up = await RawUpstream(lambda head, n: (ok(b"r%d" % n), True)).start_unix(tmp_path / "s")
+        async with UpstreamPool(f"unix:{tmp_path}/s") as pool:
+            for i in range(1, 4):
+                resp, error = await _begin(pool, "GET", f"/{i}")
+                assert error is None and resp.body == b"r%d" % i
+        assert up.connections == 3
+        # The upstream takes the request on the warm connection and hangs up silently:
+        # sent once more, on a new connection.
+        up = await RawUpstream(
+            lambda head, n: (b"", True) if n == 2 else (ok(b"r%d" % n), False)
+        ).start_unix(tmp_path / "t")
+        async with UpstreamPool(f"unix:{tmp_path}/t") as pool:
+            assert (await _begin(pool, "GET", "/1"))[0].body == b"r1"
+            assert (await _begin(pool, "GET", "/2"))[0].body == b"r3"
+        assert up.connections == 2
+        await up.stop()
+
+    run(main())
+
+
+def test_begin_reports_failures_and_timeouts(tmp_path):
+    async def main():
+        async with UpstreamPool(f"unix:{tmp_path}/missing") as pool:
+            resp, error = await _begin(pool, "GET", "/")
+            assert resp is None and isinstance(error, UpstreamUnavailable)
+        up = await RawUpstream(
+            lambda head, n: (None, False) if b"/slow" in head else (ok(), False)
+        ).start_unix(tmp_path / "s")
+        async with UpstreamPool(f"unix:{tmp_path}/s", read_timeout=0.2) as pool:
+            assert (await _begin(pool, "GET", "/warm"))[1] is None
+            resp, error = await _begin(pool, "GET", "/slow")  # on the warm connection
+            assert resp is None and isinstance(error, UpstreamTimeout)
+            assert (await _begin(pool, "GET", "/fast"))[0].status == 200
         await up.stop()
 
     run(main())

@@ -110,14 +110,21 @@ def test_post_body_is_forwarded_and_connections_to_the_agent_are_reused(tmp_path
         proxy, pool, port = await start_proxy(tmp_path / "agent")
         r, w = await asyncio.open_connection("127.0.0.1", port)
         for i in range(3):
-            w.write(b"POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\n"
-                    b"Content-Length: 6\r\n\r\nsecret")
+            w.write(b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\n\r\n")
             head = await r.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200")
             await r.readexactly(len(b"agent says hi"))
-        w.close()
-        assert [q.body for q in agent.requests] == [b"secret"] * 3
         assert len(agent_srv._connections) == 1  # one pooled connection served all three
+        w.write(b"POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 6\r\n\r\nsecret")
+        head = await r.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        await r.readexactly(len(b"agent says hi"))
+        w.close()
+        assert agent.requests[-1].body == b"secret"
+        # A POST is never sent twice: it goes on a connection of its own, never on a
+        # pooled one the agent may have closed meanwhile.
+        assert len(agent_srv._connections) == 2
         await proxy.close(1)
         await pool.close()
         await agent_srv.close(1)
