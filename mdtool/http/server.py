@@ -243,6 +243,7 @@ class _Connection(asyncio.Protocol):
         self.limits = server.limits
         self.handler = server.handler
         self.answer_now = server.answer_now
+        self.begin = server.begin
         self.loop = server._loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -501,6 +502,9 @@ class _Connection(asyncio.Protocol):
             if keep_alive:
                 self.answered = req
             return
+        if self.begin is not None and self.task is None and not self.queue \
+                and self._begin(req, keep_alive):
+            return
         self.queue.append((req, keep_alive))
         if self.task is None:
             self._disarm()
@@ -542,6 +546,64 @@ class _Connection(asyncio.Protocol):
             self._arm(self.limits.keepalive_timeout, self._on_idle_timeout)
         return True
 
+    def _wire(self, req: Request, resp: Response, keep_alive: bool) -> tuple[bytes, bool]:
+        """The bytes answering ``req`` with ``resp``, and whether the connection stays
+        open after them."""
+        if self.server._closing and not self.queue:
+            keep_alive = False
+        for name, value in resp.headers:
+            if name.lower() == "connection" and "close" in value.lower():
+                keep_alive = False
+        try:
+            data = serialize_response(resp, head=req.method == "HEAD", keep_alive=keep_alive,
+                                      http10=req.version == "1.0")
+        except Exception:
+            log.exception("bad response from handler: %s %s", req.method, req.target)
+            return _error_bytes(500, "Internal Server Error"), False
+        return data, keep_alive
+
+    def _begin(self, req: Request, keep_alive: bool) -> bool:
+        """Hand ``req`` to the handler's callback way (``handler.begin(req, reply)``): no
+        task, the answer written from the callback it comes in. The plain case only:
+        nothing before it pending, no body, no reply hop limit to restore, writes
+        flowing. False: answer it the usual way."""
+        if req.body or self.closing or self.hops is not None or self.server._closing \
+                or (self.write_paused is not None and not self.write_paused.done()):
+            return False
+        pending = _Pending(self, req, keep_alive)
+        self.task = pending  # stands in for the answering task: requests behind it queue
+        closing = self.closing
+        if not keep_alive:
+            self.closing = True  # nothing after a closing request is read
+        self._disarm()
+        if not self.begin(req, pending.reply):
+            if self.task is pending:
+                self.task = None
+            self.closing = closing
+            return False
+        return True
+
+    def _reply(self, req: Request, keep_alive: bool, resp: Response) -> None:
+        """The answer to a request handed to ``handler.begin``: what ``_answer`` does
+        with a handler's response, then the requests that queued behind it."""
+        self.task = None
+        transport = self.transport
+        if transport is None:
+            return
+        if resp.hop_limit is not None:  # set only on the task's way (_set_hop_limit)
+            log.error("a hop limit on a callback answer: %s %s", req.method, req.target)
+            resp = Response.text(500, "Internal Server Error\n")
+        data, keep_alive = self._wire(req, resp, keep_alive)
+        transport.write(data)
+        if not keep_alive:
+            self.closing = True
+            self.queue.clear()
+            transport.close()
+        elif self.queue:
+            self.task = self.loop.create_task(self._answer())
+        else:
+            self._after_answers()
+
     async def _answer(self):
         handler = self.handler
         handler_timeout = self.limits.handler_timeout
@@ -572,22 +634,10 @@ class _Connection(asyncio.Protocol):
                     n = min(len(req.body), self.charged)
                     self.charged -= n
                     BODY_BUFFER.used -= n
-                if self.server._closing and not self.queue:
-                    keep_alive = False
-                for name, value in resp.headers:
-                    if name.lower() == "connection" and "close" in value.lower():
-                        keep_alive = False
                 transport = self.transport
                 if transport is None:
                     return
-                try:
-                    data = serialize_response(resp, head=req.method == "HEAD",
-                                              keep_alive=keep_alive,
-                                              http10=req.version == "1.0")
-                except Exception:
-                    log.exception("bad response from handler: %s %s", req.method, req.target)
-                    data = _error_bytes(500, "Internal Server Error")
-                    keep_alive = False
+                data, keep_alive = self._wire(req, resp, keep_alive)
                 if resp.hop_limit != self.hops:
                     if self.hops is not None and (resp.hop_limit is None
                                                   or resp.hop_limit > self.hops):
@@ -621,6 +671,11 @@ class _Connection(asyncio.Protocol):
             return
         finally:
             self.task = None
+        self._after_answers()
+
+    def _after_answers(self) -> None:
+        """Every queued request answered: the error still owed, or close, or wait for
+        the next request."""
         if self.transport is None:
             return
         if self.pending_error is not None:
@@ -754,6 +809,30 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
 
 
+class _Pending:
+    """A request handed to ``handler.begin``, in the connection's ``task`` slot: what
+    the connection asks of a task (done, cancel) it answers the same way."""
+
+    __slots__ = ("conn", "req", "keep_alive", "finished")
+
+    def __init__(self, conn: _Connection, req: Request, keep_alive: bool):
+        self.conn = conn
+        self.req = req
+        self.keep_alive = keep_alive
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def cancel(self) -> None:
+        self.finished = True  # the connection is gone: the answer, when it comes, is dropped
+
+    def reply(self, resp: Response) -> None:
+        if not self.finished:
+            self.finished = True
+            self.conn._reply(self.req, self.keep_alive, resp)
+
+
 class HttpServer:
     """Serves ``handler`` on any number of listening sockets (TCP v4/v6 or AF_UNIX)."""
 
@@ -762,6 +841,8 @@ class HttpServer:
         self.handler = handler
         # A handler's synchronous answer to what it need not wait for (None: no such thing).
         self.answer_now = getattr(handler, "answer_now", None)
+        # A handler's answer through a callback, without a task (None: no such way).
+        self.begin = getattr(handler, "begin", None)
         self._servers: dict[int, asyncio.AbstractServer] = {}
         self._next_key = 0
         self._connections: set[_Connection] = set()

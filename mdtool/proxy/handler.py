@@ -6,7 +6,7 @@ import logging
 import time
 from bisect import bisect_left
 
-from mdtool.http.client import UpstreamPool, UpstreamTimeout, UpstreamUnavailable
+from mdtool.http.client import UpstreamError, UpstreamPool, UpstreamTimeout
 from mdtool.http.headers import end_to_end, probe_tag
 from mdtool.http.types import Request, Response
 from mdtool.logs import DeferredLines, Repeats
@@ -42,7 +42,7 @@ class ProxyHandler:
 
     __slots__ = ("pool", "network_id", "limiter", "status_counts", "duration_sum", "latency_counts",
                  "_last_warn", "_suppressed", "sealer", "tokens_required", "hop_limit",
-                 "repeats", "cache")
+                 "repeats", "cache", "_begin")
 
     def __init__(self, pool: UpstreamPool, network_id: str,
                  limiter: RateLimiter | None = None, sealer: TokenSealer | None = None,
@@ -63,6 +63,8 @@ class ProxyHandler:
         self.repeats = Repeats(REPEAT_WINDOW)
         # The fast path's cache of its answers (mdtool/fastpath.py); None in chain mode.
         self.cache = getattr(pool, "cache", None)
+        # The chain's upstream answers through a callback (UpstreamPool.begin): see begin().
+        self._begin = getattr(pool, "begin", None) if self.cache is None else None
 
     def _warn(self, error: Exception) -> None:
         # An agent that is down fails every request: say so, not a line per request.
@@ -132,15 +134,53 @@ class ProxyHandler:
         self._account(req, resp, start)
         return resp
 
+    def _upstream_headers(self, req: Request) -> list[tuple[str, str]]:
+        fields = req.headers
+        if self.sealer is not None and any(k.lower().startswith(_TOKEN_PREFIX)
+                                           for k, _ in fields):
+            fields = [kv for kv in fields if not kv[0].lower().startswith(_TOKEN_PREFIX)]
+        return upstream_headers(fields, req.peer, self.network_id)
+
+    def _failed(self, error: UpstreamError) -> Response:
+        """The answer when the agent gave none: 504 when it was too slow, else 502."""
+        self._warn(error)
+        if isinstance(error, UpstreamTimeout):
+            return Response(504, _GATEWAY_TIMEOUT, list(_CT))
+        return Response(502, _BAD_GATEWAY, list(_CT))
+
+    def begin(self, req: Request, reply) -> bool:
+        """Answer ``req`` through ``reply(response)`` without a task (the server's
+        protocol callbacks): the proxy's own refusals at once, the agent's answer from
+        the callback it arrives in. The chain's every request pays for a task, a
+        coroutine per layer and a loop iteration each otherwise. False: not this way
+        (the fast path, the token path), ask ``__call__``; nothing was counted."""
+        begin = self._begin
+        if begin is None or req.path == TOKEN_PATH:
+            return False
+        start = time.monotonic()
+        resp = self._gate(req)
+        if resp is not None:
+            self._account(req, resp, start)
+            reply(resp)
+            return True
+
+        def done(up: Response | None, error: BaseException | None) -> None:
+            try:
+                resp = up if error is None else self._failed(error)
+                self._account(req, resp, start)
+            except Exception:  # a bug here must still answer the client
+                log.exception("answering %s %s failed", req.method, req.target)
+                resp = Response(500, b"Internal Server Error\n", list(_CT))
+            reply(resp)
+
+        begin(req.method, req.target, self._upstream_headers(req), req.body, done)
+        return True
+
     async def __call__(self, req: Request) -> Response:
         start = time.monotonic()
         resp = self._gate(req)
         if resp is None:
-            fields = req.headers
-            if self.sealer is not None and any(k.lower().startswith(_TOKEN_PREFIX)
-                                               for k, _ in fields):
-                fields = [kv for kv in fields if not kv[0].lower().startswith(_TOKEN_PREFIX)]
-            headers = upstream_headers(fields, req.peer, self.network_id)
+            headers = self._upstream_headers(req)
             cache = self.cache
             key = state = None
             if cache is not None:
@@ -148,12 +188,8 @@ class ProxyHandler:
                 state = cache.state()
             try:
                 resp = await self.pool.request(req.method, req.target, headers, req.body)
-            except UpstreamTimeout as e:
-                self._warn(e)
-                resp = Response(504, _GATEWAY_TIMEOUT, list(_CT))
-            except UpstreamUnavailable as e:
-                self._warn(e)
-                resp = Response(502, _BAD_GATEWAY, list(_CT))
+            except UpstreamError as e:
+                resp = self._failed(e)
             else:
                 if key is not None and resp.status == 200 and resp.hop_limit is None:
                     cache.put(key, state, resp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import sys
 import subprocess
 
@@ -262,3 +263,121 @@ def test_metrics_count_answers_per_network_and_survive_a_dropped_network(tmp_pat
     names = {f.name for f in text_string_to_metric_families(second)}
     assert {"mdtool_proxy_requests", "mdtool_proxy_request_duration_seconds",
             "mdtool_proxy_rate_limited", "mdtool_proxy_upstream_errors"} <= names
+
+
+class PathAgent:
+    """Answers each request with its own path, after ``delays[path]`` seconds."""
+
+    def __init__(self, delays=None, close=False):
+        self.delays = delays or {}
+        self.close = close
+        self.requests: list[Request] = []
+
+    async def __call__(self, req: Request) -> Response:
+        self.requests.append(req)
+        if req.path in self.delays:
+            await asyncio.sleep(self.delays[req.path])
+        headers = [("Content-Type", "text/plain")]
+        if self.close:
+            headers.append(("Connection", "close"))
+        return Response(200, req.path.encode(), headers)
+
+
+async def keep_alive_get(r, w, path: str) -> tuple[bytes, bytes]:
+    w.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+    head = await r.readuntil(b"\r\n\r\n")
+    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    return head, await r.readexactly(length)
+
+
+def test_the_chain_survives_what_a_pooled_agent_connection_meets(tmp_path):
+    """Idle connections the agent closed, an agent restart, an agent answering
+    ``Connection: close``: every request is still answered, by the agent."""
+    async def main():
+        sock = tmp_path / "agent"
+        agent = PathAgent()
+        limits = Limits(keepalive_timeout=0.1)  # the agent closes idle connections at once
+
+        async def start(handler):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.unlink(missing_ok=True)
+            s.bind(str(sock))
+            s.listen(16)
+            srv = HttpServer(handler, limits)
+            await srv.add_socket(s)
+            return srv
+
+        agent_srv = await start(agent)
+        proxy, pool, port = await start_proxy(sock)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        head, body = await keep_alive_get(r, w, "/1")
+        assert head.startswith(b"HTTP/1.1 200") and body == b"/1"
+        await asyncio.sleep(0.3)  # the agent closed the pooled connection meanwhile
+        assert (await keep_alive_get(r, w, "/2"))[1] == b"/2"
+        await agent_srv.close(0.1)  # the agent restarts
+        agent_srv = await start(agent)
+        assert (await keep_alive_get(r, w, "/3"))[1] == b"/3"
+        await agent_srv.close(0.1)
+        closing = PathAgent(close=True)  # answers, then closes every connection
+        agent_srv = await start(closing)
+        for i in range(4, 7):
+            head, body = await keep_alive_get(r, w, f"/{i}")
+            assert body == b"/%d" % i
+            assert b"Connection" not in head  # hop-by-hop: the client's stays open
+        assert [q.path for q in closing.requests] == ["/4", "/5", "/6"]
+        w.close()
+        await proxy.close(1)
+        await pool.close()
+        await agent_srv.close(0.1)
+
+    asyncio.run(main())
+
+
+def test_concurrent_requests_each_get_their_own_answer(tmp_path):
+    async def main():
+        import random
+        rnd = random.Random(15)
+        paths = [f"/p{i}" for i in range(60)]
+        agent = PathAgent({p: rnd.random() * 0.05 for p in paths})
+        agent_srv = await start_agent(tmp_path / "agent", agent)
+        proxy, pool, port = await start_proxy(tmp_path / "agent")  # a pool of 8
+
+        async def client(mine):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            got = [(await keep_alive_get(r, w, p))[1] for p in mine]
+            w.close()
+            return got
+
+        groups = [paths[i::12] for i in range(12)]
+        results = await asyncio.gather(*(client(g) for g in groups))
+        assert results == [[p.encode() for p in g] for g in groups]
+        assert len(agent_srv._connections) <= 8
+        await proxy.close(1)
+        await pool.close()
+        await agent_srv.close(1)
+
+    asyncio.run(main())
+
+
+def test_a_client_gone_mid_request_leaves_the_agent_connection_pooled(tmp_path):
+    async def main():
+        agent = PathAgent({"/slow": 0.2})
+        agent_srv = await start_agent(tmp_path / "agent", agent)
+        proxy, pool, port = await start_proxy(tmp_path / "agent")
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        assert (await keep_alive_get(r, w, "/warm"))[1] == b"/warm"
+        pooled = set(agent_srv._connections)
+        w.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.05)
+        # Gone before the agent answers (a reset, not a half-close): the answer is dropped.
+        w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                              struct.pack("ii", 1, 0))
+        w.transport.abort()
+        await asyncio.sleep(0.3)
+        assert (await exchange(port, b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")).endswith(b"/next")
+        assert set(agent_srv._connections) == pooled  # the same pooled connection throughout
+        await proxy.close(1)
+        await pool.close()
+        await agent_srv.close(1)
+
+    asyncio.run(main())
