@@ -160,18 +160,21 @@ class ProxyHandler:
         start = time.monotonic()
         resp = self._gate(req)
         if resp is not None:
-            self._account(req, resp, start)
             reply(resp)
+            self._account(req, resp, start)
             return True
 
         def done(up: Response | None, error: BaseException | None) -> None:
-            try:
-                resp = up if error is None else self._failed(error)
-                self._account(req, resp, start)
-            except Exception:  # a bug here must still answer the client
-                log.exception("answering %s %s failed", req.method, req.target)
-                resp = Response(500, b"Internal Server Error\n", list(_CT))
+            # The answer first, the bookkeeping after: the client waits for nothing else.
+            resp = up
+            if error is not None:
+                try:
+                    resp = self._failed(error)
+                except Exception:  # a bug here must still answer the client
+                    log.exception("answering %s %s failed", req.method, req.target)
+                    resp = Response(500, b"Internal Server Error\n", list(_CT))
             reply(resp)
+            self._account(req, resp, start)
 
         begin(req.method, req.target, self._upstream_headers(req), req.body, done)
         return True
