@@ -77,6 +77,12 @@ class _UpstreamConnection(asyncio.Protocol):
         self.until_eof = False
         self.headers_done = False
         self.used = 0
+        # The exchange's deadline, watched by one timer kept across exchanges and moved
+        # on when it fires early (a timer made and cancelled a request was a visible
+        # part of the chain's cost; see also the server's _arm).
+        self.pool: "UpstreamPool | None" = None
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
 
     # asyncio callbacks
     def connection_made(self, transport):
@@ -85,6 +91,9 @@ class _UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc):
         self.transport = None
         self.reusable = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.reply is None:
             return
         if self.headers_done and self.until_eof:
@@ -164,7 +173,13 @@ class _UpstreamConnection(asyncio.Protocol):
             reply(resp, error)
 
     # used by the pool
-    def start(self, data: bytes, head_only: bool, reply: Done) -> None:
+    def start(self, pool: "UpstreamPool", data: bytes, head_only: bool, reply: Done) -> None:
+        """Write ``data``; ``reply`` gets the answer, or a failure (UpstreamTimeout after
+        the pool's read_timeout)."""
+        self.pool = pool
+        self.deadline = self.loop.time() + pool.read_timeout
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
         self.used += 1
         self.received = False
         self.headers_done = False
@@ -176,8 +191,15 @@ class _UpstreamConnection(asyncio.Protocol):
         self.reply = reply
         self.transport.write(data)
 
-    def expire(self, pool: "UpstreamPool") -> None:
-        """The answer is overdue: fail the exchange and drop the connection."""
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.reply is None:
+            return  # no exchange in progress: the next one arms a timer
+        if self.loop.time() < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+            return
+        # The answer is overdue: fail the exchange and drop the connection.
+        pool = self.pool
         self._settle(None, UpstreamTimeout(
             f"{pool.target} did not answer within {pool.read_timeout:g}s"))
         self.close()
@@ -368,16 +390,13 @@ class UpstreamPool:
         """``data`` on ``conn`` and its answer; _Stale when a reused connection was closed."""
         fut = self._loop.create_future()
         self._busy.add(conn)
-        conn.start(data, head_only, _into(fut))
-        # A timer on the exchange costs less than wait_for's wrapper.
-        timer = self._loop.call_later(self.read_timeout, conn.expire, self)
+        conn.start(self, data, head_only, _into(fut))  # its timer, not wait_for's wrapper
         try:
             resp = await fut
         except BaseException:
             conn.close()
             raise
         finally:
-            timer.cancel()
             self._busy.discard(conn)
         self._keep(conn)
         return resp
@@ -436,10 +455,8 @@ class UpstreamPool:
                 self._in_use += 1
                 data = self._encode_request(method, target, headers, body, self.host_header)
                 self._busy.add(conn)
-                timer = None
 
                 def settle(resp: Response | None, error: BaseException | None) -> None:
-                    timer.cancel()
                     self._busy.discard(conn)
                     if error is None:
                         self._keep(conn)
@@ -453,8 +470,7 @@ class UpstreamPool:
                     self._release()
                     _hand(done, resp, error)
 
-                conn.start(data, method == "HEAD", settle)
-                timer = loop.call_later(self.read_timeout, conn.expire, self)
+                conn.start(self, data, method == "HEAD", settle)
                 return
         loop.create_task(self._relay(method, target, headers, body, done))
 
