@@ -9,6 +9,21 @@ def _f(x, fmt="{:.2f}", none="n/a"):
     return none if x is None else fmt.format(x)
 
 
+def _storm_per_boot(st: dict) -> list[str]:
+    """The storm's per-boot figures (a run before they were taken has none)."""
+    res = st["results"]
+    if not all("serving_cpu_ms_per_boot" in x for x in res.values()):
+        return []
+    return ["Per boot: serving CPU " + ", ".join(
+                f"{k} {_f(x['serving_cpu_ms_per_boot'])} ms" for k, x in res.items())
+            + "; the instance's own client (timed window, median round) " + ", ".join(
+                f"{k} {_f(x['client_cpu_ms_per_boot'])} ms" for k, x in res.items())
+            + "; request phase p50, Neutron's shape / mdtool: "
+            + _f(st.get("requests_phase_neutron_over_mdtool"))
+            + (" (pinned: the network node's processes on one CPU, the instances' clients "
+               "on the others)" if st.get("pinned") else ""), ""]
+
+
 def _met(ok) -> str:
     return "n/a" if ok is None else ("met" if ok else "**not met**")
 
@@ -173,15 +188,7 @@ def markdown(r: dict) -> str:
                       for k, x in st["results"].items()) + " s)", "",
                   "Neutron's shape / mdtool, CPU seconds of the processes serving the path "
                   f"(all rounds): {_f(st['serving_cpu_neutron_over_mdtool'])}", "",
-                  "Per boot: serving CPU " + ", ".join(
-                      f"{k} {_f(x['serving_cpu_ms_per_boot'])} ms"
-                      for k, x in st["results"].items()) + "; the instance's own client "
-                  "(timed window, median round) " + ", ".join(
-                      f"{k} {_f(x['client_cpu_ms_per_boot'])} ms"
-                      for k, x in st["results"].items()) + "; request phase p50, Neutron's "
-                  f"shape / mdtool: {_f(st.get('requests_phase_neutron_over_mdtool'))}"
-                  + (" (pinned: the network node's processes on one CPU, the instances' "
-                     "clients on the others)" if st.get("pinned") else ""), "",
+                  *_storm_per_boot(st),
                   "Where the CPU went in the median round (CPU seconds; machine: every core, "
                   "anyone's work):", "",
                   "| path | serving the path | dnsmasq | instances' clients | machine |",
