@@ -143,6 +143,18 @@ def test_wrong_secret_unknown_source_and_agent_down(site):
     res = site.curl(vm, "/openstack/latest/meta_data.json")
     code, body = http(res)
     assert code == 502, res.stdout + res.stderr
+    # the agent back (the proxy's pooled connections to the old one are dead): 200 again,
+    # from the first request on
+    site.mdtool("enable-isolated-metadata", net)
+    for _ in range(3):
+        res = site.curl(vm, "/openstack/latest/meta_data.json")
+        assert http(res)[0] == 200, res.stdout + res.stderr
+    # an agent restart between two requests (a warm pooled connection to the old one, no
+    # request failing in between): never seen by the instance
+    os.kill(site.pid("agent"), 9)
+    site.mdtool("enable-isolated-metadata", net)
+    res = site.curl(vm, "/openstack/latest/meta_data.json")
+    assert http(res)[0] == 200, res.stdout + res.stderr
 
 
 class WsgiNova:
