@@ -1103,19 +1103,19 @@ def _storm_side(h: Harness, kind: str, sizes: Sizes, requests: list, octet: int)
     fresh.engine.dispose()
     for n in nets:
         wait_for(lambda ns="qdhcp-" + n.id: listener_pids(ns), 30, f"the {kind} proxy to listen")
-    files = {"hook": (sd / "udhcpc.sh", render("bench/storm-udhcpc.sh.j2")),
-             "requests": (sd / "requests.curl", render(
-                 "bench/storm-requests.curl.j2", requests=requests, address=METADATA_IP,
-                 write_out=STORM_WRITE_OUT, connect_timeout=10, max_time=30))}
-    for path, text in files.values():
-        path.write_text(text)
-        path.chmod(0o755)
-    side.script.write_text(render("bench/storm-boot.sh.j2", interface="eth0",
-                                  hook=files["hook"][0], requests=files["requests"][0]))
+    hook = sd / "udhcpc.sh"
+    hook.write_text(render("bench/storm-udhcpc.sh.j2"))
+    hook.chmod(0o755)
+    side.script.write_text(render("bench/storm-boot.sh.j2", interface="eth0", hook=hook))
     side.script.chmod(0o755)
-    (sd / "fifo").mkdir(mode=0o700)
-    for ns, _, _ in instances:  # each instance's curl reads its requests from its own
+    for d in ("fifo", "requests"):
+        (sd / d).mkdir(mode=0o700)
+    for ns, _, _ in instances:  # each instance's curl waits on a FIFO of its own
         os.mkfifo(sd / "fifo" / ns, 0o600)
+        (sd / "requests" / ns).write_text(render(
+            "bench/storm-requests.curl.j2", requests=requests, address=METADATA_IP,
+            write_out=STORM_WRITE_OUT, connect_timeout=10, max_time=30,
+            gate=sd / "fifo" / ns))
     return side
 
 
@@ -1160,7 +1160,7 @@ def _on_cpu_seconds(pid: int) -> float:
 
 def _waiting_at_barrier(pid: int, curl: int) -> bool:
     """The boot script ``pid`` sleeps (reading the barrier, after its "ready") and its curl
-    waits for a writer of its FIFO: every library loaded, nothing left to start."""
+    waits for a writer of its FIFO: libraries loaded, its requests read and parsed."""
     try:
         return (Path(f"/proc/{curl}/wchan").read_text() == "wait_for_partner"
                 and process_state(pid) == "S")
@@ -1184,9 +1184,9 @@ def _storm_round(side: StormSide, log=print, pin: bool = False) -> dict:
     script and curl spent before the barrier), the whole machine.
 
     Each instance's script starts in its namespace before the barrier (``ip netns exec``,
-    bash, curl loaded and waiting for its requests), its address flushed: a guest whose
-    kernel and programs are up. The boot starts for all at once when the harness closes
-    the pipe every script reads."""
+    bash, curl loaded with its requests and waiting on the instance's FIFO), its address
+    flushed: a guest whose kernel and programs are up. The boot starts for all at once
+    when the harness closes the pipe every script reads."""
     pids = side.pids()
     for ns, _, _ in side.instances:  # a booting guest has no address yet
         ip("-4", "address", "flush", "dev", "eth0", netns=ns)
@@ -1219,7 +1219,7 @@ def _storm_round(side: StormSide, log=print, pin: bool = False) -> dict:
             for ns, _, _ in side.instances:
                 procs.append(subprocess.Popen(
                     taskset + ["ip", "netns", "exec", ns, "/bin/bash", str(side.script),
-                     str(side.sd / "fifo" / ns)],
+                     str(side.sd / "fifo" / ns), str(side.sd / "requests" / ns)],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=gate, env=env,
                     start_new_session=True))
         finally:
@@ -1309,9 +1309,9 @@ def storm(h: Harness, sizes: Sizes, log=print) -> dict:
     out = {"networks": sizes.storm_networks, "per_network": sizes.storm_instances,
            "requests_per_boot": len(requests), "rounds": sizes.storm_rounds,
            "pinned": bool(os.environ.get(STORM_PIN_ENV)),
-           "client": "per instance, started before the barrier: bash and a loaded curl; "
-                     "timed: udhcpc + its hook (one ip run), then curl's requests, a "
-                     "connection each",
+           "client": "per instance, started before the barrier: bash and curl with its "
+                     "requests parsed; timed: udhcpc + its hook (one ip run), then curl's "
+                     "requests, a connection each",
            "results": {}}
     sides = {}
     try:

@@ -79,25 +79,27 @@ def test_a_boot_without_lease_or_end_is_a_failure():
 
 
 def test_the_boot_waits_at_the_barrier_with_its_curl_loaded(server, tmp_path):
-    """The storm's boot script (started before the barrier) loads curl, says "ready", and
-    asks nothing until its stdin ends; then it takes the lease (udhcpc: a stand-in here,
-    the bench runs the real one in a namespace) and replays every request in order."""
+    """The storm's boot script (started before the barrier) starts curl, which reads its
+    requests and waits on the instance's FIFO, says "ready", and asks nothing until its
+    stdin ends; then it takes the lease (udhcpc: a stand-in here, the bench runs the real
+    one in a namespace), opens the FIFO, and curl replays every request in order."""
     requests = recorded_requests()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
     cfg = tmp_path / "requests.curl"
     cfg.write_text(render("bench/storm-requests.curl.j2", requests=requests,
                           address=f"127.0.0.1:{server.server_address[1]}",
-                          write_out=STORM_WRITE_OUT, connect_timeout=5, max_time=10))
+                          write_out=STORM_WRITE_OUT, connect_timeout=5, max_time=10,
+                          gate=fifo))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "udhcpc").write_text("#!/bin/sh\nexit 0\n")
     (bin_dir / "udhcpc").chmod(0o755)
     script = tmp_path / "boot.sh"
     script.write_text(render("bench/storm-boot.sh.j2", interface="eth0",
-                             hook=tmp_path / "hook.sh", requests=cfg))
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo, 0o600)
+                             hook=tmp_path / "hook.sh"))
     gate, release = os.pipe()
-    proc = subprocess.Popen(["/bin/bash", str(script), str(fifo)], stdin=gate,
+    proc = subprocess.Popen(["/bin/bash", str(script), str(fifo), str(cfg)], stdin=gate,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     os.close(gate)
@@ -106,7 +108,7 @@ def test_the_boot_waits_at_the_barrier_with_its_curl_loaded(server, tmp_path):
         assert word == "ready"
         wchan = Path(f"/proc/{int(curl)}/wchan")
         deadline = time.monotonic() + 10
-        while wchan.read_text() != "wait_for_partner":  # curl loaded, waiting for its requests
+        while wchan.read_text() != "wait_for_partner":  # curl loaded, waiting at the gate
             assert time.monotonic() < deadline, wchan.read_text()
             time.sleep(0.01)
         time.sleep(0.2)
