@@ -318,7 +318,7 @@ def _tcp_listening(listener: Listener) -> list:
             sockets = procnet.listening_sockets()
         else:
             from mdtool.netns.switch import run_in_netns
-            sockets = run_in_netns(listener.netns, procnet.listening_sockets)
+            sockets = run_in_netns(listener.netns, procnet.listening_sockets, here=True)
     except OSError as e:
         raise _unlisted(listener, e) from None
     return _taking(listener, sockets)
@@ -387,13 +387,14 @@ def _holders(found: list, pid: int | None) -> tuple[bool, list[Holder]]:
 def listener_holders_each(listeners: Sequence[Listener], pid: int | None
                           ) -> list[tuple[bool, list[Holder]] | OperationFailed]:
     """``listener_holders`` for many TCP listeners, each in a namespace: the namespaces'
-    listening sockets are read from one thread (``switch.run_in_each_netns``), not a
-    thread per listener. Per listener its answer, or the error reading it (a namespace
+    listening sockets are read one namespace after the other by this thread
+    (``switch.run_in_each_netns``). Per listener its answer, or the error reading it (a namespace
     that is gone holds nothing: (False, []))."""
     from mdtool.errors import NotFound
     from mdtool.inspect import procnet
     from mdtool.netns.switch import run_in_each_netns
-    read = run_in_each_netns([(l.netns, procnet.listening_sockets) for l in listeners])
+    read = run_in_each_netns([(l.netns, procnet.listening_sockets) for l in listeners],
+                             here=True)
     out: list[tuple[bool, list[Holder]] | OperationFailed] = []
     for listener, (sockets, error) in zip(listeners, read):
         if isinstance(error, NotFound):

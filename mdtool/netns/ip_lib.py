@@ -133,7 +133,7 @@ class Netlink:
                 sock = _open_plain()
             else:
                 from mdtool.netns.switch import run_in_netns
-                sock = run_in_netns(netns, _open_plain)
+                sock = run_in_netns(netns, _open_plain, here=True)
             self._plain[netns] = sock
         return sock
 
@@ -211,11 +211,12 @@ def _open_plain() -> socket.socket:
 def _open_route(netns: str) -> IPRoute:
     """An IPRoute whose socket lives in ``netns``. pyroute2's own ``IPRoute(netns=...)``
     forks a helper process to make that socket (~20 ms, once per namespace a command
-    touches); here a short-lived thread switched into the namespace makes it and IPRoute
-    takes it by its descriptor. OSError (NotFound for a namespace gone) as is."""
+    touches); here this thread switches into the namespace, makes it and switches back
+    (``run_in_netns(..., here=True)``), and IPRoute takes it by its descriptor. OSError (NotFound for a namespace gone) as is."""
     from mdtool.netns.switch import run_in_netns
     sock = run_in_netns(netns, lambda: socket.socket(
-        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE))
+        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE),
+        here=True)
     fd = sock.detach()
     try:
         return IPRoute(fileno=fd)

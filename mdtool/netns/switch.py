@@ -106,62 +106,79 @@ def list_netns() -> list[str]:
         return []
 
 
-def run_in_netns(name: str, fn: Callable[[], T]) -> T:
-    """Call ``fn()`` in a fresh thread switched into namespace ``name``; return its result."""
-    [(result, error)] = run_in_each_netns([(name, fn)])
+def run_in_netns(name: str, fn: Callable[[], T], *, here: bool = False) -> T:
+    """Call ``fn()`` switched into namespace ``name`` (in a fresh thread; ``here``: in the
+    calling thread, see ``run_in_each_netns``); return its result."""
+    [(result, error)] = run_in_each_netns([(name, fn)], here=here)
     if error is not None:
         raise error
     return result
 
 
-def run_in_each_netns(calls: Sequence[tuple[str, Callable[[], T]]]
+def run_in_each_netns(calls: Sequence[tuple[str, Callable[[], T]]], *, here: bool = False
                       ) -> list[tuple[T | None, BaseException | None]]:
     """Call each ``fn()`` switched into its namespace ``name``, one after the other, in one
     fresh thread (a look into 1,000 namespaces costs one thread, not 1,000): per call
     ``(result, None)`` or ``(None, error)``. The thread goes back to its own namespace after
-    every call; when it cannot, it stops there and the calls left get that error."""
+    every call; when it cannot, it stops there and the calls left get that error.
+
+    ``here``: in the calling thread instead, for a command's synchronous steps (starting a
+    thread per look was a quarter of a no-change `enable --all` on a loaded machine). The
+    thread is back in its own namespace when this returns; if it cannot get back, the
+    process ends (exit 70) rather than act on the wrong namespace."""
     out: list[tuple[T | None, BaseException | None]] = []
-
-    def body():
-        try:
-            orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            out.extend((None, e) for _ in calls)
-            return
-        try:
-            for name, fn in calls:
-                try:
-                    target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    out.append((None, NotFound(f"network namespace {name} does not exist")))
-                    continue
-                except (OSError, NotFound) as e:
-                    out.append((None, e))
-                    continue
-                try:
-                    _setns(target)
-                except OSError as e:
-                    out.append((None, e))
-                    continue
-                finally:
-                    os.close(target)
-                try:
-                    done = (fn(), None)
-                except BaseException as e:  # handed to the caller
-                    done = (None, e)
-                try:
-                    _setns(orig)
-                except OSError as e:  # stuck elsewhere: this thread must end now
-                    out.extend((None, e) for _ in calls[len(out):])
-                    return
-                out.append(done)
-        finally:
-            os.close(orig)
-
-    t = threading.Thread(target=body, name=f"netns-{calls[0][0] if calls else ''}", daemon=True)
+    if here:
+        back = _switch_each(calls, out)
+        if back is not None:
+            os.write(2, f"mdtool: error: cannot return to this process's network namespace: "
+                        f"{back}\n".encode())
+            os._exit(70)
+        return out
+    t = threading.Thread(target=_switch_each, args=(calls, out),
+                         name=f"netns-{calls[0][0] if calls else ''}", daemon=True)
     t.start()
     t.join()
     return out
+
+
+def _switch_each(calls: Sequence[tuple[str, Callable[[], T]]],
+                 out: list[tuple[T | None, BaseException | None]]) -> OSError | None:
+    """The calls of ``run_in_each_netns`` in this thread, their answers appended to ``out``;
+    None when the thread is back in its own namespace, else why it is not (the calls left
+    got that error)."""
+    try:
+        orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        out.extend((None, e) for _ in calls)
+        return None
+    try:
+        for name, fn in calls:
+            try:
+                target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                out.append((None, NotFound(f"network namespace {name} does not exist")))
+                continue
+            except (OSError, NotFound) as e:
+                out.append((None, e))
+                continue
+            try:
+                try:
+                    _setns(target)
+                finally:
+                    os.close(target)
+                done = (fn(), None)
+            except BaseException as e:  # a failed switch or fn's error: handed to the caller
+                done = (None, e)
+            finally:
+                try:  # always, so nothing between the switch and here can skip it
+                    _setns(orig)
+                except OSError as e:  # stuck elsewhere: the calls left cannot run here
+                    out.extend((None, e) for _ in calls[len(out):])
+                    return e
+            out.append(done)
+    finally:
+        os.close(orig)
+    return None
 
 
 def bind_in_netns(netns_name: str, family: int, host: str, port: int, *,

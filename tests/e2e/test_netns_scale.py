@@ -149,3 +149,38 @@ def test_a_namespace_that_cannot_be_made_leaves_no_name(cleanup, monkeypatch):
                                                                  "namespace .*not permitted"):
         ip_lib.create_namespace(nl, ns)
     assert not os.path.exists(f"/run/netns/{ns}")
+
+
+def test_here_the_calling_thread_switches_in_and_always_back(cleanup, monkeypatch):
+    """A command's look into a namespace switches the calling thread (a thread per look was
+    a quarter of a no-change enable --all) and comes back: after an answer, after an error
+    of the call, and when the namespace is gone."""
+    import threading
+
+    from mdtool.errors import NotFound
+    from mdtool.netns import switch
+    ns = cleanup.netns(unique_name("tns-"))
+    sh("ip", "netns", "add", ns)
+    mine = os.stat("/proc/thread-self/ns/net").st_ino
+    target = os.stat(f"/run/netns/{ns}").st_ino
+
+    def no_thread(*a, **k):
+        raise AssertionError("a thread was started")
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+
+    def where():
+        return os.stat("/proc/thread-self/ns/net").st_ino
+
+    def boom():
+        raise ValueError("boom")
+    got = switch.run_in_each_netns([(ns, where), (ns, boom), ("no-such-ns-x", where), (ns, where)],
+                                   here=True)
+    assert [r for r, _ in got] == [target, None, None, target]
+    assert isinstance(got[1][1], ValueError) and isinstance(got[2][1], NotFound)
+    assert where() == mine
+    assert switch.run_in_netns(ns, where, here=True) == target and where() == mine
+    fds = set(os.listdir("/proc/self/fd"))
+    with ip_lib.Netlink() as nl:  # its sockets in the namespace, made from this thread
+        assert [l.ifname for l in ip_lib.read_namespace(nl, ns)[0]] == ["lo"]
+        ip_lib.set_link(nl, "lo", ns, up=True)
+    assert where() == mine and set(os.listdir("/proc/self/fd")) == fds

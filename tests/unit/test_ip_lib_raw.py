@@ -14,7 +14,7 @@ from mdtool.netns import ip_lib, switch
 def test_read_namespace_reports_a_socket_failure(monkeypatch):
     monkeypatch.setattr(ip_lib, "namespace_exists", lambda name: True)
 
-    def no_socket(name, fn):
+    def no_socket(name, fn, **kw):
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(switch, "run_in_netns", no_socket)
