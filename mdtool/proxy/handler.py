@@ -24,7 +24,6 @@ _BAD_GATEWAY = b"Bad Gateway: the metadata agent is not available\n"
 _GATEWAY_TIMEOUT = b"Gateway Timeout: the metadata agent did not answer in time\n"
 _TOO_MANY = b"Too Many Requests: metadata rate limit exceeded\n"
 _UNAUTHORIZED = b"Unauthorized: missing, invalid or expired X-aws-ec2-metadata-token\n"
-_TOKEN_PREFIX = "x-aws-ec2-metadata-token"  # both token headers: never forwarded
 _WARN_EVERY = 10.0  # seconds between repeated upstream warnings of one network
 
 
@@ -134,13 +133,6 @@ class ProxyHandler:
         self._account(req, resp, start)
         return resp
 
-    def _upstream_headers(self, req: Request) -> list[tuple[str, str]]:
-        fields = req.headers
-        if self.sealer is not None and any(k.lower().startswith(_TOKEN_PREFIX)
-                                           for k, _ in fields):
-            fields = [kv for kv in fields if not kv[0].lower().startswith(_TOKEN_PREFIX)]
-        return upstream_headers(fields, req.peer, self.network_id)
-
     def _failed(self, error: UpstreamError) -> Response:
         """The answer when the agent gave none: 504 when it was too slow, else 502."""
         self._warn(error)
@@ -176,14 +168,16 @@ class ProxyHandler:
             reply(resp)
             self._account(req, resp, start)
 
-        begin(req.method, req.target, self._upstream_headers(req), req.body, done)
+        # The allow-list (mdtool/http/headers.py) keeps the IMDSv2 token fields here too.
+        headers = upstream_headers(req.headers, req.peer, self.network_id)
+        begin(req.method, req.target, headers, req.body, done)
         return True
 
     async def __call__(self, req: Request) -> Response:
         start = time.monotonic()
         resp = self._gate(req)
         if resp is None:
-            headers = self._upstream_headers(req)
+            headers = upstream_headers(req.headers, req.peer, self.network_id)
             cache = self.cache
             key = state = None
             if cache is not None:
