@@ -381,3 +381,30 @@ def test_a_client_gone_mid_request_leaves_the_agent_connection_pooled(tmp_path):
         await agent_srv.close(1)
 
     asyncio.run(main())
+
+
+def test_closing_and_http10_requests_through_the_chain(tmp_path):
+    """cloud-init 22.4 sends Connection: close on every request; HTTP/1.0 clients still
+    exist: both get the agent's answer, framed for them, and the connection ends."""
+    async def main():
+        agent = PathAgent()
+        agent_srv = await start_agent(tmp_path / "agent", agent)
+        proxy, pool, port = await start_proxy(tmp_path / "agent")
+        for raw in (b"GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    b"GET /ten HTTP/1.0\r\n\r\n", b"HEAD /head HTTP/1.1\r\nHost: x\r\n"
+                    b"Connection: close\r\n\r\n"):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(raw)
+            reply = await asyncio.wait_for(r.read(), 2)  # read to EOF: the proxy closes
+            w.close()
+            head, _, body = reply.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in head
+            path = raw.split(b" ")[1]
+            assert body == (b"" if raw.startswith(b"HEAD") else path)
+            assert b"Content-Length: %d" % len(path) in head
+        assert [q.path for q in agent.requests] == ["/close", "/ten", "/head"]
+        await proxy.close(1)
+        await pool.close()
+        await agent_srv.close(1)
+
+    asyncio.run(main())
