@@ -576,12 +576,17 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             self.closing = True  # nothing after a closing request is read
         self._disarm()
-        if not self.begin(req, pending.reply):
-            if self.task is pending:
-                self.task = None
-            self.closing = closing
-            return False
-        return True
+        try:
+            begun = self.begin(req, pending.reply)
+        except BaseException:  # reported by data_received (a 500); nothing stays pending
+            begun = False
+            raise
+        finally:
+            if not begun:
+                if self.task is pending:
+                    self.task = None
+                self.closing = closing
+        return begun
 
     def _reply(self, req: Request, keep_alive: bool, resp: Response) -> None:
         """The answer to a request handed to ``handler.begin``: what ``_answer`` does

@@ -408,3 +408,28 @@ def test_closing_and_http10_requests_through_the_chain(tmp_path):
         await agent_srv.close(1)
 
     asyncio.run(main())
+
+
+def test_a_failing_begin_is_a_500_not_a_hung_connection(tmp_path):
+    async def main():
+        class Broken(ProxyHandler):
+            __slots__ = ()
+
+            def begin(self, req, reply):
+                raise RuntimeError("a bug")
+
+        pool = UpstreamPool(f"unix:{tmp_path}/none", size=2, connect_timeout=1, read_timeout=1)
+        server = HttpServer(Broken(pool, NET), Limits(head_timeout=2, keepalive_timeout=2))
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        await server.add_socket(s)
+        r, w = await asyncio.open_connection("127.0.0.1", s.getsockname()[1])
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = await asyncio.wait_for(r.read(), 3)
+        assert reply.startswith(b"HTTP/1.1 500 ")
+        w.close()
+        await server.close(1)
+        await pool.close()
+
+    asyncio.run(main())
