@@ -558,10 +558,10 @@ class Status:
             (f"pid {self.recorded}" if self.recorded else "nothing")
 
 
-# A start looks whether its process is ready every READY_POLL seconds for READY_POLL_FOR
-# seconds, then less and less often: dnsmasq is ready in ~10 ms, and a look (three small
-# reads) costs ~50 µs, so polls 10, 30, 70 ms after the spawn made each new network wait
-# 10-60 ms longer than its dnsmasq took.
+# A start looks whether its process is ready (a stop, whether it is gone) every READY_POLL
+# seconds for READY_POLL_FOR seconds, then less and less often: dnsmasq is ready in ~10 ms
+# and gone a few ms after SIGTERM, and a look (a few small reads) costs ~50 µs, so looks
+# 10, 30, 70 ms after the spawn made each new network wait 10-60 ms longer than needed.
 READY_POLL = 0.002
 READY_POLL_FOR = 0.25
 
@@ -853,11 +853,13 @@ class ProcessManager:
     def _stop(self, pid: int) -> None:
         signal_pid(pid, signal.SIGTERM)
         for sig, timeout in ((signal.SIGKILL, self.stop_timeout), (None, 5.0)):
-            deadline = time.monotonic() + timeout
-            delay = 0.01
+            started = time.monotonic()
+            deadline = started + timeout
+            delay = READY_POLL  # dnsmasq ends within a few ms of SIGTERM
             while time.monotonic() < deadline and self._alive(pid):
                 time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+                if time.monotonic() - started > READY_POLL_FOR:
+                    delay = min(delay * 2, 0.2)
             if not self._alive(pid):
                 return
             if sig is None:
