@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from mdtool import daemons, model, process
 from mdtool.config import Config
-from mdtool.errors import BadInput
+from mdtool.errors import BadInput, MdtoolError
 from mdtool.pipeline import Node
 from mdtool.plan import Action, Run, Step, StepFailed  # noqa: F401 (StepFailed: callers)
 from mdtool.registry import Registry
@@ -39,22 +39,47 @@ def _proxy_listener(network_id: str) -> process.Listener:
 def wait_serving(config: Config, network_id: str, timeout: float = PROXY_WAIT) -> None:
     """Wake the proxy (it looks for new namespaces at once) and wait until that very process
     holds 169.254.169.254:80 in the network's namespace."""
+    for error in _await_proxy(config, [network_id], timeout).values():
+        raise error
+
+
+def _await_proxy(config: Config, network_ids: list[str], timeout: float
+                 ) -> dict[str, MdtoolError]:
+    """Wake the proxy and wait, ``timeout`` seconds at most, until that very process holds
+    169.254.169.254:80 in each network's namespace: ``{network id: why not}`` for each
+    network it does not serve (someone else holds the address, the namespace cannot be
+    read, or time ran out)."""
     import time
-    listener = _proxy_listener(network_id)
-    pm = daemons.manager(config, "proxy")
+
+    from mdtool.errors import OperationFailed
+    waiting = list(network_ids)
+    pid = daemons.manager(config, "proxy").pid
     daemons.wake_proxy(config)
+    failed: dict[str, MdtoolError] = {}
     deadline = time.monotonic() + timeout
-    while True:
-        ours, others = process.listener_holders(listener, pm.pid)
-        if others:
-            raise BadInput(process.held_sentence(listener, others[0]))
-        if ours:
-            return
-        if time.monotonic() > deadline:
-            from mdtool.errors import OperationFailed
-            raise OperationFailed(f"the proxy does not listen on {listener} "
-                                  f"(log: {daemons.logfile(config, 'proxy')})")
-        time.sleep(0.02)
+    while waiting:
+        listeners = [_proxy_listener(net_id) for net_id in waiting]
+        left = []
+        for net_id, listener, answer in zip(
+                waiting, listeners, process.listener_holders_each(listeners, pid)):
+            if isinstance(answer, MdtoolError):
+                failed[net_id] = answer
+                continue
+            ours, others = answer
+            if others:
+                failed[net_id] = BadInput(process.held_sentence(listener, others[0]))
+            elif not ours:
+                left.append(net_id)
+        waiting = left
+        if waiting and time.monotonic() > deadline:
+            for net_id in waiting:
+                failed[net_id] = OperationFailed(
+                    f"the proxy does not listen on {_proxy_listener(net_id)} "
+                    f"(log: {daemons.logfile(config, 'proxy')})")
+            break
+        if waiting:
+            time.sleep(0.02)
+    return failed
 
 
 def _plan_serving(config: Config, net: model.Network, proxy_restarts: bool,
@@ -135,44 +160,16 @@ class Batch:
         """Wake the proxy and wait until it serves every network handed over, ``timeout``
         seconds at most; ``{id(run): error}`` for each network that failed, its run rolled
         back (under the node lock)."""
-        import time
-
-        from mdtool.errors import MdtoolError, OperationFailed
         from mdtool.node import node_lock
         waiting, self._waiting = self._waiting, []
         if not waiting:
             return {}
-        pid = daemons.manager(self.config, "proxy").pid
-        daemons.wake_proxy(self.config)
-        runs = {id(run): run for _, run in waiting}
-        failed: dict[int, MdtoolError] = {}
-        deadline = time.monotonic() + timeout
-        while waiting:
-            listeners = [_proxy_listener(net_id) for net_id, _ in waiting]
-            left = []
-            for (net_id, run), listener, answer in zip(
-                    waiting, listeners, process.listener_holders_each(listeners, pid)):
-                if isinstance(answer, MdtoolError):
-                    failed[id(run)] = answer
-                    continue
-                ours, others = answer
-                if others:
-                    failed[id(run)] = BadInput(process.held_sentence(listener, others[0]))
-                elif not ours:
-                    left.append((net_id, run))
-            waiting = left
-            if waiting and time.monotonic() > deadline:
-                for net_id, run in waiting:
-                    failed[id(run)] = OperationFailed(
-                        f"the proxy does not listen on {_proxy_listener(net_id)} "
-                        f"(log: {daemons.logfile(self.config, 'proxy')})")
-                break
-            if waiting:
-                time.sleep(0.05)
+        failed = _await_proxy(self.config, list(dict.fromkeys(n for n, _ in waiting)), timeout)
         out = {}
-        for key, error in failed.items():
-            with node_lock(self.config):
-                out[key] = str(runs[key].failed("proxy serving", error))
+        for net_id, run in waiting:
+            if net_id in failed:
+                with node_lock(self.config):
+                    out[id(run)] = str(run.failed("proxy serving", failed[net_id]))
         return out
 
 
