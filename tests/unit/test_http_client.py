@@ -310,3 +310,29 @@ def test_begin_reports_failures_and_timeouts(tmp_path):
         await up.stop()
 
     run(main())
+
+
+def test_begin_gives_its_slot_back_when_the_resend_fails(tmp_path):
+    """A warm connection the agent closed unanswered is resent on a new one; when that
+    fails too (the agent went away), the slot must come back: with it held, a pool of one
+    answered every later request "no free connection" even after the agent returned."""
+    async def main():
+        holder = {}
+
+        def answer(head, n):
+            if n == 2:  # take the request, stop listening, hang up without an answer
+                holder["up"].server.close()
+                return b"", True
+            return ok(b"r%d" % n), False
+        holder["up"] = await RawUpstream(answer).start_unix(tmp_path / "s")
+        async with UpstreamPool(f"unix:{tmp_path}/s", size=1, read_timeout=0.5) as pool:
+            assert (await _begin(pool, "GET", "/1"))[0].body == b"r1"  # now warm
+            resp, error = await _begin(pool, "GET", "/2")  # stale, and nobody to resend to
+            assert resp is None and isinstance(error, UpstreamUnavailable)
+            back = await RawUpstream(lambda head, n: (ok(b"back"), False)).start_unix(
+                tmp_path / "s")
+            resp, error = await _begin(pool, "GET", "/3")
+            assert error is None and resp.body == b"back"
+            await back.stop()
+
+    run(main())
