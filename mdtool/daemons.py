@@ -76,13 +76,16 @@ def start(config: Config, role: str) -> list[str]:
     return manager(config, role).enable()
 
 
-def wake_proxy(config: Config) -> bool:
+def wake_proxy(config: Config, *, ipv6: bool = False) -> bool:
     """Ask the running proxy to look for new namespaces now (SIGHUP), when it listens for
-    that signal already; False when it does not (it will on its next poll)."""
+    that signal already; False when it does not (it will on its next poll). ``ipv6``: also
+    to look for fe80::a9fe:a9fe in every namespace it does not serve it in yet (SIGUSR1),
+    after adding that address; otherwise it looks a minute later at most."""
+    sig = signal.SIGUSR1 if ipv6 else signal.SIGHUP
     pid = running(config, "proxy")
-    if pid is None or not process.catches(pid, signal.SIGHUP):
+    if pid is None or not process.catches(pid, sig):
         return False
-    return process.signal_pid(pid, signal.SIGHUP)
+    return process.signal_pid(pid, sig)
 
 
 def stop(config: Config, role: str) -> bool:

@@ -85,6 +85,8 @@ class Node:
                     f"create namespace qdhcp-{st.network.id} with the DHCP port, its addresses "
                     "and 169.254.169.254/32"]
         actions = dhcp_port.up(self.nl, st.network, st.port, dry_run=dry_run)
+        if not dry_run and any(_adds_metadata_v6(a) for a in actions):
+            self._wake_proxy_v6()
         if not dry_run:
             # The dhcp dir marks the network as served by this node (the proxy follows it).
             from mdtool.files import ensure_dir
@@ -152,8 +154,20 @@ class Node:
         out = []
         for a in planned:
             undo = (lambda: self.netns_down(net)) if a.op == "create_namespace" else None
-            out.append(Action(a.text, lambda a=a: netns_actions.apply(self.nl, [a]), undo))
+            if _adds_metadata_v6(a):
+                def do(a=a):
+                    netns_actions.apply(self.nl, [a])
+                    self._wake_proxy_v6()
+            else:
+                def do(a=a):
+                    netns_actions.apply(self.nl, [a])
+            out.append(Action(a.text, do, undo))
         return out
+
+    def _wake_proxy_v6(self) -> None:
+        """The proxy looks for fe80::a9fe:a9fe now, not on its backed-off periodic look."""
+        from mdtool import daemons
+        daemons.wake_proxy(self.config, ipv6=True)
 
     def plan_netns_down(self, net: model.Network) -> list[Action]:
         from mdtool.netns import actions as netns_actions, dhcp_port
@@ -167,3 +181,9 @@ class Node:
             shutil.rmtree(d)
             return [f"remove {d}"]
         return []
+
+
+def _adds_metadata_v6(action) -> bool:
+    """A netns action adding fe80::a9fe:a9fe, the address the proxy serves IPv6 metadata on."""
+    from mdtool.netns import dhcp_port
+    return action.op == "add_address" and action.args.get("cidr") == dhcp_port.METADATA_V6

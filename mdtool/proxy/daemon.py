@@ -34,7 +34,8 @@ log = logging.getLogger("mdtool.proxy")
 NETNS_PREFIX = "qdhcp-"
 DEFAULT_PORT = 80
 MAX_CONNECTIONS_PER_NETWORK = 1024  # Neutron's haproxy: maxconn 1024 per network
-V6_CHECK_SECONDS = 5.0  # between looks for fe80::a9fe:a9fe once IPv4 is served
+V6_CHECK_SECONDS = 5.0  # first wait between looks for fe80::a9fe:a9fe once IPv4 is served
+V6_CHECK_MAX_SECONDS = 60.0  # ... doubling up to this while the namespace still lacks it
 SETTLED_SECONDS = 1.0  # a directory changed more recently than this: a full round
 FD_RESERVE = 64  # descriptors kept for everything but client connections (logs, netns, ...)
 EMFILE_REPORT_EVERY = 60.0  # seconds between two reports of running out of descriptors
@@ -99,6 +100,7 @@ class _Site:
     reported: set = field(default_factory=set)  # waiting messages already logged
     limiter: RateLimiter | None = None
     v6_due: float = 0.0  # loop time of the next look for fe80::a9fe:a9fe
+    v6_wait: float = V6_CHECK_SECONDS  # from that look to the one after (doubles)
 
     @property
     def listening(self) -> int:
@@ -143,6 +145,12 @@ class ProxyDaemon:
         self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self._emfile_last = -EMFILE_REPORT_EVERY
         self._emfile_suppressed = 0
+        self._v6_wake = False  # SIGUSR1: every site lacking IPv6 looks in the next round
+
+    def wake_v6(self) -> None:
+        """Make every site lacking fe80::a9fe:a9fe due for a look in the next round
+        (SIGUSR1: enable sends it after adding that address to a DHCP tap)."""
+        self._v6_wake = True
 
     # what should be served -----------------------------------------------------------
 
@@ -213,13 +221,17 @@ class ProxyDaemon:
     async def _tend(self, sites: list[_Site], now: float) -> None:
         """Every round, for every site: bind what is missing, prune, log summaries."""
         todo: list[_Site] = []
+        v6_wake, self._v6_wake = self._v6_wake, False
         for site in sites:
             # Not listening yet: every round. Most networks never get IPv6: look for it
-            # every few seconds, however often rounds are woken (enable wakes one per
-            # network). One thread visits every namespace of the round.
-            if site.v4_key is None or (site.v6_key is None and now >= site.v6_due):
+            # 5 s after the first look, then 10, 20, 40 s, then every 60 s, however often rounds
+            # are woken (enable wakes one per network); at once after a SIGUSR1, which
+            # whatever adds the address sends. One thread visits every namespace of the round.
+            if site.v4_key is None or (site.v6_key is None and (v6_wake or now >= site.v6_due)):
                 todo.append(site)
-                site.v6_due = now + V6_CHECK_SECONDS
+                if site.v4_key is not None:
+                    site.v6_wait = min(2 * site.v6_wait, V6_CHECK_MAX_SECONDS)
+                site.v6_due = now + site.v6_wait
             if site.limiter is not None:
                 site.limiter.prune()
             site.handler.flush_repeats()
@@ -350,11 +362,18 @@ class ProxyDaemon:
 
         SIGHUP reconciles at once: enable-isolated-metadata sends it after bringing a
         namespace up, so it need not wait for the next poll (up to a second per network).
+        SIGUSR1 does too, and looks for fe80::a9fe:a9fe in every namespace lacking it:
+        enable sends it after adding that address (the periodic look backs off to a minute).
         """
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
+
+        def wake_v6() -> None:
+            self.wake_v6()
+            wake.set()
         try:
             loop.add_signal_handler(signal.SIGHUP, wake.set)
+            loop.add_signal_handler(signal.SIGUSR1, wake_v6)
             hup = True
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             hup = False
@@ -380,6 +399,7 @@ class ProxyDaemon:
         finally:
             if hup:
                 loop.remove_signal_handler(signal.SIGHUP)
+                loop.remove_signal_handler(signal.SIGUSR1)
             await self.close()
 
     async def close(self) -> None:
