@@ -91,13 +91,17 @@ class Registry:
 
         PostgreSQL: LISTEN on a dedicated connection (changes made on any node arrive
         within milliseconds), with a slow revision poll as a fallback. SQLite: a fast
-        revision poll (one cheap query). Readers loop: compare ``revision()``, then
+        poll of the database files' stat, a revision query when they moved and every
+        0.75 s whatever they say. Readers loop: compare ``revision()``, then
         ``await feed.wait(feed.interval, stop)``.
         """
         from mdtool.registry import notify  # asyncio: only for the daemons that follow
         if self._notify:
             return notify.PgListenFeed(self.engine)
-        return notify.PollFeed()
+        engine = self.engine
+        files = ((engine.database, engine.database + "-wal")
+                 if engine.dialect == "sqlite" and not engine.memory else ())
+        return notify.PollFeed(files=files)
 
     def wait_for_change(self, timeout: float) -> bool:
         """Blocking: True when a change notification arrived within ``timeout`` seconds.
