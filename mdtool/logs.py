@@ -12,12 +12,14 @@ ranks them itself. ``debug = true`` or ``-v`` on the command line: debug.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.handlers
 import os
 import re
 import sys
 import time
+import weakref
 from pathlib import Path
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -135,37 +137,58 @@ class TextFormatter(_OneLine, logging.Formatter):
         return escape(before), escape(between), escape(after)
 
 
+# How long a DeferredLines line may wait for the ones after it, and how many may wait.
+FLUSH_DELAY = 0.005  # seconds
+FLUSH_LINES = 256
+
+
 class DeferredLines:
-    """One logger's INFO lines, each stamped when it is made and written at the end of
-    the event-loop iteration it was made in, together.
+    """One logger's INFO lines, each stamped when it is made and written together at most
+    FLUSH_DELAY after the first of them (at once when FLUSH_LINES wait), in order; what
+    still waits when the daemon exits is written then (:func:`flush_deferred`).
 
     The proxy logs every request, and the logging call cost more than answering one from
     the cache: a record, the walk up the logger tree, the handler's lock, then a stat(),
     write() and flush() a line. Here a line costs its message and its time stamp. When the
     daemon logs to its own file alone (:func:`setup`'s :class:`RotatingFile`, the usual
-    case) the iteration's lines are formatted by that file's formatter (the text formatter
+    case) the waiting lines are formatted by that file's formatter (the text formatter
     without a record each: :meth:`TextFormatter.info_lines`) and written with one write():
     the same lines, in the same file. Any other set-up (a console, a test's
-    capture handler, a filter) takes the ordinary logging call for each, at the flush."""
+    capture handler, a filter) takes the ordinary logging call for each, at the flush.
+
+    A write per loop iteration was still a write (and a stat) per request at one
+    connection, where every request is an iteration of its own: about 8 % of the proxy's
+    time. A few milliseconds' wait batches them there too."""
 
     def __init__(self, logger: logging.Logger):
         import asyncio  # here: the CLI imports this module and never needs asyncio
         self.logger = logger
         self._pending: list[tuple[float, str, tuple]] = []
         self._running_loop = asyncio.get_running_loop
+        self._timer: asyncio.TimerHandle | None = None  # the flush to come, if any
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that runs it
+        _DEFERRED.add(self)
 
     def info(self, msg: str, *args) -> None:
-        """``logger.info(msg, *args)``, written at the end of this loop iteration (at once
-        outside a running loop)."""
+        """``logger.info(msg, *args)``, written within FLUSH_DELAY (at once outside a
+        running loop)."""
         pending = self._pending
         pending.append((time.time(), msg, args))
-        if len(pending) == 1:
-            try:
-                self._running_loop().call_soon(self.flush)
-            except RuntimeError:
-                self.flush()
+        try:
+            loop = self._running_loop()
+        except RuntimeError:
+            loop = None
+        if len(pending) == 1 and loop is not None:
+            self._loop = loop
+            self._timer = loop.call_later(FLUSH_DELAY, self.flush)
+        elif loop is None or loop is not self._loop or len(pending) >= FLUSH_LINES:
+            # Many waiting, no loop, or lines left by a loop that ended before its timer.
+            self.flush()
 
     def flush(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         pending, self._pending = self._pending, []
         if not pending:
             return
@@ -212,6 +235,18 @@ class DeferredLines:
             return None
         return handler
 
+
+_DEFERRED: "weakref.WeakSet[DeferredLines]" = weakref.WeakSet()
+
+
+def flush_deferred() -> None:
+    """Write every DeferredLines line still waiting (a daemon stopping; at exit too)."""
+    for lines in list(_DEFERRED):
+        lines.flush()
+
+
+# After logging's own shutdown was registered (at its import), so run before it.
+atexit.register(flush_deferred)
 
 _RECORD = logging.LogRecord.__new__
 
@@ -287,9 +322,12 @@ class RotatingFile(logging.FileHandler):
     """A daemon's log file: rotated at ``max_bytes`` keeping ``backups`` old files
     (``path.1`` the newest), reopened when moved away (logrotate), always files.LOG_MODE.
     A failed write (ENOSPC) drops the line and counts it; one complaint a minute at most
-    goes to stderr."""
+    goes to stderr. Whether the file was moved is looked at (a stat) at most every
+    LOOK_EVERY seconds, not at every write: lines written in between still land in the
+    moved file (logrotate's copy), none is lost."""
 
     terminator = "\n"
+    LOOK_EVERY = 1.0  # seconds
 
     def __init__(self, path: str | os.PathLike, max_bytes: int = 0, backups: int = 0):
         self.max_bytes = max_bytes
@@ -298,6 +336,7 @@ class RotatingFile(logging.FileHandler):
         self._complained = -60.0
         self._ident: tuple[int, int] | None = None
         self._size = 0
+        self._look_due = 0.0  # time.monotonic() of the next look for a move
         super().__init__(path, mode="a", encoding="utf-8", delay=True)
 
     def _open(self):
@@ -310,6 +349,7 @@ class RotatingFile(logging.FileHandler):
                                   encoding="utf-8", errors="backslashreplace")
         st = os.fstat(stream.fileno())
         self._ident = (st.st_dev, st.st_ino)
+        self._look_due = time.monotonic() + self.LOOK_EVERY
         self._size = st.st_size
         return stream
 
@@ -359,8 +399,12 @@ class RotatingFile(logging.FileHandler):
             self.handleError(None)  # type: ignore[arg-type]
 
     def _write(self, msg: str) -> None:
-        if self.stream is not None and self._moved():
-            self._close_stream()
+        if self.stream is not None:
+            now = time.monotonic()
+            if now >= self._look_due:
+                self._look_due = now + self.LOOK_EVERY
+                if self._moved():
+                    self._close_stream()
         if self.stream is not None and self.max_bytes and \
                 self._size + len(msg) > self.max_bytes and self._size > 0:
             self._rotate()

@@ -26,7 +26,7 @@ from mdtool.http.types import Request, Response
 from mdtool.logs import DeferredLines, RepeatGate
 
 log = logging.getLogger("mdtool.agent")
-access_lines = DeferredLines(log)  # one line a request, written at the loop iteration's end
+access_lines = DeferredLines(log)  # one line a request, written within a few ms
 
 
 class AgentSource(Protocol):

@@ -924,18 +924,27 @@ def install_uvloop() -> bool:
 def run_daemon(main: Callable[[asyncio.Event], Awaitable[int | None]]) -> int:
     """Run a daemon: ``main(stop)`` sets up, awaits ``stop``, cleans up, returns its exit code.
 
-    SIGTERM and SIGINT set ``stop``; a clean shutdown exits 0.
+    SIGTERM and SIGINT set ``stop``; a clean shutdown exits 0. The access lines still
+    waiting to be written (mdtool/logs.py's DeferredLines) are written when ``stop`` is
+    set, before the daemon's own lines about stopping, and at the end.
     """
+    from mdtool.logs import flush_deferred
     install_uvloop()
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+
+        def stopping() -> None:
+            flush_deferred()
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping)
         try:
             rc = await main(stop)
         finally:
+            flush_deferred()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 0 if rc is None else int(rc)

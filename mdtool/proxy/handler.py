@@ -16,7 +16,7 @@ from mdtool.proxy.tokens import TOKEN_HEADER, TOKEN_PATH, TTL_HEADER, TokenSeale
 
 log = logging.getLogger("mdtool.proxy")
 access_log = logging.getLogger("mdtool.proxy.access")
-# One line a request, written at the end of the loop iteration (mdtool/logs.py).
+# One line a request, written with the others of the next few ms (mdtool/logs.py).
 access_lines = DeferredLines(access_log)
 
 _CT = [("Content-Type", "text/plain; charset=UTF-8")]

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from mdtool import model
+from mdtool import logs, model
 from mdtool.agent.handler import AgentHandler, IndexFollower
 from mdtool.agent.index import PortIndex, mac_from_link_local, normalize_ip
 from mdtool.agent.sign import sign_instance_id
@@ -121,7 +121,9 @@ def serve(req, upstream=None, idx=None):
     upstream = upstream or FakeUpstream()
     idx = idx or PortIndex(ports())
     handler = AgentHandler(lambda: idx, upstream, SECRET)
-    return asyncio.run(handler.handle(req)), upstream
+    resp = asyncio.run(handler.handle(req))
+    logs.flush_deferred()  # the access lines wait a few ms (logs.DeferredLines)
+    return resp, upstream
 
 
 def sent_headers(upstream):
@@ -340,6 +342,7 @@ def test_repeated_404s_of_one_source_are_summarised(caplog, monkeypatch):
 
     with caplog.at_level(logging.INFO, "mdtool.agent"):
         asyncio.run(many())
+        logs.flush_deferred()
     lines = [r.getMessage() for r in caplog.records if r.name == "mdtool.agent"]
     assert len(lines) == 3, lines
     assert "source=172.17.17.99" in lines[0] and "status=404" in lines[0]

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from mdtool import logs
 from mdtool.config import Config
 from mdtool.http.server import HttpServer, Limits, _Connection
 from mdtool.proxy.handler import ProxyHandler
@@ -212,6 +213,7 @@ def test_hits_are_logged_counted_and_rate_limited(node, caplog):
             return statuses, handler, backend.cache.hits
 
     statuses, handler, hits = asyncio.run(go())
+    logs.flush_deferred()  # the access lines wait a few ms (logs.DeferredLines)
     assert statuses == [200, 200, 200, 200, 429, 429]
     assert hits == 5  # the 429s were hits too: the limit applies before the cache
     lines = [r.getMessage() for r in caplog.records if r.name == "mdtool.proxy.access"]
@@ -310,6 +312,7 @@ def test_a_request_that_closes_its_connection_is_answered_from_the_cache(node, c
             return kept, miss, hit, hits, dict(handler.status_counts), server
 
     kept, miss, hit, hits, counts, server = asyncio.run(go())
+    logs.flush_deferred()  # the access lines wait a few ms (logs.DeferredLines)
     assert hits == 2 and hit[1] and miss[1]  # both closed by the server
     head, _, body = hit[0].partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\nConnection: close")

@@ -61,6 +61,7 @@ def test_daemon_log_file_mode(tmp_path, umask_000):
     from mdtool.config import Config
     cfg = Config(state_dir=str(tmp_path), environ={"MDTOOL_LOG_DIR": str(tmp_path / "logs")})
     handler = logs.setup(cfg, "agent", verbose=0)
+    handler.LOOK_EVERY = 0.0  # look for a moved file at every write (default: every 1 s)
     try:
         logging.getLogger("mdtool.test").info("hello")
         path = tmp_path / "logs" / "mdtool-agent.log"

@@ -79,15 +79,23 @@ def test_files_rotate_by_size_and_count(tmp_path):
     assert (path.stat().st_mode & 0o777) == 0o640
 
 
-def test_a_file_moved_away_is_reopened(tmp_path):
+def test_a_file_moved_away_is_reopened_within_a_second(tmp_path, monkeypatch):
+    """logrotate moves the file: the lines of the next second still go to the moved file
+    (a stat a write was a visible part of a request), then the new file gets them."""
+    clock = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
     path = tmp_path / "a.log"
     h = logs.RotatingFile(path)
     h.setFormatter(logging.Formatter("%(message)s"))
     h.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "one", (), None))
     os.rename(path, tmp_path / "a.log.old")
+    clock[0] += 0.5
     h.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "two", (), None))
+    clock[0] += h.LOOK_EVERY
+    h.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "three", (), None))
     h.close()
-    assert path.read_text() == "two\n" and (tmp_path / "a.log.old").read_text() == "one\n"
+    assert (tmp_path / "a.log.old").read_text() == "one\ntwo\n"  # none lost
+    assert path.read_text() == "three\n"  # the move was noticed
 
 
 def test_a_full_disk_drops_lines_without_raising_or_a_traceback_each(tmp_path, monkeypatch, capsys):

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from mdtool import logs
 from mdtool.config import Config
 from mdtool.http.client import UpstreamPool
 from mdtool.http.server import HttpServer, Limits
@@ -169,6 +170,7 @@ def test_access_log_line(tmp_path, caplog):
 
     with caplog.at_level(logging.INFO, logger="mdtool.proxy.access"):
         asyncio.run(main())
+        logs.flush_deferred()  # the access lines wait a few ms (logs.DeferredLines)
     (line,) = [r.getMessage() for r in caplog.records if r.name == "mdtool.proxy.access"]
     assert line.startswith(f"network={NET} src=127.0.0.1 GET /latest/meta-data/ 200 ")
     assert line.endswith("ms")
