@@ -174,15 +174,16 @@ class DeferredLines:
         running loop)."""
         pending = self._pending
         pending.append((time.time(), msg, args))
-        try:
-            loop = self._running_loop()
-        except RuntimeError:
-            loop = None
-        if len(pending) == 1 and loop is not None:
-            self._loop = loop
+        if len(pending) == 1:
+            try:
+                # Once a flush, not a line: in Python 3.11 it costs a getpid() syscall.
+                loop = self._loop = self._running_loop()
+            except RuntimeError:
+                self.flush()
+                return
             self._timer = loop.call_later(FLUSH_DELAY, self.flush)
-        elif loop is None or loop is not self._loop or len(pending) >= FLUSH_LINES:
-            # Many waiting, no loop, or lines left by a loop that ended before its timer.
+        elif len(pending) >= FLUSH_LINES or not self._loop.is_running():
+            # Many waiting, or lines left by a loop that ended before its timer ran.
             self.flush()
 
     def flush(self) -> None:
