@@ -10,7 +10,8 @@ refusal writes it as ``cmd; echo "exit $?"`` so the exit code is part of the out
 The output shown must appear, line by line and in order, in the real output (extra real
 lines are allowed: a page may shorten), after both sides are normalised: ids, MACs, pids,
 times and table padding vary from run to run. A line holding ``…`` marks an elision and is
-not compared.
+not compared. A daemon's log line written into the middle of a command's line (they share
+the terminal) is split off it first.
 """
 
 from __future__ import annotations
@@ -104,9 +105,27 @@ def normalise(line: str) -> str:
     return line.strip()
 
 
+# Where a daemon's log line starts (logs.TEXT_FORMAT: the time first). The page's daemons
+# share the terminal with its commands, and a line they write can land inside a command's
+# line (curl writes the body, then its -w newline).
+LOG_LINE_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[.,]\d{3} [A-Z]+ mdtool[.\w]*: ")
+
+
+def _own_lines(real: str) -> list[str]:
+    """The real output's lines, with a daemon's log line written into another line split
+    off it, as the terminal would have shown it had the writes come a moment apart."""
+    out = []
+    for ln in real.splitlines():
+        while (m := LOG_LINE_START.search(ln, 1)) is not None:
+            out.append(ln[:m.start()])
+            ln = ln[m.start():]
+        out.append(ln)
+    return out
+
+
 def missing_lines(shown: list[str], real: str) -> list[str]:
     """The shown lines (normalised) not found, in order, among the real ones."""
-    real_lines = [normalise(ln) for ln in real.splitlines()]
+    real_lines = [normalise(ln) for ln in _own_lines(real)]
     pos = 0
     missing = []
     for ln in shown:

@@ -54,6 +54,17 @@ def test_a_changed_word_a_missing_line_or_another_order_fails():
                                      "isolated metadata enabled on net1: 1 change(s)"], real) == []
 
 
+
+def test_a_daemon_line_written_into_a_command_line_is_split_off():
+    """curl prints the body, then its -w newline; a background proxy's access line can land
+    between the two writes. The body is still the line the page shows."""
+    log = "2026-12-03 08:21:07,512 INFO mdtool.proxy.access: network=n1 GET /x status=200"
+    real = f"172.17.17.1{log}\n\n$ next\n"
+    assert transcript.missing_lines(["172.17.17.1"], real) == []
+    assert transcript.missing_lines(["172.17.17.2"], real)  # a wrong body still fails
+    # a line that merely mentions a time is left whole
+    assert transcript.missing_lines(["x"], "x 2026-12-03 08:21:07,512 done\n")
+
 def test_run_keeps_variables_exit_codes_and_unterminated_output(tmp_path):
     cmds = transcript.parse("```\n$ X=41\n$ printf 'no newline %s' $((X+1))\n$ false\n$ echo $X\n41\n```\n")
     out = transcript.run(cmds, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=30)
