@@ -106,7 +106,8 @@ class Registry:
     def wait_for_change(self, timeout: float) -> bool:
         """Blocking: True when a change notification arrived within ``timeout`` seconds.
 
-        Without notifications (SQLite) it sleeps and answers True: check ``revision()``.
+        Without notifications (SQLite) it answers True once the database files moved, or
+        after ``notify.FULL_CHECK_TICKS`` timeouts at most: check ``revision()``.
         """
         feed = self.__dict__.get("_blocking_feed")
         if feed is None:
