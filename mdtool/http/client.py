@@ -418,9 +418,19 @@ class UpstreamPool:
             raise UpstreamUnavailable(f"{self.target} closed the connection") from None
 
     def _bind(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop
+        """The running loop, which the pool's futures and timers are made on. A pool that
+        outlived its loop (a program running several, one after the other, as the interop
+        tests do) starts afresh on the new one: its connections, slots and waiters belonged
+        to the old loop and can never complete."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None:
+                self._idle.clear()
+                self._busy.clear()
+                self._waiting.clear()
+                self._in_use = 0
+            self._loop = loop
+        return loop
 
     # the two ways in -------------------------------------------------------------------
 
@@ -447,7 +457,7 @@ class UpstreamPool:
         runs from the answer's own callback: no task, no future. Otherwise (no warm
         connection, all slots taken, a method that must not be sent twice) a task does
         what request() does."""
-        loop = self._loop or self._bind()
+        loop = self._bind()
         if not self._closed and self._in_use < self.size and not self._waiting \
                 and method in IDEMPOTENT:
             conn = self._take_idle()

@@ -336,3 +336,23 @@ def test_begin_gives_its_slot_back_when_the_resend_fails(tmp_path):
             await back.stop()
 
     run(main())
+
+
+def test_a_pool_outliving_its_event_loop_works_on_the_next_one(tmp_path):
+    """The interop tests drive one agent (and its pool) from one asyncio.run after another;
+    a pool that kept its first loop answered every later request with a RuntimeError
+    ("attached to a different loop"), and the agent with 500."""
+    pool = UpstreamPool(f"unix:{tmp_path}/s", size=2)
+
+    async def one(tag):
+        up = await RawUpstream(lambda head, n: (ok(tag), False)).start_unix(tmp_path / "s")
+        try:
+            assert (await pool.request("GET", "/")).body == tag  # warm after the first
+            resp, error = await _begin(pool, "GET", "/")
+            assert error is None and resp.body == tag
+        finally:
+            await up.stop()
+
+    run(one(b"first"))
+    run(one(b"second"))
+    run(pool.close())
