@@ -12,6 +12,16 @@ from mdtool.http.server import Limits
 from mdtool.proxy.daemon import ProxyDaemon
 
 
+def _loopback_listener(family, host, port, **kw):
+    """switch.make_listener's stand-in: the host's loopback stands in for each namespace."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    s.setblocking(False)
+    return s
+
+
 def test_sighup_reconciles_before_the_next_poll(tmp_path):
     rounds: list[float] = []
 
@@ -57,7 +67,6 @@ def test_wakes_do_not_multiply_the_looks_into_namespaces(tmp_path, monkeypatch):
     """enable wakes the proxy once per network: at 1,000 networks, a look for IPv6 into
     every namespace every fifth round was ~200,000 setns calls during one enable --all.
     Looks are due by time; the due ones share one thread."""
-    import socket
 
     from mdtool.netns import switch
     visits: list[str] = []
@@ -71,15 +80,9 @@ def test_wakes_do_not_multiply_the_looks_into_namespaces(tmp_path, monkeypatch):
             out.append((fn(), None))
         return out
 
-    def listener(family, host, port, **kw):  # the host's loopback stands in for each namespace
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        s.setblocking(False)
-        return s
     monkeypatch.setattr(switch, "run_in_each_netns", each)
     monkeypatch.setattr(switch, "netns_inode", lambda name: 1)
-    monkeypatch.setattr(switch, "make_listener", listener)
+    monkeypatch.setattr(switch, "make_listener", _loopback_listener)
     monkeypatch.setattr(switch, "ipv6_address_ifname", lambda address: None)
 
     async def main():
@@ -104,7 +107,6 @@ def test_a_settled_round_looks_at_no_namespace_until_one_comes_or_goes(tmp_path,
     """Idle at 1,000 networks, a round stat'ed every namespace every second. Once every
     network is served and neither /run/netns nor the served dir changed for a second,
     a round looks at none; a change there brings the full round back."""
-    import socket
     import time
 
     from mdtool.netns import switch
@@ -114,16 +116,10 @@ def test_a_settled_round_looks_at_no_namespace_until_one_comes_or_goes(tmp_path,
         (netns_dir / f"qdhcp-{n}").touch()
     stats: list[str] = []
 
-    def listener(family, host, port, **kw):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        s.setblocking(False)
-        return s
     monkeypatch.setattr(switch, "NETNS_DIR", str(netns_dir))
     monkeypatch.setattr(switch, "netns_inode", lambda name: stats.append(name) or 1)
     monkeypatch.setattr(switch, "run_in_each_netns", lambda calls: [(fn(), None) for _, fn in calls])
-    monkeypatch.setattr(switch, "make_listener", listener)
+    monkeypatch.setattr(switch, "make_listener", _loopback_listener)
     monkeypatch.setattr(switch, "ipv6_address_ifname", lambda address: None)
 
     def age(seconds: float) -> None:
@@ -166,7 +162,6 @@ def test_ipv6_address_ifname_agrees_with_the_parsed_table():
 def _v4_only_daemon(tmp_path, monkeypatch, ids, visits, has_v6=lambda name: False):
     """A daemon over ``ids`` whose namespaces are the host's loopback: IPv4 always binds,
     fe80::a9fe:a9fe exists where ``has_v6(namespace)``; every visit is logged in ``visits``."""
-    import socket
 
     from mdtool.netns import switch
     current: list[str] = []
@@ -179,15 +174,9 @@ def _v4_only_daemon(tmp_path, monkeypatch, ids, visits, has_v6=lambda name: Fals
             out.append((fn(), None))
         return out
 
-    def listener(family, host, port, **kw):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        s.setblocking(False)
-        return s
     monkeypatch.setattr(switch, "run_in_each_netns", each)
     monkeypatch.setattr(switch, "netns_inode", lambda name: 1)
-    monkeypatch.setattr(switch, "make_listener", listener)
+    monkeypatch.setattr(switch, "make_listener", _loopback_listener)
     monkeypatch.setattr(switch, "ipv6_address_ifname",
                         lambda address: "tap0" if has_v6(current[0]) else None)
     return ProxyDaemon(UpstreamPool("unix:" + str(tmp_path / "none")), Limits(), ids)
