@@ -19,9 +19,9 @@ from typing import Callable, Sequence, TypeVar
 
 from mdtool.errors import NotFound, OperationFailed
 
-__all__ = ["NETNS_DIR", "create_netns", "run_in_netns", "run_in_each_netns", "bind_in_netns", "make_listener", "addresses_in_netns",
-           "local_ipv6_addresses", "ipv6_address_ifname",
-           "netns_inode", "list_netns"]
+__all__ = ["NETNS_DIR", "create_netns", "run_in_netns", "run_in_each_netns", "bind_in_netns",
+           "make_listener", "addresses_in_netns", "local_ipv6_addresses",
+           "ipv6_address_ifname", "netns_inode", "list_netns"]
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
