@@ -154,13 +154,10 @@ class Node:
         out = []
         for a in planned:
             undo = (lambda: self.netns_down(net)) if a.op == "create_namespace" else None
-            if _adds_metadata_v6(a):
-                def do(a=a):
-                    netns_actions.apply(self.nl, [a])
+            def do(a=a, wake=_adds_metadata_v6(a)):
+                netns_actions.apply(self.nl, [a])
+                if wake:
                     self._wake_proxy_v6()
-            else:
-                def do(a=a):
-                    netns_actions.apply(self.nl, [a])
             out.append(Action(a.text, do, undo))
         return out
 
